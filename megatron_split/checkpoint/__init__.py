@@ -1,0 +1,19 @@
+"""Checkpoints: atomic dist_checkpointing saves, exact resume, resharding loads."""
+
+from megatron_split.checkpoint.checkpointer import (
+    CheckpointConfig,
+    Checkpointer,
+    TrainState,
+    latest_checkpoint,
+    read_meta,
+    write_atomic,
+)
+
+__all__ = [
+    "CheckpointConfig",
+    "Checkpointer",
+    "TrainState",
+    "latest_checkpoint",
+    "read_meta",
+    "write_atomic",
+]

@@ -1,0 +1,185 @@
+"""Atomic, resharding checkpoints through megatron.core ``dist_checkpointing``.
+
+Layout of ``<run>/checkpoints``::
+
+    step_000100/          model + optimizer (torch_dist, loadable at any TP/PP/DP)
+        meta.json         step, consumed samples, tokens, parallel layout, config, lineage
+        rng/rank_00000.pt every RNG of each rank (restored when the layout is unchanged)
+    latest                the name of the newest complete checkpoint
+
+A checkpoint is written under ``step_000100.tmp`` and renamed only after every rank has
+finished, ``meta.json`` is fsynced and ``latest`` is replaced atomically; so a directory
+without ``.tmp`` is always complete, and a crash mid-save leaves only a ``.tmp`` that the
+next save removes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from megatron_split.config import ConfigError
+from megatron_split.runtime import rng_state, set_rng_state
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest"
+META = "meta.json"
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 0  # steps between saves; 0 = only at the end and on preemption signals
+    keep_last: int = 3  # complete checkpoints kept (older ones are deleted)
+    save_at_end: bool = True
+    resume: bool = True  # resume from <run>/checkpoints/latest when it exists
+
+    def validate(self) -> None:
+        if self.every < 0:
+            raise ConfigError("checkpoint.every must be >= 0")
+        if self.keep_last < 1:
+            raise ConfigError("checkpoint.keep_last must be >= 1")
+
+
+@dataclass
+class TrainState:
+    """Everything besides tensors that a resumed run needs to continue exactly."""
+
+    step: int = 0
+    consumed_samples: int = 0
+    tokens: int = 0
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The newest complete checkpoint under ``root``, or None."""
+    pointer = Path(root) / LATEST
+    if not pointer.is_file():
+        return None
+    path = Path(root) / pointer.read_text().strip()
+    if not (path / META).is_file():
+        raise FileNotFoundError(f"{pointer} names {path.name}, which has no {META}")
+    return path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    return json.loads((Path(path) / META).read_text())
+
+
+def _layout() -> dict[str, int]:
+    from megatron.core import parallel_state as ps
+
+    return {
+        "tensor": ps.get_tensor_model_parallel_world_size(),
+        "pipeline": ps.get_pipeline_model_parallel_world_size(),
+        "data": ps.get_data_parallel_world_size(),
+    }
+
+
+class Checkpointer:
+    def __init__(self, cfg: CheckpointConfig, root: str | Path):
+        self.cfg = cfg
+        self.root = Path(root)
+
+    # ---- save ------------------------------------------------------------------------
+    def save(self, model, optimizer, state: TrainState, run_config: dict[str, Any]) -> Path:
+        from megatron.core import dist_checkpointing
+
+        rank = dist.get_rank()
+        final = self.root / step_dir_name(state.step)
+        tmp = final.with_name(final.name + ".tmp")
+        if rank == 0:
+            self.root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        dist.barrier()
+
+        model_sd = model.sharded_state_dict()
+        sharded = {"model": model_sd, "optimizer": optimizer.sharded_state_dict(model_sd)}
+        dist_checkpointing.save(sharded, str(tmp))
+        (tmp / "rng").mkdir(exist_ok=True)
+        torch.save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
+        dist.barrier()
+
+        if rank == 0:
+            meta = {
+                "step": state.step,
+                "consumed_samples": state.consumed_samples,
+                "tokens": state.tokens,
+                "lineage": state.lineage,
+                "layout": _layout(),
+                "world_size": dist.get_world_size(),
+                "config": run_config,
+            }
+            write_atomic(tmp / META, json.dumps(meta, indent=2))
+            shutil.rmtree(final, ignore_errors=True)  # a re-save of the same step
+            os.replace(tmp, final)
+            write_atomic(self.root / LATEST, final.name)
+            self._prune()
+        dist.barrier()
+        log.info("saved checkpoint %s", final)
+        return final
+
+    def _prune(self) -> None:
+        complete = sorted(p for p in self.root.glob("step_*") if p.is_dir() and p.suffix != ".tmp")
+        for old in complete[: -self.cfg.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in self.root.glob("step_*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    # ---- load ------------------------------------------------------------------------
+    def load(self, path: str | Path, model, optimizer, load_optimizer: bool = True) -> TrainState:
+        """Load model (and optimizer) from ``path`` at the current layout; returns its state.
+
+        RNG states are restored only when the parallel layout is the saved one: under a new
+        layout each rank's streams are different objects, and they are seeded afresh.
+        """
+        from megatron.core import dist_checkpointing
+
+        path = Path(path)
+        meta = read_meta(path)
+        model_sd = model.sharded_state_dict()
+        sharded: dict[str, Any] = {"model": model_sd}
+        if load_optimizer:
+            sharded["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=True)
+        loaded = dist_checkpointing.load(sharded, str(path))
+        model.load_state_dict(loaded["model"])
+        if load_optimizer:
+            optimizer.load_state_dict(loaded["optimizer"])
+
+        rng_file = path / "rng" / f"rank_{dist.get_rank():05d}.pt"
+        if meta["layout"] == _layout() and rng_file.is_file():
+            set_rng_state(torch.load(rng_file, weights_only=False))
+        else:
+            log.warning(
+                "checkpoint layout %s differs from this run's %s: RNG states are not restored",
+                meta["layout"],
+                _layout(),
+            )
+        return TrainState(
+            step=meta["step"],
+            consumed_samples=meta["consumed_samples"],
+            tokens=meta["tokens"],
+            lineage=meta.get("lineage", {}),
+        )

@@ -1,0 +1,42 @@
+"""`msplit`: one command line for every stage of split model training.
+
+Each subcommand lives in the package that owns it and exposes ``main(argv) -> int``; this
+module only dispatches, importing lazily so that ``msplit --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module with main(argv), one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("megatron_split.train_cli", "pretrain a trunk (or any GPT run) from a YAML config"),
+    "data": ("data_prep.cli", "corpora, tokenizers, indexed shards, embeddings, clusters"),
+    "laws": ("laws.cli", "fit scaling laws L(N, D, D') and plan the compute split"),
+    "demo": ("megatron_split.demo", "run the embedded end-to-end example on this machine"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: msplit <command> [args...]", "", "commands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ["", "Run `msplit <command> --help` for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"msplit: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Train/validation datasets from Megatron indexed shards, through megatron.core's builder.
+
+The blend (shard prefixes + weights) goes to ``BlendedMegatronDatasetBuilder`` + ``GPTDataset``
+unchanged, so the sample order, the cached indices and the held-out split are megatron's own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from megatron_split.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    paths: list[str] = field(default_factory=list)  # shard prefixes (PREFIX.bin / PREFIX.idx)
+    weights: list[float] | None = None  # None: each shard in proportion to its size
+    split: str = "98,2,0"  # train, validation, test shares of every shard's documents
+    seed: int = 1234
+    cache_dir: str | None = None  # None: <run dir>/data_cache
+    eod_mask_loss: bool = False
+
+    def validate(self) -> None:
+        if not self.paths:
+            raise ConfigError("data.paths is empty: give at least one shard prefix")
+        for prefix in self.paths:
+            for suffix in (".bin", ".idx"):
+                if not Path(prefix + suffix).is_file():
+                    raise ConfigError(
+                        f"data.paths: {prefix}{suffix} does not exist "
+                        f"(write shards with `msplit data tokenize`)"
+                    )
+        if self.weights is not None:
+            if len(self.weights) != len(self.paths):
+                raise ConfigError(
+                    f"data.weights has {len(self.weights)} entries for {len(self.paths)} paths"
+                )
+            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                raise ConfigError("data.weights must be non-negative with a positive sum")
+        try:
+            shares = [float(x) for x in self.split.split(",")]
+        except ValueError:
+            shares = []
+        if len(shares) != 3 or any(s < 0 for s in shares) or sum(shares) <= 0:
+            raise ConfigError(f"data.split={self.split!r}: expected three shares like '98,2,0'")
+
+    def build(
+        self,
+        tokenizer,
+        seq_length: int,
+        train_samples: int,
+        valid_samples: int,
+        cache_dir: str | Path,
+    ):
+        """Return (train, validation) GPTDatasets; validation is None when its share is 0."""
+        from megatron.core.datasets.blended_megatron_dataset_builder import (
+            BlendedMegatronDatasetBuilder,
+        )
+        from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+        weights = self.weights if self.weights is None else [float(w) for w in self.weights]
+        config = GPTDatasetConfig(
+            random_seed=self.seed,
+            sequence_length=seq_length,
+            blend=(list(self.paths), weights),
+            split=self.split,
+            path_to_cache=str(self.cache_dir or cache_dir),
+            tokenizer=tokenizer,
+            reset_position_ids=False,
+            reset_attention_mask=False,
+            eod_mask_loss=self.eod_mask_loss,
+            create_attention_mask=False,  # causal attention needs no mask tensor
+            mid_level_dataset_surplus=0.005,
+        )
+        train, valid, _ = BlendedMegatronDatasetBuilder(
+            GPTDataset, [train_samples, valid_samples, 0], lambda: True, config
+        ).build()
+        return train, valid
+
+
+def shard_vocab(prefixes: list[str]) -> tuple[int, int]:
+    """(vocab size, EOD id) shared by the shards, from their manifests."""
+    found = set()
+    for prefix in prefixes:
+        path = Path(prefix + ".manifest.json")
+        if not path.is_file():
+            raise ConfigError(
+                f"{path} is missing: shards need the manifest `msplit data tokenize` writes"
+            )
+        manifest = json.loads(path.read_text())
+        found.add((int(manifest["vocab_size"]), int(manifest["eod_id"])))
+    if len(found) != 1:
+        raise ConfigError(f"data.paths mix tokenizers (vocab size, EOD id): {sorted(found)}")
+    return found.pop()

@@ -1,0 +1,77 @@
+"""Core attention through ``torch.nn.functional.scaled_dot_product_attention``.
+
+A drop-in for megatron.core's ``DotProductAttention`` in a layer spec: fused flash / memory-
+efficient kernels on GPUs without Transformer Engine, and a faster path on CPU than the
+unfused baddbmm + softmax of the local spec. Same interface, same tensor layouts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch.nn.functional as F
+from megatron.core import tensor_parallel
+from megatron.core.transformer.enums import AttnMaskType
+from megatron.core.transformer.module import MegatronModule
+from megatron.core.transformer.transformer_config import TransformerConfig
+from megatron.core.utils import divide
+
+
+class SDPAttention(MegatronModule):
+    def __init__(
+        self,
+        config: TransformerConfig,
+        layer_number: int,
+        attn_mask_type: AttnMaskType,
+        attention_type: str,
+        attention_dropout: float | None = None,
+        softmax_scale: float | None = None,
+        cp_comm_type: str | None = None,
+        pg_collection=None,
+    ):
+        super().__init__(config=config)
+        if config.context_parallel_size != 1:
+            raise ValueError("SDPAttention does not support context parallelism")
+        tp = config.tensor_model_parallel_size
+        head_dim = config.kv_channels
+        self.heads_per_partition = divide(config.num_attention_heads, tp)
+        self.groups_per_partition = divide(config.num_query_groups, tp)
+        self.hidden_per_partition = head_dim * self.heads_per_partition
+        self.attn_mask_type = attn_mask_type
+        self.softmax_scale = 1.0 / math.sqrt(head_dim) if softmax_scale is None else softmax_scale
+        self.dropout_p = (
+            config.attention_dropout if attention_dropout is None else attention_dropout
+        )
+
+    def forward(
+        self,
+        query,
+        key,
+        value,
+        attention_mask,
+        attn_mask_type=None,
+        attention_bias=None,
+        packed_seq_params=None,
+    ):
+        if packed_seq_params is not None or attention_bias is not None:
+            raise NotImplementedError("SDPAttention supports neither packed sequences nor bias")
+        mask_type = attn_mask_type or self.attn_mask_type
+        causal = mask_type == AttnMaskType.causal
+        # megatron: [s, b, heads, head_dim]; SDPA: [b, heads, s, head_dim]
+        q_BHSD, k_BGSD, v_BGSD = (t.permute(1, 2, 0, 3) for t in (query, key, value))
+        # megatron masks are True where attention is NOT allowed; SDPA wants the opposite.
+        mask = None if causal or attention_mask is None else ~attention_mask
+        dropout_p = self.dropout_p if self.training else 0.0
+        with tensor_parallel.get_cuda_rng_tracker().fork():
+            out_BHSD = F.scaled_dot_product_attention(
+                q_BHSD,
+                k_BGSD,
+                v_BGSD,
+                attn_mask=mask,
+                dropout_p=dropout_p,
+                is_causal=causal,
+                scale=self.softmax_scale,
+                enable_gqa=self.groups_per_partition != self.heads_per_partition,
+            )
+        s, b = query.shape[0], query.shape[1]
+        return out_BHSD.permute(2, 0, 1, 3).reshape(s, b, self.hidden_per_partition)

@@ -1,0 +1,77 @@
+"""The config of one training run (a trunk, or later a branch): a tree of component configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from megatron_split.checkpoint import CheckpointConfig
+from megatron_split.config import ConfigError
+from megatron_split.data import DataConfig
+from megatron_split.model import ModelConfig
+from megatron_split.optim import OptimConfig
+
+
+@dataclass
+class ParallelConfig:
+    tensor: int = 1
+    pipeline: int = 1
+    distributed_optimizer: bool = False
+
+    def validate(self) -> None:
+        if self.tensor < 1 or self.pipeline < 1:
+            raise ConfigError("parallel.tensor and parallel.pipeline must be >= 1")
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 100
+    global_batch: int = 16  # sequences per optimizer step, over all data-parallel ranks
+    micro_batch: int = 4  # sequences per forward/backward on one rank
+    log_every: int = 10
+    eval_every: int = 50  # 0 = never; validation also runs after the last step
+    eval_batches: int = 4  # global batches of validation data per evaluation
+    peak_flops_per_device: float | None = None  # for MFU; None: known GPUs only
+    tensorboard: bool = True
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"train.steps must be >= 1, got {self.steps}")
+        if self.micro_batch < 1 or self.global_batch < 1:
+            raise ConfigError("train.global_batch and train.micro_batch must be >= 1")
+        if self.log_every < 1:
+            raise ConfigError("train.log_every must be >= 1")
+
+
+@dataclass
+class RunConfig:
+    run_dir: str = "runs/default"
+    seed: int = 1234
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def validate(self, world_size: int | None = None) -> None:
+        """Check everything that can be checked before a process group exists."""
+        self.parallel.validate()
+        self.train.validate()
+        self.checkpoint.validate()
+        self.data.validate()
+        self.optim.validate(self.train.steps)
+        self.model.validate(self.parallel.tensor, self.parallel.pipeline)
+        if world_size is not None:
+            model_parallel = self.parallel.tensor * self.parallel.pipeline
+            if world_size % model_parallel:
+                raise ConfigError(
+                    f"world size {world_size} is not divisible by parallel.tensor x "
+                    f"parallel.pipeline = {model_parallel}"
+                )
+            dp = world_size // model_parallel
+            if self.train.global_batch % (self.train.micro_batch * dp):
+                raise ConfigError(
+                    f"train.global_batch={self.train.global_batch} is not divisible by "
+                    f"train.micro_batch={self.train.micro_batch} x data-parallel size {dp}"
+                )

@@ -1,0 +1,302 @@
+"""The training loop shared by the trunk and every branch.
+
+Straight-line on purpose: build, maybe resume, then for each step set the LR, run megatron's
+forward-backward schedule over this rank's micro-batches, step the optimizer, log, evaluate,
+checkpoint, and check for preemption. Everything a resumed run needs is in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from megatron_split.checkpoint import Checkpointer, TrainState, latest_checkpoint, read_meta
+from megatron_split.config import ConfigError
+from megatron_split.data import step_microbatches
+from megatron_split.data.datasets import shard_vocab
+from megatron_split.data.tokenizer import dataset_tokenizer
+from megatron_split.runtime import Runtime, init_distributed, seed_everything
+from megatron_split.train.config import RunConfig
+from megatron_split.train.metrics import MetricsSink
+from megatron_split.train.signals import PreemptionFlag
+
+log = logging.getLogger(__name__)
+
+# Dense bf16 peak FLOP/s of GPUs we know, by a substring of torch.cuda.get_device_name().
+PEAK_BF16_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12, "L40S": 362e12}
+
+# Model fields that change parameter shapes: a checkpoint resumes only when they match.
+SHAPE_FIELDS = (
+    "num_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "num_query_groups",
+    "ffn_hidden_size",
+    "vocab_size",
+    "position_embedding",
+    "normalization",
+    "activation",
+    "tie_embeddings",
+    "bias",
+)
+
+
+def peak_flops(cfg: RunConfig) -> float | None:
+    if cfg.train.peak_flops_per_device:
+        return cfg.train.peak_flops_per_device
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+    return None
+
+
+def build_model(cfg: RunConfig, runtime: Runtime):
+    """This rank's GPT chunk, wrapped for bf16 and megatron's DDP. Returns (ddp, gpt)."""
+    from megatron.core import parallel_state as ps
+    from megatron.core.distributed import (
+        DistributedDataParallel,
+        DistributedDataParallelConfig,
+        finalize_model_grads,
+    )
+    from megatron.core.transformer.module import Float16Module
+
+    gpt = cfg.model.build(
+        pre_process=ps.is_pipeline_first_stage(),
+        post_process=ps.is_pipeline_last_stage(),
+        init_seed=cfg.seed,
+    )
+    gpt.to(runtime.device)
+    module = Float16Module(gpt.config, gpt) if cfg.model.params_dtype == "bf16" else gpt
+    ddp = DistributedDataParallel(
+        config=gpt.config,
+        ddp_config=DistributedDataParallelConfig(
+            grad_reduce_in_fp32=True,
+            use_distributed_optimizer=cfg.parallel.distributed_optimizer,
+        ),
+        module=module,
+    )
+    # The schedule calls these: DP all-reduce (and tied-embedding sync across PP) per step.
+    gpt.config.no_sync_func = ddp.no_sync
+    gpt.config.finalize_model_grads_func = finalize_model_grads
+    return ddp, gpt
+
+
+def masked_mean_loss(loss_mask_BS: torch.Tensor, output_BS: torch.Tensor):
+    mask = loss_mask_BS.float()
+    loss = (output_BS.float() * mask).sum() / mask.sum().clamp(min=1.0)
+    # clone: the schedule divides the returned loss in place by the number of micro-batches.
+    return loss, {"lm loss": loss.detach().clone()}
+
+
+def make_forward_step(device: torch.device):
+    def forward_step(data_iterator, model):
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(data_iterator).items()}
+        output_BS = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+        return output_BS, partial(masked_mean_loss, batch["loss_mask"])
+
+    return forward_step
+
+
+def _global_mean_loss(losses: list[dict[str, torch.Tensor]], device: torch.device) -> float:
+    """The step's mean loss, as every rank sees it (only the last PP stage computes it)."""
+    from megatron.core import parallel_state as ps
+
+    owner = ps.is_pipeline_last_stage() and ps.get_tensor_model_parallel_rank() == 0
+    value = torch.stack([x["lm loss"] for x in losses]).mean().item() if owner and losses else 0.0
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.item() / ps.get_data_parallel_world_size()
+
+
+def _check_resumable(cfg: RunConfig, meta: dict[str, Any], path: Path) -> None:
+    saved = meta["config"]["model"]
+    current = asdict(cfg.model)
+    diffs = [
+        f"{k}: {saved.get(k)} -> {current[k]}" for k in SHAPE_FIELDS if saved.get(k) != current[k]
+    ]
+    if diffs:
+        raise ConfigError(f"{path} was saved with a different model ({'; '.join(diffs)})")
+    if meta["config"]["train"]["global_batch"] != cfg.train.global_batch:
+        raise ConfigError(f"{path}: train.global_batch changed; the data position would not match")
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run_dir)
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        runtime = init_distributed(cfg.parallel.tensor, cfg.parallel.pipeline)
+        cfg.validate(world_size=runtime.env.world_size)
+        from megatron.core import parallel_state as ps
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        vocab_size, eod_id = shard_vocab(cfg.data.paths)
+        if cfg.model.vocab_size is None:
+            cfg.model.vocab_size = vocab_size
+        elif cfg.model.vocab_size < vocab_size:
+            raise ConfigError(
+                f"model.vocab_size={cfg.model.vocab_size} is smaller than the shards' {vocab_size}"
+            )
+        seed_everything(cfg.seed)
+        ddp, gpt = build_model(cfg, runtime)
+        seed_everything(cfg.seed + 1)  # training RNG streams independent of how init drew
+        optimizer = cfg.optim.build(
+            [ddp], cfg.model.params_dtype == "bf16", cfg.parallel.distributed_optimizer
+        )
+        if runtime.is_main:
+            log.info("%s", cfg.model.describe())
+
+        loop = cfg.train
+        dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
+        train_data, valid_data = cfg.data.build(
+            dataset_tokenizer(vocab_size, eod_id),
+            seq_length=cfg.model.seq_length,
+            train_samples=loop.steps * loop.global_batch,
+            valid_samples=max(loop.eval_batches, 1) * loop.global_batch,
+            cache_dir=self.run_dir / "data_cache",
+        )
+
+        if valid_data is not None and len(valid_data) < loop.eval_batches * loop.global_batch:
+            log.warning(
+                "validation set has %d samples, fewer than train.eval_batches x global_batch = "
+                "%d: samples repeat within an evaluation",
+                len(valid_data),
+                loop.eval_batches * loop.global_batch,
+            )
+        checkpointer = Checkpointer(cfg.checkpoint, self.run_dir / "checkpoints")
+        state = TrainState()
+        latest = latest_checkpoint(checkpointer.root) if cfg.checkpoint.resume else None
+        if latest is not None:
+            _check_resumable(cfg, read_meta(latest), latest)
+            state = checkpointer.load(latest, gpt, optimizer)
+            if runtime.is_main:
+                log.info("resumed from %s (step %d)", latest, state.step)
+
+        run_config = asdict(cfg)
+        metrics = MetricsSink(
+            self.run_dir,
+            loop.steps,
+            state.step,
+            enabled=runtime.is_main,
+            tensorboard=loop.tensorboard,
+            progress=loop.progress,
+        )
+        forward_backward = get_forward_backward_func()
+        forward_step = make_forward_step(runtime.device)
+        micro_per_step = loop.global_batch // (loop.micro_batch * dp_size)
+        tokens_per_step = loop.global_batch * cfg.model.seq_length
+        flops_per_token = cfg.model.flops_per_token(cfg.parallel.tensor)
+        peak = peak_flops(cfg)
+
+        def evaluate() -> float:
+            ddp.eval()
+            losses = []
+            for i in range(loop.eval_batches):
+                micro = step_microbatches(
+                    valid_data,
+                    i * loop.global_batch,
+                    loop.global_batch,
+                    loop.micro_batch,
+                    dp_rank,
+                    dp_size,
+                )
+                out = forward_backward(
+                    forward_step_func=forward_step,
+                    data_iterator=micro,
+                    model=[ddp],
+                    num_microbatches=micro_per_step,
+                    seq_length=cfg.model.seq_length,
+                    micro_batch_size=loop.micro_batch,
+                    forward_only=True,
+                )
+                losses.append(_global_mean_loss(out, runtime.device))
+            ddp.train()
+            return sum(losses) / len(losses)
+
+        def save() -> None:
+            checkpointer.save(gpt, optimizer, state, run_config)
+
+        preemption = PreemptionFlag()
+        status = "completed"
+        last_saved = state.step if latest is not None else -1
+        window_start, window_tokens = time.perf_counter(), 0
+        loss = math.nan
+        ddp.train()
+        try:
+            while state.step < loop.steps:
+                lr = cfg.optim.apply(optimizer, state.step, loop.steps)
+                ddp.zero_grad_buffer()
+                optimizer.zero_grad()
+                micro = step_microbatches(
+                    train_data,
+                    state.consumed_samples,
+                    loop.global_batch,
+                    loop.micro_batch,
+                    dp_rank,
+                    dp_size,
+                )
+                out = forward_backward(
+                    forward_step_func=forward_step,
+                    data_iterator=micro,
+                    model=[ddp],
+                    num_microbatches=micro_per_step,
+                    seq_length=cfg.model.seq_length,
+                    micro_batch_size=loop.micro_batch,
+                    forward_only=False,
+                )
+                _, grad_norm, _ = optimizer.step()
+                loss = _global_mean_loss(out, runtime.device)
+                state.step += 1
+                state.consumed_samples += loop.global_batch
+                state.tokens += tokens_per_step
+                window_tokens += tokens_per_step
+                metrics.advance({"loss": f"{loss:.4f}", "lr": f"{lr:.2e}"})
+
+                last = state.step == loop.steps
+                if state.step % loop.log_every == 0 or last:
+                    elapsed = time.perf_counter() - window_start
+                    tokens_per_s = window_tokens / max(elapsed, 1e-9)
+                    record = {
+                        "step": state.step,
+                        "loss": loss,
+                        "lr": lr,
+                        "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                        "tokens": state.tokens,
+                        "tokens_per_s": tokens_per_s,
+                    }
+                    if peak:
+                        record["mfu"] = (
+                            tokens_per_s * flops_per_token / (peak * runtime.env.world_size)
+                        )
+                    metrics.write(record)
+                    window_start, window_tokens = time.perf_counter(), 0
+                if (
+                    valid_data is not None
+                    and loop.eval_every
+                    and (state.step % loop.eval_every == 0 or last)
+                ):
+                    metrics.write({"step": state.step, "val_loss": evaluate()})
+                    window_start = time.perf_counter()  # tokens/s counts training time only
+                if cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0:
+                    save()
+                    last_saved = state.step
+                    window_start = time.perf_counter()
+                if preemption.agreed():
+                    status = "preempted"
+                    break
+            if last_saved != state.step and (status == "preempted" or cfg.checkpoint.save_at_end):
+                save()
+        finally:
+            preemption.restore()
+            metrics.close()
+        return {"status": status, "step": state.step, "tokens": state.tokens, "loss": loss}

@@ -1,0 +1,116 @@
+"""Checkpoints: exact resume after SIGKILL, SIGTERM saves at a step boundary, resharding loads."""
+
+import json
+import random
+import shutil
+import signal
+
+import pytest
+
+from megatron_split.checkpoint import latest_checkpoint, read_meta
+from tests.megatron_split.runs import (
+    kill_group,
+    metrics,
+    start,
+    tiny_overrides,
+    train,
+    wait_for_step,
+)
+
+pytestmark = pytest.mark.slow
+
+STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def reference(shards, tmp_path_factory):
+    """An uninterrupted run with a checkpoint every 4 steps."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    train(tiny_overrides(run_dir, shards, **{"train.steps": STEPS, "checkpoint.every": 4}))
+    return run_dir
+
+
+def test_checkpoints_are_complete_and_pruned(reference):
+    root = reference / "checkpoints"
+    assert (root / "latest").read_text() == "step_0000012"
+    assert sorted(p.name for p in root.iterdir()) == [
+        "latest",
+        "step_0000004",
+        "step_0000008",
+        "step_0000012",
+    ]
+    meta = read_meta(latest_checkpoint(root))
+    assert meta["step"] == 12
+    assert meta["consumed_samples"] == 12 * 8
+    assert meta["tokens"] == 12 * 8 * 64
+    assert meta["layout"] == {"tensor": 1, "pipeline": 1, "data": 1}
+    assert (latest_checkpoint(root) / "rng" / "rank_00000.pt").is_file()
+
+
+def test_kill_minus_9_then_resume_gives_identical_losses(shards, reference, tmp_path):
+    overrides = tiny_overrides(tmp_path, shards, **{"train.steps": STEPS, "checkpoint.every": 4})
+    kill_at = random.Random().randint(5, STEPS - 2)
+    proc = start(overrides)
+    wait_for_step(tmp_path, kill_at, proc)
+    kill_group(proc, signal.SIGKILL)
+    proc.wait()
+    assert read_meta(latest_checkpoint(tmp_path / "checkpoints"))["step"] < STEPS
+    train(overrides)  # resumes from the last checkpoint
+    assert metrics(tmp_path) == metrics(reference), f"killed at step {kill_at}"  # bitwise
+
+
+def test_sigterm_saves_at_a_step_boundary_and_exits_cleanly(shards, tmp_path):
+    overrides = tiny_overrides(tmp_path, shards, **{"train.steps": 500})
+    proc = start(overrides)
+    wait_for_step(tmp_path, 3, proc)
+    kill_group(proc, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:]
+    meta = read_meta(latest_checkpoint(tmp_path / "checkpoints"))
+    assert meta["step"] == max(metrics(tmp_path))  # the last completed step, nothing after
+    assert 3 <= meta["step"] < 500
+    assert meta["consumed_samples"] == meta["step"] * 8
+
+
+def test_a_crashed_save_is_never_taken_for_a_checkpoint(shards, reference, tmp_path):
+    root = tmp_path / "checkpoints"
+    shutil.copytree(reference / "checkpoints" / "step_0000004", root / "step_0000004")
+    (root / "latest").write_text("step_0000004")
+    # A save that died half-way: the directory exists without its .tmp renamed.
+    shutil.copytree(reference / "checkpoints" / "step_0000008", root / "step_0000008.tmp")
+    (root / "step_0000008.tmp" / "meta.json").unlink()
+    assert latest_checkpoint(root).name == "step_0000004"
+    train(tiny_overrides(tmp_path, shards, **{"train.steps": STEPS, "checkpoint.every": 4}))
+    resumed = metrics(tmp_path)
+    assert min(resumed) == 5
+    assert resumed == {s: v for s, v in metrics(reference).items() if s > 4}
+    assert not list(root.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("layout", ["parallel.tensor=2", "parallel.pipeline=2"])
+def test_saved_at_tp1_loads_resharded(shards, reference, tmp_path, layout):
+    root = tmp_path / "checkpoints"
+    shutil.copytree(reference / "checkpoints" / "step_0000008", root / "step_0000008")
+    (root / "latest").write_text("step_0000008")
+    train(tiny_overrides(tmp_path, shards, **{"train.steps": STEPS}) + [layout], nproc=2)
+    expected = {s: v for s, v in metrics(reference).items() if s > 8}
+    resumed = metrics(tmp_path)
+    assert sorted(resumed) == sorted(expected)
+    for step, loss in expected.items():
+        assert resumed[step] == pytest.approx(loss, rel=1e-5), f"step {step}"
+
+
+def test_resume_refuses_a_different_model(shards, reference, tmp_path):
+    root = tmp_path / "checkpoints"
+    shutil.copytree(reference / "checkpoints" / "step_0000008", root / "step_0000008")
+    (root / "latest").write_text("step_0000008")
+    overrides = tiny_overrides(tmp_path, shards, **{"model.hidden_size": 128})
+    import subprocess
+
+    from tests.megatron_split.runs import command, env
+
+    proc = subprocess.run(
+        command(overrides), capture_output=True, text=True, env=env(), timeout=300
+    )
+    assert proc.returncode == 2
+    assert "hidden_size: 64 -> 128" in proc.stderr
+    assert json.loads((root / "step_0000008" / "meta.json").read_text())["step"] == 8

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from megatron_split.config import ConfigError
+from megatron_split.model import ModelConfig, transformer_engine_available
+from megatron_split.runtime import init_distributed, seed_everything
+
+CONFIGS = {
+    "llama-like": ModelConfig(vocab_size=300, num_query_groups=2),
+    "gpt2-like": ModelConfig(
+        vocab_size=300,
+        position_embedding="learned",
+        normalization="LayerNorm",
+        activation="gelu",
+        tie_embeddings=False,
+        bias=True,
+    ),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runtime():
+    return init_distributed()
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_parameter_counts_are_exact(name):
+    cfg = CONFIGS[name]
+    model = cfg.build()
+    counts = cfg.parameter_counts()
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    embedding = sum(
+        p.numel() for n, p in model.named_parameters() if "embedding" in n or "output_layer" in n
+    )
+    assert counts["embedding"] == embedding
+    assert counts["non_embedding"] == counts["total"] - embedding
+
+
+def test_flops_per_token_is_six_n_plus_attention():
+    cfg = CONFIGS["llama-like"]
+    counts = cfg.parameter_counts()
+    logit = cfg.padded_vocab_size() * cfg.hidden_size
+    attention = 12 * cfg.num_layers * cfg.hidden_size * cfg.seq_length
+    assert cfg.flops_per_token() == 6 * (counts["non_embedding"] + logit) + attention
+
+
+@pytest.mark.parametrize("groups", [None, 2])
+def test_sdpa_attention_matches_local_spec(groups):
+    outputs = {}
+    state = None
+    for attention in ("local", "sdpa"):
+        cfg = ModelConfig(vocab_size=300, attention=attention, num_query_groups=groups)
+        seed_everything(3)
+        model = cfg.build()
+        if state is None:
+            state = model.state_dict()
+        else:
+            model.load_state_dict(state)
+        tokens = torch.randint(
+            0, 300, (2, cfg.seq_length), generator=torch.Generator().manual_seed(0)
+        )
+        positions = torch.arange(cfg.seq_length).expand(2, -1)
+        outputs[attention] = model(tokens, positions, None)
+    torch.testing.assert_close(outputs["sdpa"], outputs["local"], rtol=1e-5, atol=1e-5)
+
+
+def test_vocab_is_padded_for_tensor_parallel():
+    cfg = ModelConfig(vocab_size=300)
+    assert cfg.padded_vocab_size(1) == 384
+    assert cfg.padded_vocab_size(2) == 512
+
+
+@pytest.mark.skipif(transformer_engine_available(), reason="Transformer Engine is installed")
+def test_te_or_fp8_without_te_is_an_error_not_a_fallback():
+    with pytest.raises(ConfigError, match="needs Transformer Engine"):
+        ModelConfig(vocab_size=300, attention="te").layer_spec()
+    cfg = ModelConfig(vocab_size=300, attention="auto")
+    assert cfg.resolved_attention() == "sdpa"
+    cfg.fp8 = cfg.fp8 or __import__("megatron_split.model", fromlist=["FP8Config"]).FP8Config()
+    with pytest.raises(ConfigError, match="needs Transformer Engine"):
+        cfg.layer_spec()
