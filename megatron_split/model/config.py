@@ -53,6 +53,9 @@ class ModelConfig:
     attention_dropout: float = 0.0
     attention: Attention = "auto"  # auto: TE when importable, else SDPA
     params_dtype: Literal["fp32", "bf16"] = "fp32"
+    # Initialise on the CPU: identical weights at every TP/PP layout. Off: faster init of
+    # large models on GPU, with weights that depend on the layout.
+    init_on_cpu: bool = True
     recompute: Literal["none", "selective", "full"] = "none"
     fp8: FP8Config | None = None
 
@@ -182,8 +185,7 @@ class ModelConfig:
             pipeline_dtype=torch.bfloat16 if bf16 else torch.float32,
             params_dtype=torch.bfloat16 if bf16 else torch.float32,
             bf16=bf16,
-            # Same init on every TP layout: losses at TP=2 reproduce TP=1.
-            use_cpu_initialization=True,
+            use_cpu_initialization=self.init_on_cpu,
             # CPU kernels for these fusions are torch code anyway; on GPU TE fuses instead.
             bias_activation_fusion=False,
             masked_softmax_fusion=False,

@@ -232,6 +232,7 @@ class Trainer:
         window_start, window_tokens = time.perf_counter(), 0
         loss = math.nan
         ddp.train()
+        loop_start, start_step = time.perf_counter(), state.step
         try:
             while state.step < loop.steps:
                 lr = cfg.optim.apply(optimizer, state.step, loop.steps)
@@ -299,4 +300,12 @@ class Trainer:
         finally:
             preemption.restore()
             metrics.close()
-        return {"status": status, "step": state.step, "tokens": state.tokens, "loss": loss}
+        return {
+            "status": status,
+            "step": state.step,
+            "tokens": state.tokens,
+            "loss": loss,
+            # wall time of this invocation's steps, evaluation and checkpoints included
+            "loop_seconds": time.perf_counter() - loop_start,
+            "steps_run": state.step - start_step,
+        }

@@ -5,6 +5,8 @@ from megatron_split.config import ConfigError
 from megatron_split.model import ModelConfig, transformer_engine_available
 from megatron_split.runtime import init_distributed, seed_everything
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 CONFIGS = {
     "llama-like": ModelConfig(vocab_size=300, num_query_groups=2),
     "gpt2-like": ModelConfig(
@@ -51,15 +53,15 @@ def test_sdpa_attention_matches_local_spec(groups):
     for attention in ("local", "sdpa"):
         cfg = ModelConfig(vocab_size=300, attention=attention, num_query_groups=groups)
         seed_everything(3)
-        model = cfg.build()
+        model = cfg.build().to(DEVICE)
         if state is None:
             state = model.state_dict()
         else:
             model.load_state_dict(state)
         tokens = torch.randint(
             0, 300, (2, cfg.seq_length), generator=torch.Generator().manual_seed(0)
-        )
-        positions = torch.arange(cfg.seq_length).expand(2, -1)
+        ).to(DEVICE)
+        positions = torch.arange(cfg.seq_length, device=DEVICE).expand(2, -1)
         outputs[attention] = model(tokens, positions, None)
     torch.testing.assert_close(outputs["sdpa"], outputs["local"], rtol=1e-5, atol=1e-5)
 

@@ -1,0 +1,5 @@
+import sys
+
+from laws.cli import main
+
+sys.exit(main())

@@ -1,0 +1,120 @@
+"""Model selection by held-out extrapolation: fit small, predict the largest, compare forms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from laws.data import Table
+from laws.fit import FitConfig, FitError, scores
+from laws.forms import FORMS, get_form
+
+HOLDOUTS = ("largest-N", "largest-D", "none")
+CRITERIA = ("mre", "max_rel_err", "max_err")
+
+
+def holdout_split(table: Table, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, test).
+
+    ``largest-N``: test on every row of the largest model. ``largest-D``: test on the rows
+    whose total tokens D + D' are in the top 20% (the longest budgets).
+    """
+    if how == "largest-N":
+        test = table.N.max() <= table.N
+        if test.all():
+            raise FitError(f"{table.source}: holdout largest-N needs more than one model size")
+    elif how == "largest-D":
+        total = table.D + table.Dp
+        test = total >= np.quantile(total, 0.8)
+        if test.all():
+            raise FitError(f"{table.source}: holdout largest-D needs more than one token budget")
+    else:
+        raise ValueError(f"holdout must be one of {HOLDOUTS[:-1]}, got {how!r}")
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def heldout_scores(table: Table, form: str, how: str, fit_config: FitConfig) -> dict[str, Any]:
+    train, test = holdout_split(table, how)
+    # Held-out scores need the point fit only: the bootstrap belongs to the final fit.
+    result = replace(fit_config, bootstrap=0).build(form).fit(table.subset(train))
+    test_table = table.subset(test)
+    return {
+        "split": how,
+        "n_train": len(train),
+        "n_test": len(test),
+        **scores(test_table.loss, result.law.predict_table(test_table)),
+        "params": result.law.params,  # the fit that never saw the test rows
+    }
+
+
+def per_domain_for(form: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The requested per-domain names this form has (forms differ in their parameters)."""
+    have = get_form(form).param_names
+    return tuple(n for n in names if n in have)
+
+
+@dataclass
+class SelectionConfig:
+    forms: tuple[str, ...] = ()  # empty: every registered form
+    holdout: str = "largest-N"
+    criterion: str = "mre"
+    fit: FitConfig = field(default_factory=FitConfig)
+
+    def build(self) -> Selector:
+        if self.holdout not in HOLDOUTS:
+            raise ValueError(f"holdout must be one of {HOLDOUTS}, got {self.holdout!r}")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
+        return Selector(self)
+
+
+class Selector:
+    def __init__(self, config: SelectionConfig) -> None:
+        self.config = config
+
+    def forms(self) -> tuple[str, ...]:
+        names = self.config.forms or tuple(FORMS)
+        wanted = self.config.fit.per_domain
+        missing = [n for n in wanted if not any(n in get_form(f).param_names for f in names)]
+        if missing:
+            raise ValueError(f"no candidate form has parameter(s) {', '.join(missing)}")
+        return names
+
+    def fit_config_for(self, form: str) -> FitConfig:
+        return replace(self.config.fit, per_domain=per_domain_for(form, self.config.fit.per_domain))
+
+    def compare(self, table: Table) -> list[dict[str, Any]]:
+        """One row per form: in-sample fit on all data and held-out scores."""
+        rows = []
+        # Comparisons need point fits: the bootstrap belongs to the final pick.
+        for name in self.forms():
+            config = replace(self.fit_config_for(name), bootstrap=0)
+            row: dict[str, Any] = {"form": name, "n_params": len(get_form(name).params)}
+            try:
+                full = config.build(name).fit(table)
+                row.update({f"fit_{k}": v for k, v in full.in_sample.items()})
+                if self.config.holdout != "none":
+                    row["heldout"] = heldout_scores(table, name, self.config.holdout, config)
+            except FitError as e:
+                row["error"] = str(e)
+            rows.append(row)
+        return rows
+
+    def pick(self, rows: list[dict[str, Any]]) -> str:
+        """Lowest held-out criterion (in-sample when there is no holdout)."""
+        key = self.config.criterion
+
+        def score(row: dict[str, Any]) -> float:
+            if "error" in row:
+                return np.inf
+            value = row["heldout"][key] if "heldout" in row else row[f"fit_{key}"]
+            return value if np.isfinite(value) else np.inf
+
+        best = min(rows, key=score)
+        if not np.isfinite(score(best)):
+            raise FitError(
+                "no form could be fitted: " + "; ".join(r.get("error", "") for r in rows)
+            )
+        return str(best["form"])

@@ -1,0 +1,58 @@
+"""Generated shards: real Megatron .bin/.idx files of a learnable random token process.
+
+For tests, benchmarks and smoke runs that need token data of a known kind and no corpus: the
+documents follow a fixed sparse random bigram process (each token has a few likely
+successors), so a model's loss can fall well below log(vocab), the table stays small at
+any vocabulary size, and the same seed always writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def write_synthetic_shard(
+    prefix: Path,
+    n_docs: int = 200,
+    vocab: int = 256,
+    eod: int = 0,
+    seed: int = 0,
+    doc_length: tuple[int, int] = (40, 400),
+    successors: int = 8,
+) -> str:
+    """Write ``prefix``.bin/.idx/.manifest.json; ids are 1..vocab-1 with ``eod`` = 0."""
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    rng = np.random.default_rng(seed)
+    next_ids = rng.integers(1, vocab, size=(vocab, successors))
+    cumulative = np.cumsum(rng.dirichlet(np.full(successors, 0.5), size=vocab), axis=1)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint16 if vocab <= 65536 else np.int32
+    builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=dtype)
+    tokens = 0
+    for _ in range(n_docs):
+        length = int(rng.integers(*doc_length))
+        doc = np.empty(length + 1, dtype=np.int64)
+        doc[0] = rng.integers(1, vocab)
+        choices = rng.random(length)
+        for i in range(1, length):
+            row = doc[i - 1]
+            pick = min(np.searchsorted(cumulative[row], choices[i]), successors - 1)
+            doc[i] = next_ids[row, pick]
+        doc[length] = eod
+        builder.add_document(doc, [len(doc)])
+        tokens += len(doc)
+    builder.finalize(f"{prefix}.idx")
+    manifest = {
+        "format": "megatron-split/shard/v1",
+        "tokenizer": f"synthetic-bigram:{seed}",
+        "vocab_size": vocab,
+        "eod_id": eod,
+        "documents": n_docs,
+        "tokens": tokens,
+    }
+    Path(f"{prefix}.manifest.json").write_text(json.dumps(manifest))
+    return str(prefix)

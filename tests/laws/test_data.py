@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from laws.data import DataError, DataWarning, Table, check_design, load_table
+
+ROWS = [
+    {"N": 1e8, "D": 2e9, "D_prime": 0, "loss": 3.1, "domain": "web"},
+    {"N": 1e8, "D": 2e9, "D_prime": 1e8, "loss": 3.0, "domain": "code"},
+    {"N": 4e8, "D": 4e9, "D_prime": "", "loss": 2.8, "domain": "web"},
+]
+
+
+def test_csv_jsonl_and_parquet_load_the_same_table(tmp_path, write_csv):
+    csv_path = write_csv(ROWS)
+    jsonl = tmp_path / "results.jsonl"
+    jsonl.write_text(
+        "\n".join(json.dumps({**r, "D_prime": r["D_prime"] or None}) for r in ROWS) + "\n"
+    )
+    parquet = tmp_path / "results.parquet"
+    pq.write_table(pa.table({k: [r[k] or None for r in ROWS] for k in ROWS[0]}), parquet)
+    tables = [load_table(p) for p in (csv_path, jsonl, parquet)]
+    for t in tables:
+        np.testing.assert_allclose(t.Dp, [0, 1e8, 0])  # empty D_prime means 0
+        np.testing.assert_allclose(t.loss, [3.1, 3.0, 2.8])
+        assert t.domains == ["code", "web"]
+
+
+def test_missing_d_prime_column_means_plain_pretraining(write_csv):
+    t = load_table(write_csv([{"N": 1e8, "D": 1e9, "loss": 3.0}]))
+    assert t.Dp.tolist() == [0.0] and t.domain is None
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"N": 1e8, "D": 1e9, "loss": "nan"}, r"line 3, column 'loss': 'nan' is not a finite"),
+        ({"N": 1e8, "D": 1e9, "loss": "-1.0"}, r"line 3, column 'loss': -1 must be > 0"),
+        ({"N": 1e8, "D": 1e9, "loss": 0}, r"line 3, column 'loss': 0 must be > 0"),
+        ({"N": "big", "D": 1e9, "loss": 3.0}, r"line 3, column 'N': 'big' is not a number"),
+        ({"N": 1e8, "D": -5, "loss": 3.0}, r"line 3, column 'D': -5 must be >= 0"),
+        ({"N": 1e8, "D": "", "loss": 3.0}, r"line 3, column 'D': empty value"),
+    ],
+)
+def test_bad_values_name_file_line_and_column(write_csv, row, message):
+    path = write_csv([{"N": 1e8, "D": 1e9, "loss": 3.0}, row])
+    with pytest.raises(DataError, match=message) as info:
+        load_table(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_columns_and_bad_json_are_clear_errors(tmp_path, write_csv):
+    with pytest.raises(DataError, match=r"missing column\(s\) loss"):
+        load_table(write_csv([{"N": 1e8, "D": 1e9}]))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"N": 1e8, "D": 1e9, "loss": 3}\n{"N": \n')
+    with pytest.raises(DataError, match=r"bad.jsonl, line 2: invalid JSON"):
+        load_table(bad)
+    with pytest.raises(DataError, match="unknown table format"):
+        load_table(write_csv(ROWS, name="results.txt"))
+
+
+def test_collinear_design_warns():
+    N = np.array([1e8, 2e8, 4e8])
+    table = Table.from_arrays(N, 20 * N, [3.0, 2.9, 2.8], Dp=[0, 1e7, 0])
+    with pytest.warns(DataWarning, match="same tokens-per-parameter ratio D/N = 20"):
+        assert len(check_design(table)) == 1
+
+
+def test_table_without_specialisation_runs_warns():
+    table = Table.from_arrays([1e8, 2e8], [1e9, 8e9], [3.0, 2.9])
+    with pytest.warns(DataWarning, match="no row has D_prime > 0"):
+        check_design(table)
+
+
+def test_single_model_size_warns_and_good_design_is_silent(recwarn):
+    with pytest.warns(DataWarning, match="one model size"):
+        check_design(Table.from_arrays([1e8, 1e8], [1e9, 2e9], [3.0, 2.9], Dp=[0, 1e8]))
+    recwarn.clear()
+    good = Table.from_arrays([1e8, 2e8, 2e8], [1e9, 1e9, 4e9], [3.0, 2.9, 2.7], Dp=[0, 1e8, 0])
+    assert check_design(good) == []
+    assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
+
+
+def test_subset_keeps_labels():
+    t = Table.from_arrays([1, 2, 3], [1, 1, 1], [3.0, 2.0, 1.0], domain=["a", "b", "a"])
+    s = t.subset(np.array([2, 0]))
+    assert s.domain.tolist() == ["a", "a"] and s.loss.tolist() == [1.0, 3.0]
