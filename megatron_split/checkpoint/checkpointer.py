@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 LATEST = "latest"
 META = "meta.json"
+# The distributed optimizer's default format (fully_sharded_model_space) cannot be saved by
+# megatron-core 0.16 ("flattened_range is not supported"); dp_reshardable saves and loads.
+OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
 
 
 @dataclass
@@ -97,6 +100,43 @@ def _layout() -> dict[str, int]:
     }
 
 
+def _adam_states(optimizer):
+    """(param, state) of every torch Adam inside a megatron (chained) optimizer."""
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        torch_optimizer = inner.optimizer
+        for group in torch_optimizer.param_groups:
+            for param in group["params"]:
+                yield param, torch_optimizer.state[param]
+
+
+def _materialize_adam_state(optimizer) -> None:
+    """Give every parameter the (zero) Adam state torch creates lazily at the first step.
+
+    megatron's distributed optimizer builds its load template from the inner optimizer's
+    state and asserts that it exists; a freshly built torch AdamW has none yet.
+    """
+    for param, state in _adam_states(optimizer):
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = torch.zeros_like(param)
+
+
+def _restore_distributed_adam_steps(optimizer, loaded: dict[str, Any]) -> None:
+    """Repair Adam's step counters after a distributed-optimizer load (torch Adam fallback).
+
+    megatron restores the step into the param groups, then overwrites every parameter's
+    step with the load template's and shares one tensor among all parameters (which Adam
+    would increment once per parameter per step). Give each parameter its own counter, set
+    from the saved param groups, so that bias correction resumes exactly.
+    """
+    if "param_state_sharding_type" not in loaded:
+        return  # not a distributed-optimizer state: torch restored the steps itself
+    (step,) = {group["step"] for group in loaded["optimizer"]["param_groups"]}
+    for _, state in _adam_states(optimizer):
+        state["step"] = torch.tensor(float(step))
+
+
 class Checkpointer:
     def __init__(self, cfg: CheckpointConfig, root: str | Path):
         self.cfg = cfg
@@ -116,7 +156,10 @@ class Checkpointer:
         dist.barrier()
 
         model_sd = model.sharded_state_dict()
-        sharded = {"model": model_sd, "optimizer": optimizer.sharded_state_dict(model_sd)}
+        sharded = {
+            "model": model_sd,
+            "optimizer": optimizer.sharded_state_dict(model_sd, metadata=OPTIMIZER_METADATA),
+        }
         dist_checkpointing.save(sharded, str(tmp))
         (tmp / "rng").mkdir(exist_ok=True)
         torch.save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
@@ -162,11 +205,16 @@ class Checkpointer:
         model_sd = model.sharded_state_dict()
         sharded: dict[str, Any] = {"model": model_sd}
         if load_optimizer:
-            sharded["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=True)
+            _materialize_adam_state(optimizer)
+            sharded["optimizer"] = optimizer.sharded_state_dict(
+                model_sd, is_loading=True, metadata=OPTIMIZER_METADATA
+            )
         loaded = dist_checkpointing.load(sharded, str(path))
-        model.load_state_dict(loaded["model"])
-        if load_optimizer:
-            optimizer.load_state_dict(loaded["optimizer"])
+        with torch.no_grad():  # the distributed optimizer copies into leaf views of params
+            model.load_state_dict(loaded["model"])
+            if load_optimizer:
+                optimizer.load_state_dict(loaded["optimizer"])
+                _restore_distributed_adam_steps(optimizer, loaded["optimizer"])
 
         rng_file = path / "rng" / f"rank_{dist.get_rank():05d}.pt"
         if meta["layout"] == _layout() and rng_file.is_file():

@@ -114,3 +114,13 @@ def test_resume_refuses_a_different_model(shards, reference, tmp_path):
     assert proc.returncode == 2
     assert "hidden_size: 64 -> 128" in proc.stderr
     assert json.loads((root / "step_0000008" / "meta.json").read_text())["step"] == 8
+
+
+def test_distributed_optimizer_resumes_exactly(shards, tmp_path):
+    overrides = {"train.steps": 6, "checkpoint.every": 3, "parallel.distributed_optimizer": True}
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(tiny_overrides(first, shards, **overrides), nproc=2)
+    shutil.copytree(first / "checkpoints" / "step_0000003", second / "checkpoints" / "step_0000003")
+    (second / "checkpoints" / "latest").write_text("step_0000003")
+    train(tiny_overrides(second, shards, **overrides), nproc=2)
+    assert metrics(second) == {s: v for s, v in metrics(first).items() if s > 3}  # bitwise
