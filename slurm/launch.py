@@ -1,0 +1,75 @@
+"""Submit a training run to Slurm through submitit: one task per GPU (or CPU rank).
+
+Each task runs ``megatron_split.train_cli.main`` and reads its rank from the Slurm
+environment, so a run launched here is the same code path as one under torchrun.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import submitit
+
+from megatron_split import train_cli
+
+
+@dataclass
+class SlurmConfig:
+    cluster: Literal["auto", "slurm", "local"] = "auto"  # auto: slurm when the cluster answers
+    folder: str = "runs/slurm/%j"  # submitit's logs and pickles (%j = job id)
+    partition: str | None = None
+    nodes: int = 1
+    tasks_per_node: int = 1
+    cpus_per_task: int = 1
+    gpus_per_node: int = 0
+    mem_gb: int | None = None
+    timeout_min: int = 60
+    # Seconds before the time limit at which Slurm sends SIGUSR2: the run saves and exits.
+    signal_delay_s: int = 120
+    extra: dict[str, str] = field(default_factory=dict)  # more sbatch options
+
+    def resolved_cluster(self) -> str:
+        if self.cluster != "auto":
+            return self.cluster
+        return "slurm" if slurm_available() else "local"
+
+    def executor(self) -> submitit.AutoExecutor:
+        executor = submitit.AutoExecutor(folder=self.folder, cluster=self.resolved_cluster())
+        params = dict(
+            nodes=self.nodes,
+            tasks_per_node=self.tasks_per_node,
+            cpus_per_task=self.cpus_per_task,
+            timeout_min=self.timeout_min,
+        )
+        if self.gpus_per_node:
+            params["gpus_per_node"] = self.gpus_per_node
+        if self.mem_gb:
+            params["mem_gb"] = self.mem_gb
+        if executor.cluster == "slurm":
+            params["slurm_signal_delay_s"] = self.signal_delay_s
+            if self.partition:
+                params["slurm_partition"] = self.partition
+            if self.extra:
+                params["slurm_additional_parameters"] = dict(self.extra)
+        executor.update_parameters(**params)
+        return executor
+
+
+def slurm_available() -> bool:
+    """True when a Slurm controller answers (srun on PATH alone is not enough)."""
+    if shutil.which("scontrol") is None:
+        return False
+    try:
+        return subprocess.run(["scontrol", "ping"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def submit_training(config: str | Path | None, overrides: list[str], slurm: SlurmConfig):
+    """Submit one training run; returns the submitit Job (``job.results()``: exit codes)."""
+    argv = ([str(config)] if config is not None else []) + list(overrides)
+    return slurm.executor().submit(train_cli.main, argv)
