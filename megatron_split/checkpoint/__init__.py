@@ -6,6 +6,7 @@ from megatron_split.checkpoint.checkpointer import (
     TrainState,
     latest_checkpoint,
     read_meta,
+    resolve_checkpoint,
     write_atomic,
 )
 
@@ -15,5 +16,6 @@ __all__ = [
     "TrainState",
     "latest_checkpoint",
     "read_meta",
+    "resolve_checkpoint",
     "write_atomic",
 ]

@@ -192,16 +192,11 @@ class Checkpointer:
             shutil.rmtree(stale, ignore_errors=True)
 
     # ---- load ------------------------------------------------------------------------
-    def load(self, path: str | Path, model, optimizer, load_optimizer: bool = True) -> TrainState:
-        """Load model (and optimizer) from ``path`` at the current layout; returns its state.
-
-        RNG states are restored only when the parallel layout is the saved one: under a new
-        layout each rank's streams are different objects, and they are seeded afresh.
-        """
+    def load_weights(self, path: str | Path, model, optimizer, load_optimizer: bool) -> dict:
+        """Load the model (and optimizer) of checkpoint ``path`` at the current layout,
+        resharding as needed; returns its meta."""
         from megatron.core import dist_checkpointing
 
-        path = Path(path)
-        meta = read_meta(path)
         model_sd = model.sharded_state_dict()
         sharded: dict[str, Any] = {"model": model_sd}
         if load_optimizer:
@@ -215,7 +210,16 @@ class Checkpointer:
             if load_optimizer:
                 optimizer.load_state_dict(loaded["optimizer"])
                 _restore_distributed_adam_steps(optimizer, loaded["optimizer"])
+        return read_meta(path)
 
+    def resume(self, path: str | Path, model, optimizer) -> TrainState:
+        """Continue this run from its checkpoint ``path``: weights, optimizer, position, RNG.
+
+        RNG states are restored only when the parallel layout is the saved one: under a new
+        layout each rank's streams are different objects, and they are seeded afresh.
+        """
+        path = Path(path)
+        meta = self.load_weights(path, model, optimizer, load_optimizer=True)
         rng_file = path / "rng" / f"rank_{dist.get_rank():05d}.pt"
         if meta["layout"] == _layout() and rng_file.is_file():
             set_rng_state(torch.load(rng_file, weights_only=False))
@@ -231,3 +235,18 @@ class Checkpointer:
             tokens=meta["tokens"],
             lineage=meta.get("lineage", {}),
         )
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from a step directory, a checkpoints/ root or a run directory."""
+    path = Path(path)
+    if (path / META).is_file():
+        return path
+    for root in (path, path / "checkpoints"):
+        found = latest_checkpoint(root)
+        if found is not None:
+            return found
+    raise FileNotFoundError(
+        f"{path}: no checkpoint here (expected a step_N directory with {META}, or a run or "
+        f"checkpoints directory with a `{LATEST}` file)"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from megatron_split.checkpoint import CheckpointConfig
+from megatron_split.checkpoint import CheckpointConfig, resolve_checkpoint
 from megatron_split.config import ConfigError
 from megatron_split.data import DataConfig
 from megatron_split.model import ModelConfig
@@ -44,6 +44,30 @@ class LoopConfig:
 
 
 @dataclass
+class InitConfig:
+    """Start from another run's checkpoint: continued pretraining, e.g. a branch of a trunk.
+
+    Carried over: the weights (loaded in place from the parent checkpoint, resharded to this
+    run's layout, never copied), and Adam's moments and step count only with
+    ``load_optimizer``. Started afresh: step 0, data position 0 on this run's data, this
+    run's LR schedule from its own step 0 (warmup from ``optim.schedule.start_lr``: set it to
+    rewarm from a given LR), RNG streams from this run's seed. The parent, its step and
+    tokens go into this run's lineage. Applies only while this run has no checkpoint of its
+    own: a restarted branch resumes itself, not the parent.
+    """
+
+    checkpoint: str | None = None  # a step_N directory, or a run / checkpoints directory
+    load_optimizer: bool = False
+
+    def validate(self) -> None:
+        if self.checkpoint is not None:
+            try:
+                resolve_checkpoint(self.checkpoint)
+            except FileNotFoundError as e:
+                raise ConfigError(f"init.checkpoint: {e}") from None
+
+
+@dataclass
 class RunConfig:
     run_dir: str = "runs/default"
     seed: int = 1234
@@ -53,12 +77,14 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
     def validate(self, world_size: int | None = None) -> None:
         """Check everything that can be checked before a process group exists."""
         self.parallel.validate()
         self.train.validate()
         self.checkpoint.validate()
+        self.init.validate()
         self.data.validate()
         self.optim.validate(self.train.steps)
         self.model.validate(self.parallel.tensor, self.parallel.pipeline)

@@ -18,7 +18,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from megatron_split.checkpoint import Checkpointer, TrainState, latest_checkpoint, read_meta
+from megatron_split.checkpoint import (
+    Checkpointer,
+    TrainState,
+    latest_checkpoint,
+    read_meta,
+    resolve_checkpoint,
+)
 from megatron_split.config import ConfigError
 from megatron_split.data import step_microbatches
 from megatron_split.data.datasets import shard_vocab
@@ -116,7 +122,7 @@ def _global_mean_loss(losses: list[dict[str, torch.Tensor]], device: torch.devic
     return total.item() / ps.get_data_parallel_world_size()
 
 
-def _check_resumable(cfg: RunConfig, meta: dict[str, Any], path: Path) -> None:
+def _check_same_model(cfg: RunConfig, meta: dict[str, Any], path: Path) -> None:
     saved = meta["config"]["model"]
     current = asdict(cfg.model)
     diffs = [
@@ -124,6 +130,10 @@ def _check_resumable(cfg: RunConfig, meta: dict[str, Any], path: Path) -> None:
     ]
     if diffs:
         raise ConfigError(f"{path} was saved with a different model ({'; '.join(diffs)})")
+
+
+def _check_resumable(cfg: RunConfig, meta: dict[str, Any], path: Path) -> None:
+    _check_same_model(cfg, meta, path)
     if meta["config"]["train"]["global_batch"] != cfg.train.global_batch:
         raise ConfigError(f"{path}: train.global_batch changed; the data position would not match")
 
@@ -178,9 +188,22 @@ class Trainer:
         latest = latest_checkpoint(checkpointer.root) if cfg.checkpoint.resume else None
         if latest is not None:
             _check_resumable(cfg, read_meta(latest), latest)
-            state = checkpointer.load(latest, gpt, optimizer)
+            state = checkpointer.resume(latest, gpt, optimizer)
             if runtime.is_main:
                 log.info("resumed from %s (step %d)", latest, state.step)
+        elif cfg.init.checkpoint is not None:
+            parent = resolve_checkpoint(cfg.init.checkpoint)
+            _check_same_model(cfg, read_meta(parent), parent)
+            meta = checkpointer.load_weights(parent, gpt, optimizer, cfg.init.load_optimizer)
+            state.lineage = {
+                "parent": str(parent.resolve()),
+                "parent_step": meta["step"],
+                "parent_tokens": meta["tokens"],
+                "optimizer_from_parent": cfg.init.load_optimizer,
+                "parent_lineage": meta.get("lineage", {}),
+            }
+            if runtime.is_main:
+                log.info("initialised from %s (step %d)", parent, meta["step"])
 
         run_config = asdict(cfg)
         metrics = MetricsSink(
