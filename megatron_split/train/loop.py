@@ -221,28 +221,27 @@ class Trainer:
         flops_per_token = cfg.model.flops_per_token(cfg.parallel.tensor)
         peak = peak_flops(cfg)
 
+        def global_batch_loss(dataset, first_sample: int, forward_only: bool) -> float:
+            """Run one global batch from ``first_sample`` through the schedule; its mean loss."""
+            out = forward_backward(
+                forward_step_func=forward_step,
+                data_iterator=step_microbatches(
+                    dataset, first_sample, loop.global_batch, loop.micro_batch, dp_rank, dp_size
+                ),
+                model=[ddp],
+                num_microbatches=micro_per_step,
+                seq_length=cfg.model.seq_length,
+                micro_batch_size=loop.micro_batch,
+                forward_only=forward_only,
+            )
+            return _global_mean_loss(out, runtime.device)
+
         def evaluate() -> float:
             ddp.eval()
-            losses = []
-            for i in range(loop.eval_batches):
-                micro = step_microbatches(
-                    valid_data,
-                    i * loop.global_batch,
-                    loop.global_batch,
-                    loop.micro_batch,
-                    dp_rank,
-                    dp_size,
-                )
-                out = forward_backward(
-                    forward_step_func=forward_step,
-                    data_iterator=micro,
-                    model=[ddp],
-                    num_microbatches=micro_per_step,
-                    seq_length=cfg.model.seq_length,
-                    micro_batch_size=loop.micro_batch,
-                    forward_only=True,
-                )
-                losses.append(_global_mean_loss(out, runtime.device))
+            losses = [
+                global_batch_loss(valid_data, i * loop.global_batch, forward_only=True)
+                for i in range(loop.eval_batches)
+            ]
             ddp.train()
             return sum(losses) / len(losses)
 
@@ -261,25 +260,8 @@ class Trainer:
                 lr = cfg.optim.apply(optimizer, state.step, loop.steps)
                 ddp.zero_grad_buffer()
                 optimizer.zero_grad()
-                micro = step_microbatches(
-                    train_data,
-                    state.consumed_samples,
-                    loop.global_batch,
-                    loop.micro_batch,
-                    dp_rank,
-                    dp_size,
-                )
-                out = forward_backward(
-                    forward_step_func=forward_step,
-                    data_iterator=micro,
-                    model=[ddp],
-                    num_microbatches=micro_per_step,
-                    seq_length=cfg.model.seq_length,
-                    micro_batch_size=loop.micro_batch,
-                    forward_only=False,
-                )
+                loss = global_batch_loss(train_data, state.consumed_samples, forward_only=False)
                 _, grad_norm, _ = optimizer.step()
-                loss = _global_mean_loss(out, runtime.device)
                 state.step += 1
                 state.consumed_samples += loop.global_batch
                 state.tokens += tokens_per_step
