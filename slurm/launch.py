@@ -69,7 +69,25 @@ def slurm_available() -> bool:
         return False
 
 
+class TrainingJob:
+    """``msplit train`` as a submitit job that survives preemption and time limits.
+
+    On SIGUSR2 the run saves a checkpoint at the next step boundary and hands the signal to
+    submitit, which calls :meth:`checkpoint` and requeues the job; the requeued job runs the
+    same command, which resumes from that checkpoint.
+    """
+
+    def __init__(self, argv: list[str]):
+        self.argv = list(argv)
+
+    def __call__(self) -> int:
+        return train_cli.main(self.argv)
+
+    def checkpoint(self) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(TrainingJob(self.argv))
+
+
 def submit_training(config: str | Path | None, overrides: list[str], slurm: SlurmConfig):
     """Submit one training run; returns the submitit Job (``job.results()``: exit codes)."""
     argv = ([str(config)] if config is not None else []) + list(overrides)
-    return slurm.executor().submit(train_cli.main, argv)
+    return slurm.executor().submit(TrainingJob(argv))

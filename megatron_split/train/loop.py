@@ -305,6 +305,8 @@ class Trainer:
         finally:
             preemption.restore()
             metrics.close()
+        if status == "preempted":
+            preemption.forward()  # e.g. submitit requeues the job from here
         return {
             "status": status,
             "step": state.step,

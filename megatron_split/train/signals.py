@@ -3,7 +3,8 @@
 Slurm sends SIGTERM (or the signal given with ``--signal``, SIGUSR2 for submitit) some time
 before it kills a job. The handler only sets a flag; after every step the ranks take the
 MAX of their flags, so that they all save the same step and exit together, even when the
-signal reached only some of them.
+signal reached only some of them. Once the checkpoint is written, the signal is handed on
+to whatever handler was there before (submitit's requeues the job), if any.
 """
 
 from __future__ import annotations
@@ -40,3 +41,10 @@ class PreemptionFlag:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+    def forward(self) -> None:
+        """Deliver the received signal to the handler installed before ours (call after
+        ``restore``), when that handler is Python code such as submitit's requeue."""
+        if self.received is not None and callable(self._previous.get(self.received)):
+            log.info("handing signal %s on to the launcher", signal.Signals(self.received).name)
+            signal.raise_signal(self.received)

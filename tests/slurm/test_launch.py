@@ -1,6 +1,9 @@
 """Training through a real Slurm: two srun tasks form a DP=2 gloo group from Slurm's env."""
 
+import json
 import os
+import subprocess
+import time
 
 import pytest
 
@@ -33,3 +36,26 @@ def test_two_task_slurm_job_matches_single_process(tmp_path):
     assert sorted(got) == sorted(want)
     for step, loss in want.items():
         assert got[step] == pytest.approx(loss, rel=1e-5), f"step {step}"
+
+
+def test_preempted_job_saves_requeues_and_resumes_exactly(tmp_path):
+    shard = write_synthetic_shard(tmp_path / "shard", seed=4)
+    reference, submitted = tmp_path / "reference", tmp_path / "slurm"
+    overrides = {"train.steps": 200, "train.log_every": 1, "checkpoint.save_at_end": True}
+    train(tiny_overrides(reference, [shard], **overrides))
+    job = submit_training(
+        None,
+        tiny_overrides(submitted, [shard], **overrides),
+        SlurmConfig(cluster="slurm", folder=str(tmp_path / "jobs" / "%j")),
+    )
+    deadline = time.monotonic() + 120
+    while not (submitted / "metrics.jsonl").exists() or max(metrics(submitted)) < 5:
+        assert time.monotonic() < deadline, "the job did not start training"
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True)
+    assert job.result() == 0  # the requeued job ran to the end
+    saved = sorted(p.name for p in (submitted / "checkpoints").glob("step_*"))
+    assert len(saved) == 2 and saved[-1] == "step_0000200", saved  # preemption + final
+    preempted_at = json.loads((submitted / "checkpoints" / saved[0] / "meta.json").read_text())
+    assert 5 <= preempted_at["step"] < 200
+    assert metrics(submitted) == metrics(reference)  # resumed exactly
