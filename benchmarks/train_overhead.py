@@ -30,20 +30,19 @@ def bare_megatron_loop(cfg: RunConfig) -> float:
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     from megatron_split.data import step_microbatches
-    from megatron_split.data.datasets import shard_vocab
-    from megatron_split.data.tokenizer import dataset_tokenizer
+    from megatron_split.data.datasets import dataset_tokenizer
     from megatron_split.runtime import init_distributed, seed_everything
     from megatron_split.train.loop import build_model, make_forward_step
 
     runtime = init_distributed(cfg.parallel.tensor, cfg.parallel.pipeline)
-    vocab, eod = shard_vocab(cfg.data.paths)
-    cfg.model.vocab_size = vocab
+    tokenizer = dataset_tokenizer(cfg.data.paths)
+    cfg.model.vocab_size = tokenizer.vocab_size
     seed_everything(cfg.seed)
     ddp, _ = build_model(cfg, runtime)
     optimizer = cfg.optim.build([ddp], False, False)
     loop = cfg.train
     train_data, _ = cfg.data.build(
-        dataset_tokenizer(vocab, eod),
+        tokenizer,
         cfg.model.seq_length,
         loop.steps * loop.global_batch,
         loop.global_batch,

@@ -28,7 +28,6 @@ from typing import Any
 
 from megatron_split.config import ConfigError
 from megatron_split.data.datasets import DataConfig
-from megatron_split.data.tokenizer import dataset_tokenizer
 
 CLUSTERS_FORMAT = "megatron-split/clusters/v1"
 
@@ -51,7 +50,9 @@ class ClusterData:
         try:
             self.manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError) as error:
-            raise ConfigError(f"{self.manifest_path}: no readable cluster manifest ({error})")
+            raise ConfigError(
+                f"{self.manifest_path}: no readable cluster manifest ({error})"
+            ) from error
         if self.manifest.get("format") != CLUSTERS_FORMAT:
             raise ConfigError(
                 f"{self.manifest_path}: format is {self.manifest.get('format')!r}, "
@@ -72,32 +73,46 @@ class ClusterData:
         """The mixture of all clusters: natural weights, a list of k, or {cluster: weight}."""
         chosen = self._weights(weights)
         keep = [i for i, w in enumerate(chosen) if w > 0]
-        return self._config([self.prefixes[i] for i in keep], [chosen[i] for i in keep])
+        return self._config(keep, [chosen[i] for i in keep])
 
     def branch(self, cluster: int) -> DataConfig:
         """Cluster `cluster` alone, with the same held-out split as in the trunk."""
-        return self._config([self.prefixes[self._check(cluster)]], None)
+        return self._config([self._check(cluster)], None)
 
     def heldout(self, cluster: int, seq_length: int, samples: int, cache_dir: str | Path) -> Any:
         """Cluster `cluster`'s held-out GPTDataset (the validation split of its shard)."""
-        heldout_docs = self.manifest["clusters"][self._check(cluster)]["heldout"]["documents"]
-        if heldout_docs == 0:
-            raise ConfigError(
-                f"cluster {cluster} has no held-out document at split {self.split} "
-                f"({self.manifest['clusters'][cluster]['documents']} documents)"
-            )
         _, valid = self.branch(cluster).build(
-            self.tokenizer(), seq_length, train_samples=1, valid_samples=samples,
+            self.tokenizer(),
+            seq_length,
+            train_samples=1,
+            valid_samples=samples,
             cache_dir=cache_dir,
-        )  # fmt: skip
+        )
         return valid
 
     def tokenizer(self) -> Any:
-        return dataset_tokenizer(int(self.manifest["vocab_size"]), int(self.manifest["eod_id"]))
+        from data_prep.tokenizers import megatron_tokenizer
 
-    def _config(self, paths: list[str], weights: list[float] | None) -> DataConfig:
-        config = DataConfig(paths=paths, weights=weights, split=self.split, seed=self.config.seed,
-                            cache_dir=self.config.cache_dir)  # fmt: skip
+        return megatron_tokenizer(
+            vocab_size=int(self.manifest["vocab_size"]), eod_id=int(self.manifest["eod_id"])
+        )
+
+    def _config(self, clusters: list[int], weights: list[float] | None) -> DataConfig:
+        # megatron never finishes building a split without documents: refuse it here.
+        empty = [c for c in clusters if self.manifest["clusters"][c]["heldout"]["documents"] == 0]
+        if empty:
+            raise ConfigError(
+                f"{self.manifest_path}: clusters {empty} have no held-out document at split "
+                f"{self.split}; re-cluster with a larger held-out share or give them weight 0"
+            )
+        paths = [self.prefixes[c] for c in clusters]
+        config = DataConfig(
+            paths=paths,
+            weights=weights,
+            split=self.split,
+            seed=self.config.seed,
+            cache_dir=self.config.cache_dir,
+        )
         config.validate()
         return config
 

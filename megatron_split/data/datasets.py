@@ -6,7 +6,6 @@ unchanged, so the sample order, the cached indices and the held-out split are me
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +28,12 @@ class DataConfig:
         if not self.paths:
             raise ConfigError("data.paths is empty: give at least one shard prefix")
         for prefix in self.paths:
-            for suffix in (".bin", ".idx"):
-                if not Path(prefix + suffix).is_file():
-                    raise ConfigError(
-                        f"data.paths: {prefix}{suffix} does not exist "
-                        f"(write shards with `msplit data tokenize`)"
-                    )
+            if not Path(prefix + ".bin").is_file():
+                raise ConfigError(
+                    f"data.paths: {prefix}.bin does not exist "
+                    f"(write shards with `msplit data tokenize`)"
+                )
+        shard_vocab(self.paths)  # complete shards of one tokenizer
         if self.weights is not None:
             if len(self.weights) != len(self.paths):
                 raise ConfigError(
@@ -85,15 +84,23 @@ class DataConfig:
 
 def shard_vocab(prefixes: list[str]) -> tuple[int, int]:
     """(vocab size, EOD id) shared by the shards, from their manifests."""
+    from data_prep.shards import ShardError, read_manifest
+
     found = set()
     for prefix in prefixes:
-        path = Path(prefix + ".manifest.json")
-        if not path.is_file():
-            raise ConfigError(
-                f"{path} is missing: shards need the manifest `msplit data tokenize` writes"
-            )
-        manifest = json.loads(path.read_text())
+        try:
+            manifest = read_manifest(prefix)
+        except ShardError as e:
+            raise ConfigError(f"data.paths: {e}") from None
         found.add((int(manifest["vocab_size"]), int(manifest["eod_id"])))
     if len(found) != 1:
         raise ConfigError(f"data.paths mix tokenizers (vocab size, EOD id): {sorted(found)}")
     return found.pop()
+
+
+def dataset_tokenizer(prefixes: list[str]):
+    """What megatron's GPTDataset reads of a tokenizer (vocab size, EOD), from the manifests."""
+    from data_prep.tokenizers import megatron_tokenizer
+
+    vocab_size, eod_id = shard_vocab(prefixes)
+    return megatron_tokenizer(vocab_size=vocab_size, eod_id=eod_id)

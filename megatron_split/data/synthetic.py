@@ -23,8 +23,12 @@ def write_synthetic_shard(
     doc_length: tuple[int, int] = (40, 400),
     successors: int = 8,
 ) -> str:
-    """Write ``prefix``.bin/.idx/.manifest.json; ids are 1..vocab-1 with ``eod`` = 0."""
+    """Write a complete shard at ``prefix``; token ids are 1..vocab-1 and ``eod`` is 0."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    from data_prep.shards import SHARD_FORMAT, doc_table_path, doc_table_schema, manifest_path
 
     rng = np.random.default_rng(seed)
     next_ids = rng.integers(1, vocab, size=(vocab, successors))
@@ -32,7 +36,7 @@ def write_synthetic_shard(
     prefix.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.uint16 if vocab <= 65536 else np.int32
     builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=dtype)
-    tokens = 0
+    lengths = []
     for _ in range(n_docs):
         length = int(rng.integers(*doc_length))
         doc = np.empty(length + 1, dtype=np.int64)
@@ -44,15 +48,31 @@ def write_synthetic_shard(
             doc[i] = next_ids[row, pick]
         doc[length] = eod
         builder.add_document(doc, [len(doc)])
-        tokens += len(doc)
+        lengths.append(len(doc))
     builder.finalize(f"{prefix}.idx")
+    pq.write_table(
+        pa.table(
+            {
+                "doc": list(range(n_docs)),
+                "source": [f"synthetic-bigram:{seed}"] * n_docs,
+                "line": list(range(1, n_docs + 1)),
+                "id": [f"doc{i}" for i in range(n_docs)],
+                "label": [f"bigram-{seed}"] * n_docs,
+                "n_tokens": lengths,
+            },
+            schema=doc_table_schema(),
+        ),
+        doc_table_path(prefix),
+    )
     manifest = {
-        "format": "megatron-split/shard/v1",
-        "tokenizer": f"synthetic-bigram:{seed}",
+        "format": SHARD_FORMAT,
+        "tokenizer": {"kind": "synthetic-bigram", "seed": seed},
         "vocab_size": vocab,
         "eod_id": eod,
         "documents": n_docs,
-        "tokens": tokens,
+        "tokens": sum(lengths),
+        "inputs": [],
+        "skipped": {},
     }
-    Path(f"{prefix}.manifest.json").write_text(json.dumps(manifest))
+    manifest_path(prefix).write_text(json.dumps(manifest))  # last: the shard is complete
     return str(prefix)

@@ -30,6 +30,7 @@ class LoopConfig:
     log_every: int = 10
     eval_every: int = 50  # 0 = never; validation also runs after the last step
     eval_batches: int = 4  # global batches of validation data per evaluation
+    eval_at_start: bool = False  # also before the first step (e.g. a parent on a new domain)
     peak_flops_per_device: float | None = None  # for MFU; None: known GPUs only
     tensorboard: bool = True
     progress: bool = True

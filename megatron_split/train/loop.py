@@ -27,8 +27,7 @@ from megatron_split.checkpoint import (
 )
 from megatron_split.config import ConfigError
 from megatron_split.data import step_microbatches
-from megatron_split.data.datasets import shard_vocab
-from megatron_split.data.tokenizer import dataset_tokenizer
+from megatron_split.data.datasets import dataset_tokenizer
 from megatron_split.runtime import Runtime, init_distributed, seed_everything
 from megatron_split.train.config import RunConfig
 from megatron_split.train.metrics import MetricsSink
@@ -150,7 +149,8 @@ class Trainer:
         from megatron.core import parallel_state as ps
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
-        vocab_size, eod_id = shard_vocab(cfg.data.paths)
+        tokenizer = dataset_tokenizer(cfg.data.paths)
+        vocab_size = tokenizer.vocab_size
         if cfg.model.vocab_size is None:
             cfg.model.vocab_size = vocab_size
         elif cfg.model.vocab_size < vocab_size:
@@ -169,7 +169,7 @@ class Trainer:
         loop = cfg.train
         dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
         train_data, valid_data = cfg.data.build(
-            dataset_tokenizer(vocab_size, eod_id),
+            tokenizer,
             seq_length=cfg.model.seq_length,
             train_samples=loop.steps * loop.global_batch,
             valid_samples=max(loop.eval_batches, 1) * loop.global_batch,
@@ -255,6 +255,8 @@ class Trainer:
         loss = math.nan
         ddp.train()
         loop_start, start_step = time.perf_counter(), state.step
+        if valid_data is not None and loop.eval_at_start and state.step == 0:
+            metrics.write({"step": 0, "val_loss": evaluate()})
         try:
             while state.step < loop.steps:
                 lr = cfg.optim.apply(optimizer, state.step, loop.steps)

@@ -18,16 +18,16 @@ def trunk(shards, tmp_path_factory):
 
 
 def test_branch_starts_from_the_parent_weights_with_a_fresh_schedule(shards, trunk, tmp_path):
-    # A near-zero LR leaves the loaded weights as they were, so the branch's first validation
-    # loss on the trunk's own validation data equals the trunk's last one.
+    # Evaluated before its first step, the branch is the trunk: same validation loss on the
+    # trunk's own validation data.
     branch = {
         "train.steps": 1,
-        "optim.lr": 1e-12,
         "optim.schedule.warmup_steps": 0,
+        "train.eval_at_start": True,
         "checkpoint.save_at_end": True,
     }
     train(tiny_overrides(tmp_path, shards[:1], **branch, **EVAL) + [f"init.checkpoint={trunk}"])
-    assert metrics(tmp_path, "val_loss")[1] == pytest.approx(
+    assert metrics(tmp_path, "val_loss")[0] == pytest.approx(
         metrics(trunk, "val_loss")[8], abs=1e-6
     )
     meta = read_meta(latest_checkpoint(tmp_path / "checkpoints"))

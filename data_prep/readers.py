@@ -1,0 +1,292 @@
+"""Corpus readers: JSONL (plain, .gz, .zst), Parquet and plain-text directories.
+
+Readers stream: memory stays bounded by the largest accepted document, whatever the file
+size (an over-long JSONL line is measured and skipped in chunks, never held). Every record
+comes out as a :class:`Document` or a :class:`BadRecord` naming file, line and reason, so the
+caller decides whether to stop or to skip and count; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import io
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+# Reasons a record is rejected; the manifest counts skips under these names.
+INVALID_JSON = "invalid_json"
+MISSING_KEY = "missing_key"
+INVALID_UTF8 = "invalid_utf8"
+EMPTY = "empty"
+CONTROL_CHARS = "control_chars"
+TOO_LARGE = "too_large"
+TRUNCATED = "truncated"
+REASONS = (INVALID_JSON, MISSING_KEY, INVALID_UTF8, EMPTY, CONTROL_CHARS, TOO_LARGE, TRUNCATED)
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+COMPRESSED_SUFFIXES = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
+PARQUET_SUFFIXES = (".parquet", ".pq")
+# C0 controls other than tab/newline/carriage return, DEL, and lone UTF-16 surrogates
+# (which JSON "\\ud800" escapes produce and UTF-8 cannot encode): one scan finds both.
+_BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """Which fields hold text, id and label, and the largest document accepted."""
+
+    json_keys: tuple[str, ...] = ("text",)
+    id_key: str = "id"
+    label_key: str = "label"
+    max_doc_bytes: int = 32 << 20
+
+
+@dataclass(frozen=True)
+class Document:
+    """One accepted record: a text per json key, where it came from, its id and label."""
+
+    texts: tuple[str, ...]
+    source: str
+    line: int
+    doc_id: str
+    label: str | None
+    n_bytes: int
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """One rejected record and why."""
+
+    source: str
+    line: int
+    reason: str
+    detail: str
+
+    def message(self) -> str:
+        return f"{self.source}:{self.line}: {self.reason}: {self.detail}"
+
+
+class BadInputError(ValueError):
+    """Raised (with --on-error stop) for the first bad record."""
+
+    def __init__(self, record: BadRecord):
+        super().__init__(record.message())
+        self.record = record
+
+    def __reduce__(self) -> tuple[type, tuple[BadRecord]]:
+        # Worker processes send it back pickled; rebuild it from its record.
+        return type(self), (self.record,)
+
+
+Record = Document | BadRecord
+
+
+@dataclass(frozen=True)
+class InputUnit:
+    """A piece of work: a whole file, or a byte range [start, end) of a plain JSONL file."""
+
+    path: str
+    kind: str  # "jsonl", "parquet" or "text"
+    start: int = 0
+    end: int | None = None
+    first_line: int = 1  # line number of the first line at `start`
+    root: str | None = None  # text files: the directory the document ids are relative to
+
+
+def input_kind(path: Path) -> str:
+    """'jsonl', 'parquet' or 'text' from a file name (compression suffixes allowed)."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
+        suffixes = suffixes[:-1]
+    last = suffixes[-1] if suffixes else ""
+    if last in JSONL_SUFFIXES:
+        return "jsonl"
+    if last in PARQUET_SUFFIXES:
+        return "parquet"
+    raise ValueError(
+        f"{path}: unknown input type (expected .jsonl[.gz|.zst], .parquet, or a directory "
+        "of text files)"
+    )
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[InputUnit]:
+    """Files, directories of text files and globs -> one unit per file, in a fixed order."""
+    units: list[InputUnit] = []
+    for item in inputs:
+        path = Path(item)
+        matches = (
+            [path] if path.exists() else sorted(Path(p) for p in glob.glob(item, recursive=True))
+        )
+        if not matches:
+            raise FileNotFoundError(f"input {item!r} matches no file")
+        for match in matches:
+            if match.is_dir():
+                root = str(match.resolve())
+                files = sorted(p for p in match.rglob("*") if p.is_file())
+                units += [InputUnit(str(f.resolve()), "text", root=root) for f in files]
+            else:
+                units.append(InputUnit(str(match.resolve()), input_kind(match)))
+    return units
+
+
+def read_unit(unit: InputUnit, config: ReaderConfig) -> Iterator[Record]:
+    """Every record of a unit, in order."""
+    if unit.kind == "jsonl":
+        return _read_jsonl(unit, config)
+    if unit.kind == "parquet":
+        return _read_parquet(unit, config)
+    return _read_text_file(unit, config)
+
+
+def open_binary(path: str) -> IO[bytes]:
+    """A binary stream of a file's decompressed content."""
+    codec = COMPRESSED_SUFFIXES.get(Path(path).suffix.lower())
+    if codec == "gzip":
+        return gzip.open(path, "rb")
+    if codec == "bz2":
+        return bz2.open(path, "rb")
+    if codec == "zstd":
+        import zstandard
+
+        raw = open(path, "rb")  # noqa: SIM115 - closed by the returned reader
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def check_text(texts: Sequence[str], max_bytes: int) -> tuple[str, str] | None:
+    """(reason, detail) if the texts of one record are unusable, else None."""
+    for text in texts:
+        if not text or text.isspace():
+            return EMPTY, "document is empty or only whitespace"
+        match = _BAD_CHAR.search(text)
+        if match:
+            code = ord(match.group())
+            if 0xD800 <= code <= 0xDFFF:
+                return INVALID_UTF8, f"lone UTF-16 surrogate U+{code:04X} in text"
+            return CONTROL_CHARS, f"control character U+{code:04X} in text"
+    size = sum(len(t) for t in texts)  # characters: a cheap lower bound on bytes
+    if size * 4 > max_bytes and sum(len(t.encode("utf-8")) for t in texts) > max_bytes:
+        return TOO_LARGE, f"document over {max_bytes} bytes"
+    return None
+
+
+def make_record(
+    fields: dict[str, Any], config: ReaderConfig, source: str, line: int, n_bytes: int
+) -> Record:
+    """Validate one parsed record (JSON object or Parquet row)."""
+    texts = []
+    for key in config.json_keys:
+        value = fields.get(key)
+        if not isinstance(value, str):
+            what = "missing" if value is None else f"not a string ({type(value).__name__})"
+            return BadRecord(source, line, MISSING_KEY, f"field {key!r} is {what}")
+        texts.append(value)
+    problem = check_text(texts, config.max_doc_bytes)
+    if problem:
+        return BadRecord(source, line, *problem)
+    doc_id = fields.get(config.id_key)
+    label = fields.get(config.label_key)
+    return Document(
+        texts=tuple(texts),
+        source=source,
+        line=line,
+        doc_id=f"{Path(source).name}:{line}" if doc_id is None else str(doc_id),
+        label=None if label is None else str(label),
+        n_bytes=n_bytes,
+    )
+
+
+def _read_jsonl(unit: InputUnit, config: ReaderConfig) -> Iterator[Record]:
+    source, line_no, limit = unit.path, unit.first_line, config.max_doc_bytes
+    position, end = unit.start, unit.end
+    with open_binary(source) as stream:
+        if unit.start:
+            stream.seek(unit.start)
+        while end is None or position < end:
+            try:
+                raw = stream.readline(limit + 1)
+                if len(raw) > limit and not raw.endswith(b"\n"):
+                    # Too long to hold: measure the rest of the line in bounded chunks.
+                    n_bytes = len(raw) + _skip_to_newline(stream)
+                    yield BadRecord(source, line_no, TOO_LARGE, f"line of {n_bytes} bytes")
+                    position += n_bytes
+                    line_no += 1
+                    continue
+            except (EOFError, OSError) as error:  # truncated/corrupt gzip, zstd, bz2
+                yield BadRecord(source, line_no, TRUNCATED, f"compressed stream broken: {error}")
+                return
+            if not raw:
+                return
+            position += len(raw)
+            if raw.strip():
+                yield _parse_json_line(raw, config, source, line_no)
+            line_no += 1
+
+
+def _skip_to_newline(stream: IO[bytes]) -> int:
+    skipped = 0
+    while True:
+        chunk = stream.readline(_CHUNK)
+        skipped += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return skipped
+
+
+def _parse_json_line(raw: bytes, config: ReaderConfig, source: str, line: int) -> Record:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return BadRecord(source, line, INVALID_UTF8, f"byte {error.start} of the line: {error}")
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError as error:
+        return BadRecord(source, line, INVALID_JSON, str(error))
+    if not isinstance(fields, dict):
+        return BadRecord(source, line, INVALID_JSON, f"a {type(fields).__name__}, not an object")
+    return make_record(fields, config, source, line, len(raw))
+
+
+def _read_parquet(unit: InputUnit, config: ReaderConfig) -> Iterator[Record]:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(unit.path)
+    wanted = (*config.json_keys, config.id_key, config.label_key)
+    present = set(parquet.schema_arrow.names)
+    columns = list(dict.fromkeys(k for k in wanted if k in present))
+    row = 1
+    for batch in parquet.iter_batches(batch_size=1024, columns=columns):
+        data = batch.to_pydict()
+        for i in range(batch.num_rows):
+            fields = {k: v[i] for k, v in data.items()}
+            n_bytes = sum(
+                len(fields[k]) for k in config.json_keys if isinstance(fields.get(k), str)
+            )
+            yield make_record(fields, config, unit.path, row, n_bytes)
+            row += 1
+
+
+def _read_text_file(unit: InputUnit, config: ReaderConfig) -> Iterator[Record]:
+    path, root = Path(unit.path), Path(unit.root or Path(unit.path).parent)
+    size = path.stat().st_size
+    if size > config.max_doc_bytes:
+        yield BadRecord(unit.path, 1, TOO_LARGE, f"file of {size} bytes")
+        return
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        yield BadRecord(unit.path, 1, INVALID_UTF8, f"byte {error.start}: {error}")
+        return
+    relative = path.relative_to(root)
+    label = relative.parent.as_posix()
+    fields = {key: text for key in config.json_keys} | {
+        config.id_key: relative.as_posix(),
+        config.label_key: None if label == "." else label,
+    }
+    yield make_record(fields, config, unit.path, 1, size)

@@ -1,0 +1,79 @@
+"""Token shards on disk, as other stages read them.
+
+A shard ``PREFIX`` is Megatron's IndexedDataset pair ``PREFIX.bin``/``PREFIX.idx``, a
+document table ``PREFIX.docs.parquet`` (one row per document: doc, source, line, id, label,
+n_tokens) and ``PREFIX.manifest.json``, written last: a shard without its manifest is
+incomplete and is never read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+SHARD_FORMAT = "megatron-split/shard/v1"
+REQUIRED_KEYS = (
+    "format", "tokenizer", "vocab_size", "eod_id", "documents", "tokens", "inputs", "skipped",
+)  # fmt: skip
+
+
+class ShardError(ValueError):
+    """A shard that is missing, incomplete or of another format."""
+
+
+def manifest_path(prefix: str | Path) -> Path:
+    return Path(f"{prefix}.manifest.json")
+
+
+def doc_table_path(prefix: str | Path) -> Path:
+    return Path(f"{prefix}.docs.parquet")
+
+
+def doc_table_schema() -> Any:
+    """The columns of a shard's document table (one row per document, in shard order)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [("doc", pa.int64()), ("source", pa.string()), ("line", pa.int64()),
+         ("id", pa.string()), ("label", pa.string()), ("n_tokens", pa.int64())]
+    )  # fmt: skip
+
+
+def read_manifest(prefix: str | Path) -> dict[str, Any]:
+    """The manifest of shard `prefix`, checked for format, keys and its data files."""
+    path = manifest_path(prefix)
+    if not path.is_file():
+        raise ShardError(
+            f"no shard at {prefix}: {path} is missing (not written, or the writer did not finish)"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ShardError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != SHARD_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ShardError(f"{path}: format is {found!r}, expected {SHARD_FORMAT!r}")
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise ShardError(f"{path}: missing keys {missing}")
+    for suffix in (".bin", ".idx", ".docs.parquet"):
+        if not Path(f"{prefix}{suffix}").is_file():
+            raise ShardError(f"{path}: its data file {prefix}{suffix} is missing")
+    return manifest
+
+
+def open_indexed_dataset(prefix: str | Path) -> Any:
+    """megatron.core's IndexedDataset over a checked shard."""
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    read_manifest(prefix)
+    return IndexedDataset(str(prefix))
+
+
+def read_doc_table(prefix: str | Path) -> Any:
+    """The shard's document table as a pyarrow Table."""
+    import pyarrow.parquet as pq
+
+    read_manifest(prefix)
+    return pq.read_table(doc_table_path(prefix))

@@ -1,0 +1,186 @@
+"""One tokenizer interface over HF `tokenizers` JSON, GPT-2 BPE files and SentencePiece.
+
+A tokenizer is named by a *spec*: a string such as ``hf:PATH/tokenizer.json``,
+``gpt2:VOCAB.json,MERGES.txt`` (or ``gpt2:DIR`` holding ``encoder.json``/``vocab.json`` and
+``vocab.bpe``/``merges.txt``), ``sentencepiece:PATH.model``, or the equivalent dict
+``{"kind": ..., "path": ..., "merges": ..., "eod": ...}``. ``Tokenizer.spec`` is that dict
+with absolute paths and the end-of-document token resolved, so writing it into a shard
+manifest and passing it back to :func:`load_tokenizer` reloads the same tokenizer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# End-of-document candidates tried in order when a spec names none.
+EOD_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
+GPT2_EOD = "<|endoftext|>"
+KINDS = ("hf", "gpt2", "sentencepiece")
+
+
+class TokenizerError(ValueError):
+    """A tokenizer spec that cannot be loaded, with the reason."""
+
+
+class Tokenizer(ABC):
+    """Text <-> token ids, plus the two numbers a shard needs: vocab size and EOD id."""
+
+    spec: dict[str, Any]
+    vocab_size: int
+    eod_id: int
+
+    @abstractmethod
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, no special tokens added."""
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of a sequence of ids."""
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_batch([text])[0]
+
+    def token_dtype(self) -> type[np.integer]:
+        """The smallest index dtype that holds every id (as Megatron's shards use)."""
+        return np.uint16 if self.vocab_size < 65536 else np.int32
+
+
+class HFTokenizer(Tokenizer):
+    """A `tokenizers.Tokenizer` (also used for GPT-2 vocab + merges files)."""
+
+    def __init__(self, tokenizer: Any, spec: dict[str, Any]):
+        # Special-token strings inside a document are text: a document must not be able to
+        # end itself (or the next one) by containing "<|endoftext|>".
+        tokenizer.encode_special_tokens = True
+        self._tokenizer = tokenizer
+        eod = spec.get("eod") or _first_present(tokenizer, EOD_CANDIDATES)
+        if eod is None or tokenizer.token_to_id(eod) is None:
+            raise TokenizerError(
+                f"tokenizer {spec['path']} has no end-of-document token "
+                f"(tried {eod or ', '.join(EOD_CANDIDATES)}); name one with the spec's 'eod'"
+            )
+        self.spec = {**spec, "eod": eod}
+        self.eod_id = int(tokenizer.token_to_id(eod))
+        self.vocab_size = int(tokenizer.get_vocab_size(with_added_tokens=True))
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        return [e.ids for e in encodings]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(ids), skip_special_tokens=False)
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A SentencePiece model (``.model``); EOD is its ``</s>`` (eos) piece."""
+
+    def __init__(self, spec: dict[str, Any]):
+        import sentencepiece
+
+        self._model = sentencepiece.SentencePieceProcessor(model_file=spec["path"])
+        eod = spec.get("eod")
+        eod_id = self._model.piece_to_id(eod) if eod else self._model.eos_id()
+        if eod_id < 0 or (eod and self._model.id_to_piece(eod_id) != eod):
+            raise TokenizerError(f"sentencepiece model {spec['path']} has no EOD piece {eod!r}")
+        self.spec = {**spec, "eod": self._model.id_to_piece(eod_id)}
+        self.eod_id = int(eod_id)
+        self.vocab_size = int(self._model.get_piece_size())
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._model.encode(list(texts), out_type=int)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._model.decode([int(i) for i in ids])
+
+
+def parse_spec(spec: str | dict[str, Any]) -> dict[str, Any]:
+    """Normalise a spec string or dict into a dict with absolute, existing paths."""
+    if isinstance(spec, str):
+        kind, sep, rest = spec.partition(":")
+        if not sep or kind not in KINDS:
+            raise TokenizerError(
+                f"tokenizer spec {spec!r}: expected KIND:PATH with KIND one of {', '.join(KINDS)}"
+            )
+        parts = rest.split(",")
+        spec = {"kind": kind, "path": parts[0]}
+        if len(parts) > 1:
+            spec["merges"] = parts[1]
+    spec = dict(spec)
+    kind = spec.get("kind")
+    if kind not in KINDS or not spec.get("path"):
+        raise TokenizerError(f"tokenizer spec {spec!r} needs 'kind' in {KINDS} and a 'path'")
+    path = Path(spec["path"]).expanduser().resolve()
+    if kind == "hf" and path.is_dir():
+        path = path / "tokenizer.json"
+    if kind == "gpt2":
+        vocab, merges = _gpt2_files(path, spec.get("merges"))
+        spec["path"], spec["merges"] = str(vocab), str(merges)
+    else:
+        spec["path"] = str(path)
+    for key in ("path", "merges"):
+        if key in spec and not Path(spec[key]).is_file():
+            raise TokenizerError(f"tokenizer spec: {spec[key]} is not a file")
+    return spec
+
+
+def load_tokenizer(spec: str | dict[str, Any]) -> Tokenizer:
+    """Load the tokenizer a spec names (see the module docstring for spec forms)."""
+    spec = parse_spec(spec)
+    if spec["kind"] == "sentencepiece":
+        return SentencePieceTokenizer(spec)
+    from tokenizers import Tokenizer as RustTokenizer
+
+    if spec["kind"] == "hf":
+        return HFTokenizer(RustTokenizer.from_file(spec["path"]), spec)
+    return HFTokenizer(_gpt2_tokenizer(spec["path"], spec["merges"]), {"eod": GPT2_EOD, **spec})
+
+
+def _gpt2_files(path: Path, merges: str | None) -> tuple[Path, Path]:
+    if merges:
+        return path, Path(merges).expanduser().resolve()
+    if not path.is_dir():
+        raise TokenizerError(f"gpt2 spec {path}: give VOCAB.json,MERGES.txt or a directory")
+    vocab = next((path / n for n in ("vocab.json", "encoder.json") if (path / n).is_file()), None)
+    merge = next((path / n for n in ("merges.txt", "vocab.bpe") if (path / n).is_file()), None)
+    if vocab is None or merge is None:
+        raise TokenizerError(
+            f"gpt2 spec {path}: directory needs vocab.json|encoder.json and merges.txt|vocab.bpe"
+        )
+    return vocab, merge
+
+
+def _gpt2_tokenizer(vocab: str, merges: str) -> Any:
+    """GPT-2's byte-level BPE from its two files; ids equal OpenAI's encoder."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.BPE.from_file(vocab, merges))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([AddedToken(GPT2_EOD, special=True)])
+    return tokenizer
+
+
+def _first_present(tokenizer: Any, candidates: Sequence[str]) -> str | None:
+    return next((t for t in candidates if tokenizer.token_to_id(t) is not None), None)
+
+
+def megatron_tokenizer(
+    tokenizer: Tokenizer | None = None, *, vocab_size: int | None = None, eod_id: int | None = None
+) -> Any:
+    """The `megatron.core.tokenizers` object GPTDatasetConfig expects.
+
+    Give a loaded :class:`Tokenizer`, or just ``vocab_size`` and ``eod_id`` (from a shard
+    manifest) when no tokenizer files are at hand: datasets only read those two numbers.
+    """
+    from data_prep.megatron_tokenizer import ShardTokenizer  # imports torch: load lazily
+
+    if tokenizer is not None:
+        vocab_size, eod_id = tokenizer.vocab_size, tokenizer.eod_id
+    if vocab_size is None or eod_id is None:
+        raise ValueError("megatron_tokenizer needs a tokenizer or both vocab_size and eod_id")
+    return ShardTokenizer(tokenizer, int(vocab_size), int(eod_id))

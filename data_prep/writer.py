@@ -1,0 +1,602 @@
+"""Parallel, resumable, atomic writer of Megatron indexed shards.
+
+Each worker streams one partition of the input (see :mod:`data_prep.plan`): it reads and
+checks records, encodes them in large batches with the tokenizer's batch encoder, and
+appends raw token arrays to an ``IndexedDatasetBuilder``. Finished partitions are kept
+under ``PREFIX.parts/`` with a marker holding their fingerprint, so a restarted job skips
+them; the merge concatenates them in input order and publishes each shard's files, its
+document table and, last, its manifest.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Imported here, before workers fork, so that each worker does not import torch again.
+from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+from data_prep import atomic
+from data_prep.plan import Plan, make_plan
+from data_prep.readers import (
+    REASONS,
+    BadInputError,
+    BadRecord,
+    Document,
+    InputUnit,
+    ReaderConfig,
+    expand_inputs,
+    read_unit,
+)
+from data_prep.sentences import SentenceSplitter, SentenceSplitterConfig
+from data_prep.shards import SHARD_FORMAT, doc_table_path, doc_table_schema, manifest_path
+from data_prep.tokenizers import Tokenizer, load_tokenizer, parse_spec
+
+ON_ERROR = ("stop", "skip")
+EXECUTORS = ("auto", "threads", "processes")
+# Several partitions per worker even out uneven encoding costs (code vs prose) at the end.
+PARTITIONS_PER_WORKER = 4
+
+
+@dataclass
+class TokenizeConfig:
+    """Everything that decides the shards' content (plus how many processes make them)."""
+
+    inputs: list[str]
+    output_prefix: str
+    tokenizer: str | dict[str, Any]
+    json_keys: tuple[str, ...] = ("text",)
+    id_key: str = "id"
+    label_key: str = "label"
+    append_eod: bool = False
+    split_sentences: bool = False
+    language: str = "english"
+    workers: int = 1
+    partitions: int | None = None  # default: PARTITIONS_PER_WORKER per worker
+    on_error: str = "stop"
+    executor: str = "auto"  # workers as threads or processes; see ShardWriter._executor
+    max_doc_mb: float = 32.0
+    batch_mb: float = 2.0  # text handed to one encode_batch call
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.json_keys = tuple(self.json_keys)
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, not {self.on_error!r}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, not {self.executor!r}")
+        if self.workers < 1 or (self.partitions is not None and self.partitions < 1):
+            raise ValueError("workers and partitions must be >= 1")
+        if not self.json_keys or len(set(self.json_keys)) != len(self.json_keys):
+            raise ValueError(f"json_keys must be distinct and non-empty: {self.json_keys}")
+
+    def build(self) -> ShardWriter:
+        return ShardWriter(self)
+
+    def reader_config(self) -> ReaderConfig:
+        return ReaderConfig(
+            self.json_keys, self.id_key, self.label_key, int(self.max_doc_mb * (1 << 20))
+        )
+
+    def shard_prefixes(self) -> list[str]:
+        """One shard per json key: PREFIX alone, or PREFIX_KEY for several keys."""
+        if len(self.json_keys) == 1:
+            return [self.output_prefix]
+        return [f"{self.output_prefix}_{key}" for key in self.json_keys]
+
+
+@dataclass
+class PartitionStats:
+    """Counts of one partition (or, summed, of a run)."""
+
+    documents_read: int = 0
+    documents: int = 0
+    tokens: list[int] = field(default_factory=list)  # per json key
+    text_bytes: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: PartitionStats) -> None:
+        self.documents_read += other.documents_read
+        self.documents += other.documents
+        self.tokens = [
+            a + b for a, b in zip(self.tokens or [0] * len(other.tokens), other.tokens, strict=True)
+        ]
+        self.text_bytes += other.text_bytes
+        self.skipped = dict(Counter(self.skipped) + Counter(other.skipped))
+
+
+@dataclass(frozen=True)
+class PartitionJob:
+    config: TokenizeConfig
+    index: int
+    units: list[InputUnit]
+    directory: str
+    tokenizer_spec: dict[str, Any]
+    fingerprint: str  # of the config, tokenizer and this partition's input bytes
+
+    def prefix(self, key_index: int) -> str:
+        return os.path.join(self.directory, f"part-{self.index:05d}.key{key_index}")
+
+    @property
+    def marker(self) -> Path:
+        return Path(self.directory) / f"part-{self.index:05d}.done.json"
+
+    @property
+    def doc_table(self) -> Path:
+        return Path(self.directory) / f"part-{self.index:05d}.docs.parquet"
+
+    def finished(self) -> PartitionStats | None:
+        """Stats of a partition an earlier run completed with the same fingerprint."""
+        try:
+            marker = json.loads(self.marker.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if marker.get("fingerprint") != self.fingerprint:
+            return None
+        return PartitionStats(**marker["stats"])
+
+
+class ShardWriter:
+    """Runs one tokenize job: plan, write partitions in parallel, merge, publish."""
+
+    def __init__(self, config: TokenizeConfig):
+        self.config = config
+
+    def run(self) -> list[dict[str, Any]]:
+        """Write (or find up to date) every shard; returns their manifests."""
+        started = time.perf_counter()
+        tokenizer, plan, fingerprint, jobs = self.plan()
+        current = self._current_manifests(fingerprint)
+        if current is not None:
+            _log(f"shards up to date: {', '.join(self.config.shard_prefixes())}")
+            return current
+        _remove_temp_files(self.parts_dir)
+        stats = self._run_jobs(jobs, plan)
+        manifests = self._merge(jobs, stats, plan, tokenizer, fingerprint)
+        shutil.rmtree(self.parts_dir)
+        _print_summary(manifests, time.perf_counter() - started)
+        return manifests
+
+    @property
+    def parts_dir(self) -> Path:
+        return Path(f"{self.config.output_prefix}.parts")
+
+    def plan(self) -> tuple[Tokenizer, Plan, str, list[PartitionJob]]:
+        """Tokenizer, plan, run fingerprint and one job per partition."""
+        config = self.config
+        tokenizer = _cached_tokenizer(parse_spec(config.tokenizer))  # workers reuse (or fork) it
+        plan = make_plan(
+            expand_inputs(config.inputs),
+            config.partitions or PARTITIONS_PER_WORKER * config.workers,
+        )
+        content = _content_fingerprint(config, tokenizer)
+        hashes = {f.path: f.sha256 for f in plan.inputs}
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        jobs = [
+            PartitionJob(config, i, units, str(self.parts_dir), tokenizer.spec,
+                         _digest([content, [[asdict(u), hashes[u.path]] for u in units]]))
+            for i, units in enumerate(plan.partitions)
+        ]  # fmt: skip
+        return tokenizer, plan, _digest([content, [f.as_dict() for f in plan.inputs]]), jobs
+
+    def _current_manifests(self, fingerprint: str) -> list[dict[str, Any]] | None:
+        manifests = []
+        for prefix in self.config.shard_prefixes():
+            try:
+                manifest = json.loads(manifest_path(prefix).read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                return None
+            if manifest.get("fingerprint") != fingerprint:
+                return None
+            manifests.append(manifest)
+        return manifests
+
+    def _run_jobs(self, jobs: list[PartitionJob], plan: Plan) -> PartitionStats:
+        total = PartitionStats(tokens=[0] * len(self.config.json_keys))
+        todo = []
+        for job in jobs:
+            done = job.finished()
+            if done is None:
+                todo.append(job)
+            else:
+                total.add(done)
+        if len(todo) < len(jobs):
+            _log(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} partitions already written")
+        progress = _Progress(plan.text_bytes, total, enabled=self.config.progress)
+        try:
+            if self.config.workers == 1 or len(todo) <= 1:
+                for job in todo:
+                    total.add(write_partition(job, progress.update))
+            elif self._executor() == "threads":
+                total.add(_run_threads(todo, self.config.workers, progress))
+            else:
+                total.add(_run_pool(todo, self.config.workers, progress))
+        finally:
+            progress.close()
+        return total
+
+    def _executor(self) -> str:
+        """Threads when encoding releases the GIL and little Python runs per token.
+
+        HF tokenizers encode without the GIL, so threads share one tokenizer (its merge
+        tables stay in cache once, not once per process) and its thread pool; sentence
+        splitting is Python code, which needs processes to run in parallel.
+        """
+        if self.config.executor != "auto":
+            return self.config.executor
+        kind = parse_spec(self.config.tokenizer)["kind"]
+        return (
+            "threads" if kind in ("hf", "gpt2") and not self.config.split_sentences else "processes"
+        )
+
+    def _merge(
+        self,
+        jobs: list[PartitionJob],
+        stats: PartitionStats,
+        plan: Plan,
+        tokenizer: Tokenizer,
+        fingerprint: str,
+    ) -> list[dict[str, Any]]:
+        config = self.config
+        manifests = []
+        for key_index, prefix in enumerate(config.shard_prefixes()):
+            Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+            manifest_path(prefix).unlink(missing_ok=True)  # incomplete until republished
+            temp = atomic.temp_path(prefix)
+            builder = IndexedDatasetBuilder(f"{temp}.bin", dtype=tokenizer.token_dtype())
+            gc.freeze()  # add_index runs gc.collect() per part: skip the objects already here
+            try:
+                for job in jobs:
+                    builder.add_index(job.prefix(key_index))
+            finally:
+                gc.unfreeze()
+            builder.finalize(f"{temp}.idx")
+            _merge_doc_tables([job.doc_table for job in jobs], key_index, Path(f"{temp}.docs"))
+            for suffix, temp_suffix in ((".bin", ".bin"), (".idx", ".idx"),
+                                        (".docs.parquet", ".docs")):  # fmt: skip
+                atomic.publish(f"{temp}{temp_suffix}", f"{prefix}{suffix}")
+            manifest = {
+                "format": SHARD_FORMAT,
+                "prefix": str(prefix),
+                "json_key": config.json_keys[key_index],
+                "tokenizer": tokenizer.spec,
+                "tokenizer_sha256": _tokenizer_hashes(tokenizer.spec),
+                "vocab_size": tokenizer.vocab_size,
+                "eod_id": tokenizer.eod_id,
+                "dtype": np.dtype(tokenizer.token_dtype()).name,
+                "append_eod": config.append_eod,
+                "split_sentences": config.split_sentences,
+                "language": config.language if config.split_sentences else None,
+                "documents": stats.documents,
+                "documents_read": stats.documents_read,
+                "tokens": stats.tokens[key_index],
+                "text_bytes": stats.text_bytes,
+                "skipped": {r: stats.skipped.get(r, 0) for r in REASONS if stats.skipped.get(r)},
+                "inputs": [f.as_dict() for f in plan.inputs],
+                "partitions": len(jobs),
+                "doc_table": doc_table_path(prefix).name,
+                "fingerprint": fingerprint,
+            }
+            atomic.write_json(manifest_path(prefix), manifest)
+            manifests.append(manifest)
+        return manifests
+
+
+# ---------------------------------------------------------------- partition worker
+
+_WORKER_CACHE: dict[str, Any] = {}
+
+
+def write_partition(job: PartitionJob, report: Callable[[int, int, int], None]) -> PartitionStats:
+    """Write one partition's shards, doc table and (last) its done-marker."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    config = job.config
+    tokenizer = _cached_tokenizer(job.tokenizer_spec)
+    splitter = SentenceSplitterConfig(config.language).build() if config.split_sentences else None
+    n_keys = len(config.json_keys)
+    stats = PartitionStats(tokens=[0] * n_keys)
+    skipped: Counter[str] = Counter()
+    dtype = tokenizer.token_dtype()
+    temps = [f"{job.prefix(k)}.tmp" for k in range(n_keys)]
+    builders = [IndexedDatasetBuilder(f"{t}.bin", dtype=dtype) for t in temps]
+    table_temp = job.doc_table.with_name(job.doc_table.name + ".tmp")
+    table_writer = pq.ParquetWriter(table_temp, _doc_schema(n_keys, pa))
+    batch_bytes = int(config.batch_mb * (1 << 20))
+    try:
+        for batch in _batches(job.units, config, skipped, batch_bytes):
+            n_tokens = [
+                _encode_into(builder, [d.texts[k] for d in batch], tokenizer, splitter, config)
+                for k, builder in enumerate(builders)
+            ]
+            table_writer.write_table(_doc_rows(batch, n_tokens, pa))
+            batch_tokens = int(sum(n.sum() for n in n_tokens))
+            stats.documents += len(batch)
+            stats.text_bytes += sum(d.n_bytes for d in batch)
+            stats.tokens = [t + int(n.sum()) for t, n in zip(stats.tokens, n_tokens, strict=True)]
+            report(len(batch), batch_tokens, sum(d.n_bytes for d in batch))
+    finally:
+        table_writer.close()
+    for temp, builder, k in zip(temps, builders, range(n_keys), strict=True):
+        builder.finalize(f"{temp}.idx")
+        atomic.publish(f"{temp}.bin", f"{job.prefix(k)}.bin")
+        atomic.publish(f"{temp}.idx", f"{job.prefix(k)}.idx")
+    atomic.publish(table_temp, job.doc_table)
+    stats.skipped = dict(skipped)
+    stats.documents_read = stats.documents + sum(skipped.values())
+    atomic.write_json(job.marker, {"fingerprint": job.fingerprint, "stats": asdict(stats)})
+    return stats
+
+
+def _batches(
+    units: list[InputUnit], config: TokenizeConfig, skipped: Counter[str], batch_bytes: int
+) -> Iterator[list[Document]]:
+    """Accepted documents in batches of about `batch_bytes` of text; bad ones counted."""
+    reader_config = config.reader_config()
+    batch: list[Document] = []
+    size = 0
+    for unit in units:
+        for record in read_unit(unit, reader_config):
+            if isinstance(record, BadRecord):
+                if config.on_error == "stop":
+                    raise BadInputError(record)
+                skipped[record.reason] += 1
+                continue
+            batch.append(record)
+            size += record.n_bytes
+            if size >= batch_bytes:
+                yield batch
+                batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _encode_into(
+    builder: IndexedDatasetBuilder,
+    texts: list[str],
+    tokenizer: Tokenizer,
+    splitter: SentenceSplitter | None,
+    config: TokenizeConfig,
+) -> np.ndarray:
+    """Encode a batch of documents and append them; returns tokens per document."""
+    if splitter is None:
+        pieces, counts = texts, [1] * len(texts)
+    else:
+        split = [splitter.split(text) for text in texts]
+        pieces = [sentence for sentences in split for sentence in sentences]
+        counts = [len(sentences) for sentences in split]
+    encoded = tokenizer.encode_batch(pieces)
+    ends = np.cumsum(counts)  # one past each document's last piece
+    if config.append_eod:
+        for end in ends.tolist():
+            encoded[end - 1].append(tokenizer.eod_id)
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    append_documents(builder, encoded, lengths, ends)
+    return np.add.reduceat(lengths, ends - np.asarray(counts))
+
+
+def append_documents(
+    builder: IndexedDatasetBuilder, pieces: list[list[int]], lengths: np.ndarray, ends: np.ndarray
+) -> None:
+    """``builder.add_document`` for a whole batch: one array write instead of one per document.
+
+    `pieces` are the sequences (sentences, or whole documents) in order, `lengths` their
+    lengths and `ends` the cumulative number of sequences at each document's end. The index
+    bookkeeping is add_document's: sequence lengths, then one document index per document.
+    """
+    tokens = np.fromiter(chain.from_iterable(pieces), dtype=builder.dtype, count=int(lengths.sum()))
+    builder.data_file.write(tokens.tobytes(order="C"))
+    offset = len(builder.sequence_lengths)
+    builder.sequence_lengths.extend(lengths.tolist())
+    builder.document_indices.extend((offset + ends).tolist())
+
+
+def _doc_schema(n_keys: int, pa: Any) -> Any:
+    columns = [
+        ("source", pa.string()),
+        ("line", pa.int64()),
+        ("id", pa.string()),
+        ("label", pa.string()),
+    ]
+    columns += [(f"n_tokens_{k}", pa.int64()) for k in range(n_keys)]
+    return pa.schema(columns)
+
+
+def _doc_rows(batch: list[Document], n_tokens: list[np.ndarray], pa: Any) -> Any:
+    data: dict[str, Any] = {
+        "source": [d.source for d in batch],
+        "line": [d.line for d in batch],
+        "id": [d.doc_id for d in batch],
+        "label": [d.label for d in batch],
+    }
+    data |= {f"n_tokens_{k}": counts for k, counts in enumerate(n_tokens)}
+    return pa.table(data, schema=_doc_schema(len(n_tokens), pa))
+
+
+def _merge_doc_tables(parts: list[Path], key_index: int, out: Path) -> None:
+    """Concatenate partition doc tables into one, numbering documents and keeping one key."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = doc_table_schema()
+    offset = 0
+    with pq.ParquetWriter(out, schema) as writer:
+        for part in parts:
+            parquet = pq.ParquetFile(part)
+            for batch in parquet.iter_batches(batch_size=65536):
+                n = batch.num_rows
+                writer.write_table(pa.table(
+                    {"doc": np.arange(offset, offset + n, dtype=np.int64),
+                     "source": batch.column("source"), "line": batch.column("line"),
+                     "id": batch.column("id"), "label": batch.column("label"),
+                     "n_tokens": batch.column(f"n_tokens_{key_index}")},
+                    schema=schema,
+                ))  # fmt: skip
+                offset += n
+
+
+def _cached_tokenizer(spec: dict[str, Any]) -> Tokenizer:
+    """One loaded tokenizer per process (forked workers inherit the parent's)."""
+    tokenizer = _WORKER_CACHE.get(_cache_key(spec))
+    if tokenizer is None:
+        tokenizer = load_tokenizer(spec)
+        _WORKER_CACHE[_cache_key(spec)] = _WORKER_CACHE[_cache_key(tokenizer.spec)] = tokenizer
+    return tokenizer
+
+
+def _cache_key(spec: dict[str, Any]) -> str:
+    # The files' size and mtime too: a tokenizer retrained in place is a new tokenizer.
+    stats = [(os.stat(spec[k]).st_size, os.stat(spec[k]).st_mtime_ns)
+             for k in ("path", "merges") if k in spec]  # fmt: skip
+    return json.dumps([spec, stats], sort_keys=True)
+
+
+# ---------------------------------------------------------------- pool and progress
+
+_progress_queue: Any = None
+_TOKENIZERS_PARALLELISM = "TOKENIZERS_PARALLELISM"
+
+
+def _init_worker(queue: Any) -> None:
+    global _progress_queue
+    _progress_queue = queue
+    # One process per core: the tokenizer's own thread pool would only oversubscribe.
+    os.environ[_TOKENIZERS_PARALLELISM] = "false"
+
+
+def _pool_write(job: PartitionJob) -> PartitionStats:
+    return write_partition(job, lambda *delta: _progress_queue.put(delta))
+
+
+def _run_threads(jobs: list[PartitionJob], workers: int, progress: _Progress) -> PartitionStats:
+    total = PartitionStats(tokens=[0] * len(jobs[0].config.json_keys))
+    lock = threading.Lock()
+
+    def report(*delta: int) -> None:
+        with lock:
+            progress.update(*delta)
+
+    # HF tokenizers serialise concurrent batch calls that use its own thread pool; with it
+    # off, each thread encodes on one core, in parallel (the GIL is released meanwhile).
+    previous = os.environ.get(_TOKENIZERS_PARALLELISM)
+    os.environ[_TOKENIZERS_PARALLELISM] = "false"
+    pool = ThreadPoolExecutor(min(workers, len(jobs)))
+    try:
+        for future in as_completed([pool.submit(write_partition, job, report) for job in jobs]):
+            total.add(future.result())  # re-raises a partition's BadInputError here
+    finally:
+        pool.shutdown(cancel_futures=True)  # on error, start no further partition
+        if previous is None:
+            os.environ.pop(_TOKENIZERS_PARALLELISM)
+        else:
+            os.environ[_TOKENIZERS_PARALLELISM] = previous
+    return total
+
+
+def _run_pool(jobs: list[PartitionJob], workers: int, progress: _Progress) -> PartitionStats:
+    context = mp.get_context("fork")
+    queue = context.SimpleQueue()
+    total = PartitionStats(tokens=[0] * len(jobs[0].config.json_keys))
+    with context.Pool(min(workers, len(jobs)), _init_worker, (queue,)) as pool:
+        pending = [pool.apply_async(_pool_write, (job,)) for job in jobs]
+        while pending:
+            while not queue.empty():
+                progress.update(*queue.get())
+            for result in [r for r in pending if r.ready()]:
+                pending.remove(result)
+                total.add(result.get())  # re-raises a worker's BadInputError here
+            time.sleep(0.05)
+        pool.close()
+        pool.join()
+        while not queue.empty():
+            progress.update(*queue.get())
+    return total
+
+
+class _Progress:
+    """tqdm bar on stderr over input bytes, with documents and tokens alongside."""
+
+    def __init__(self, total_bytes: int | None, done: PartitionStats, enabled: bool):
+        from tqdm import tqdm
+
+        self.documents, self.tokens = done.documents, sum(done.tokens)
+        self.bar = tqdm(
+            total=total_bytes, initial=done.text_bytes, unit="B", unit_scale=True,
+            desc="tokenize", disable=not enabled, file=sys.stderr, mininterval=0.5,
+        )  # fmt: skip
+
+    def update(self, documents: int, tokens: int, n_bytes: int) -> None:
+        self.documents += documents
+        self.tokens += tokens
+        self.bar.set_postfix(docs=self.documents, tokens=self.tokens, refresh=False)
+        self.bar.update(n_bytes)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _content_fingerprint(config: TokenizeConfig, tokenizer: Tokenizer) -> str:
+    """Hash of the settings the shards' bytes depend on (not workers, paths or progress)."""
+    ignored = ("workers", "partitions", "executor", "progress", "output_prefix", "inputs",
+               "tokenizer", "batch_mb")  # fmt: skip
+    settings = {k: v for k, v in asdict(config).items() if k not in ignored}
+    return _digest([settings, tokenizer.spec, _tokenizer_hashes(tokenizer.spec)])
+
+
+def _tokenizer_hashes(spec: dict[str, Any]) -> dict[str, str]:
+    files = [spec[k] for k in ("path", "merges") if k in spec]
+    return {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files}
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _remove_temp_files(directory: Path) -> None:
+    """Leftovers of a killed run: a partition without its marker is rewritten anyway."""
+    for path in directory.iterdir():
+        if ".tmp" in path.name:
+            path.unlink()
+
+
+def _print_summary(manifests: list[dict[str, Any]], seconds: float) -> None:
+    rows = [("shard", "documents", "tokens", "skipped", "MB", "MB/s", "tokens/s")]
+    for m in manifests:
+        mb = m["text_bytes"] / 1e6
+        skipped = ", ".join(f"{r}={n}" for r, n in m["skipped"].items()) or "0"
+        rows.append((
+            m["prefix"], f"{m['documents']:,}", f"{m['tokens']:,}", skipped, f"{mb:.1f}",
+            f"{mb / seconds:.2f}", f"{m['tokens'] / seconds:,.0f}",
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        _log("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def tokenize(config: TokenizeConfig) -> list[dict[str, Any]]:
+    """Write the shards a config describes (a no-op when they are up to date)."""
+    return config.build().run()

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from data_prep import readers
+from data_prep.plan import make_plan
+from data_prep.readers import BadRecord, Document, ReaderConfig, expand_inputs, read_unit
+from tests.data_prep.conftest import make_records, write_jsonl
+
+
+def read_all(paths: list[str], config: ReaderConfig | None = None) -> list:
+    config = config or ReaderConfig()
+    return [r for unit in expand_inputs(paths) for r in read_unit(unit, config)]
+
+
+def test_jsonl_gz_zst_and_parquet_read_the_same_documents(tmp_path: Path) -> None:
+    records = make_records(50)
+    plain = write_jsonl(tmp_path / "a.jsonl", records)
+    data = plain.read_bytes()
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(data))
+    (tmp_path / "a.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "a.parquet")
+    expected = [(r["text"], r["id"], r["label"]) for r in records]
+    for name in ("a.jsonl", "a.jsonl.gz", "a.jsonl.zst", "a.parquet"):
+        docs = read_all([str(tmp_path / name)])
+        assert [(d.texts[0], d.doc_id, d.label) for d in docs] == expected, name
+        assert [d.line for d in docs] == list(range(1, 51))
+
+
+def test_text_directory_is_a_document_per_file(tmp_path: Path) -> None:
+    (tmp_path / "legal").mkdir()
+    (tmp_path / "legal" / "b.txt").write_text("Second document.")
+    (tmp_path / "a.txt").write_text("First document.")
+    docs = read_all([str(tmp_path)])
+    assert [(d.texts[0], d.doc_id, d.label) for d in docs] == [
+        ("First document.", "a.txt", None),
+        ("Second document.", "legal/b.txt", "legal"),
+    ]
+
+
+def test_several_json_keys_and_missing_id(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "k.jsonl", [{"title": "T", "body": "B"}])
+    (doc,) = read_all([str(path)], ReaderConfig(json_keys=("title", "body")))
+    assert doc.texts == ("T", "B") and doc.doc_id == "k.jsonl:1" and doc.label is None
+
+
+BAD_LINES = [
+    (b'{"text": "fine"}\n', None),
+    (b'{"text": \n', readers.INVALID_JSON),
+    (b'{"other": "x"}\n', readers.MISSING_KEY),
+    (b'{"text": 3}\n', readers.MISSING_KEY),
+    (b'{"text": "caf\xe9"}\n', readers.INVALID_UTF8),
+    (b'{"text": "lone \\ud800"}\n', readers.INVALID_UTF8),
+    (b'{"text": "   "}\n', readers.EMPTY),
+    (b'{"text": "nul \\u0000 here"}\n', readers.CONTROL_CHARS),
+    (b"[1, 2]\n", readers.INVALID_JSON),
+]
+
+
+def test_each_bad_record_names_file_line_and_reason(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"".join(line for line, _ in BAD_LINES))
+    records = read_all([str(path)])
+    assert len(records) == len(BAD_LINES)
+    for line_no, (record, (_, reason)) in enumerate(zip(records, BAD_LINES, strict=True), 1):
+        assert record.line == line_no
+        if reason is None:
+            assert isinstance(record, Document)
+        else:
+            assert isinstance(record, BadRecord) and record.reason == reason
+            assert record.message().startswith(f"{path}:{line_no}: {reason}:")
+
+
+def test_oversized_line_is_measured_not_held(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    big = json.dumps({"text": "x" * 5000})
+    path.write_text(big + "\n" + json.dumps({"text": "after"}) + "\n")
+    first, second = read_all([str(path)], ReaderConfig(max_doc_bytes=1000))
+    assert first.reason == readers.TOO_LARGE and str(len(big) + 1) in first.detail
+    assert second.texts == ("after",) and second.line == 2
+
+
+def test_truncated_gzip_stops_that_file_with_a_record(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "t.jsonl", make_records(400)).read_bytes()
+    compressed = gzip.compress(data)
+    (tmp_path / "t.jsonl.gz").write_bytes(compressed[: len(compressed) // 2])
+    records = read_all([str(tmp_path / "t.jsonl.gz")])
+    assert all(isinstance(r, Document) for r in records[:-1])
+    assert records[-1].reason == readers.TRUNCATED and records[-1].line == len(records)
+
+
+def test_unknown_input_type_and_missing_input(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(ValueError, match="unknown input type"):
+        expand_inputs([str(tmp_path / "x.csv")])
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        expand_inputs([str(tmp_path / "nothing*.jsonl")])
+
+
+@pytest.mark.parametrize("partitions", [1, 2, 3, 7])
+def test_partitions_cover_every_line_once_in_order(tmp_path: Path, partitions: int) -> None:
+    records = make_records(100)
+    write_jsonl(tmp_path / "a.jsonl", records[:70])
+    write_jsonl(tmp_path / "b.jsonl", records[70:])
+    paths = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    plan = make_plan(expand_inputs(paths), partitions)
+    assert 1 <= len(plan.partitions) <= partitions
+    read = [
+        (Path(r.source).name, r.line, r.texts[0])
+        for part in plan.partitions
+        for unit in part
+        for r in read_unit(unit, ReaderConfig())
+    ]
+    expected = [("a.jsonl", i + 1, r["text"]) for i, r in enumerate(records[:70])]
+    expected += [("b.jsonl", i + 1, r["text"]) for i, r in enumerate(records[70:])]
+    assert read == expected
+    assert [f.size for f in plan.inputs] == [Path(p).stat().st_size for p in paths]

@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
+
+from data_prep import writer as writer_module
+from data_prep.shards import open_indexed_dataset, read_doc_table, read_manifest
+from data_prep.tokenizers import load_tokenizer
+from data_prep.writer import TokenizeConfig, append_documents, tokenize, write_partition
+from tests.data_prep.conftest import make_records, write_jsonl
+
+
+def run(inputs: list[Path], prefix: Path, spec: str, **options) -> list[dict]:
+    config = TokenizeConfig([str(p) for p in inputs], str(prefix), spec, progress=False,
+                            **options)  # fmt: skip
+    return tokenize(config)
+
+
+def test_shard_ids_equal_the_tokenizers_encoding(tmp_path: Path, jsonl: Path, bpe_spec: str):
+    (manifest,) = run([jsonl], tmp_path / "s", bpe_spec, append_eod=True)
+    tokenizer = load_tokenizer(bpe_spec)
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    dataset = IndexedDataset(str(tmp_path / "s"))
+    assert len(dataset) == len(records) == manifest["documents"]
+    for i, record in enumerate(records):
+        assert dataset[i].tolist() == tokenizer.encode(record["text"]) + [tokenizer.eod_id]
+    assert dataset.index.dtype == np.uint16
+    assert manifest["tokens"] == int(dataset.sequence_lengths.sum())
+    assert read_manifest(tmp_path / "s") == manifest
+
+
+def test_manifest_and_doc_table(tmp_path: Path, jsonl: Path, bpe_spec: str) -> None:
+    (manifest,) = run([jsonl], tmp_path / "s", bpe_spec)
+    assert manifest["format"] == "megatron-split/shard/v1"
+    assert manifest["vocab_size"] == load_tokenizer(bpe_spec).vocab_size
+    assert manifest["eod_id"] == 0 and manifest["skipped"] == {}
+    (entry,) = manifest["inputs"]
+    assert entry["path"] == str(jsonl) and entry["size"] == jsonl.stat().st_size
+    assert len(entry["sha256"]) == 64
+    table = read_doc_table(tmp_path / "s").to_pylist()
+    dataset = open_indexed_dataset(tmp_path / "s")
+    assert [row["doc"] for row in table] == list(range(200))
+    assert [row["id"] for row in table] == [f"doc-{i}" for i in range(200)]
+    assert {row["label"] for row in table} == {"synthetic"}
+    assert [row["line"] for row in table] == list(range(1, 201))
+    assert [row["n_tokens"] for row in table] == [len(dataset[i]) for i in range(200)]
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_workers_and_partitions_do_not_change_the_bytes(
+    tmp_path: Path, bpe_spec: str, executor: str
+) -> None:
+    inputs = [write_jsonl(tmp_path / f"{i}.jsonl", make_records(150, seed=i)) for i in range(3)]
+    gz = tmp_path / "3.jsonl.gz"
+    gz.write_bytes(gzip.compress(inputs[0].read_bytes()))
+    inputs.append(gz)
+    run(inputs, tmp_path / "one", bpe_spec, append_eod=True, workers=1, partitions=1)
+    run(inputs, tmp_path / "two", bpe_spec, append_eod=True, workers=2, partitions=5,
+        executor=executor)  # fmt: skip
+    for suffix in (".bin", ".idx"):
+        assert (tmp_path / f"one{suffix}").read_bytes() == (tmp_path / f"two{suffix}").read_bytes()
+    one, two = (pq.read_table(tmp_path / f"{n}.docs.parquet") for n in ("one", "two"))
+    assert one.equals(two)
+    assert not (tmp_path / "two.parts").exists()
+
+
+def test_batch_append_matches_add_document(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    docs = [[rng.integers(0, 500, rng.integers(1, 9)).tolist() for _ in range(rng.integers(1, 4))]
+            for _ in range(30)]  # fmt: skip
+    reference = IndexedDatasetBuilder(str(tmp_path / "ref.bin"), dtype=np.uint16)
+    for sentences in docs:
+        flat = [t for s in sentences for t in s]
+        reference.add_document(np.array(flat), [len(s) for s in sentences])
+    reference.finalize(str(tmp_path / "ref.idx"))
+    batched = IndexedDatasetBuilder(str(tmp_path / "bat.bin"), dtype=np.uint16)
+    pieces = [s for sentences in docs for s in sentences]
+    lengths = np.array([len(p) for p in pieces])
+    ends = np.cumsum([len(sentences) for sentences in docs])
+    append_documents(batched, pieces[:40], lengths[:40], ends[ends <= 40])
+    rest = ends[ends > 40] - 40
+    append_documents(batched, pieces[40:], lengths[40:], rest)
+    batched.finalize(str(tmp_path / "bat.idx"))
+    for suffix in (".bin", ".idx"):
+        assert (tmp_path / f"ref{suffix}").read_bytes() == (tmp_path / f"bat{suffix}").read_bytes()
+
+
+def test_several_json_keys_write_one_shard_each(tmp_path: Path, bpe_spec: str) -> None:
+    records = [{"title": f"Title {i}.", "text": r["text"]} for i, r in enumerate(make_records(20))]
+    path = write_jsonl(tmp_path / "k.jsonl", records)
+    manifests = run([path], tmp_path / "s", bpe_spec, json_keys=("title", "text"))
+    assert [m["json_key"] for m in manifests] == ["title", "text"]
+    tokenizer = load_tokenizer(bpe_spec)
+    for key in ("title", "text"):
+        dataset = open_indexed_dataset(tmp_path / f"s_{key}")
+        assert [dataset[i].tolist() for i in range(20)] == [
+            tokenizer.encode(r[key]) for r in records
+        ]
+
+
+def test_int32_tokens_for_large_vocabularies(tmp_path: Path, jsonl: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<|endoftext|>": 0, "[UNK]": 1} | {f"w{i}": i + 2 for i in range(70000)}
+    words = json.loads(jsonl.read_text().splitlines()[0])["text"].split()
+    vocab |= {w: 70002 + i for i, w in enumerate(dict.fromkeys(words))}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.save(str(tmp_path / "big.json"))
+    (manifest,) = run([jsonl], tmp_path / "s", f"hf:{tmp_path / 'big.json'}")
+    dataset = IndexedDataset(str(tmp_path / "s"))
+    assert manifest["dtype"] == "int32" and dataset.index.dtype == np.int32
+    assert dataset[0].max() >= 70002
+
+
+def test_split_sentences_keeps_sentence_lengths(tmp_path: Path, bpe_spec: str) -> None:
+    texts = ["Mr. Smith met Dr. Jones. The court held. It was void.", "One sentence only"]
+    path = write_jsonl(tmp_path / "s.jsonl", [{"text": t} for t in texts])
+    (manifest,) = run([path], tmp_path / "s", bpe_spec, split_sentences=True, append_eod=True,
+                      workers=2, partitions=2)  # fmt: skip
+    dataset = IndexedDataset(str(tmp_path / "s"))
+    tokenizer = load_tokenizer(bpe_spec)
+    sentences = [["Mr. Smith met Dr. Jones.", " The court held.", " It was void."],
+                 ["One sentence only"]]  # fmt: skip
+    assert dataset.document_indices.tolist() == [0, 3, 4]
+    expected = [tokenizer.encode(s) for doc in sentences for s in doc]
+    expected[2].append(tokenizer.eod_id)
+    expected[3].append(tokenizer.eod_id)
+    assert [dataset[i].tolist() for i in range(4)] == expected
+    assert manifest["split_sentences"] and manifest["language"] == "english"
+
+
+def test_rerun_is_a_no_op_and_input_change_rewrites(tmp_path: Path, bpe_spec: str) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", make_records(30))
+    (first,) = run([path], tmp_path / "s", bpe_spec)
+    stamp = (tmp_path / "s.bin").stat().st_mtime_ns
+    (again,) = run([path], tmp_path / "s", bpe_spec)
+    assert again == first and (tmp_path / "s.bin").stat().st_mtime_ns == stamp
+    write_jsonl(path, make_records(31))
+    (changed,) = run([path], tmp_path / "s", bpe_spec)
+    assert changed["documents"] == 31 and changed["fingerprint"] != first["fingerprint"]
+
+
+def test_restart_skips_finished_partitions(
+    tmp_path: Path, bpe_spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs = [write_jsonl(tmp_path / f"{i}.jsonl", make_records(40, seed=i)) for i in range(3)]
+    config = TokenizeConfig([str(p) for p in inputs], str(tmp_path / "s"), bpe_spec,
+                            partitions=3, progress=False)  # fmt: skip
+    writer = config.build()
+    *_, jobs = writer.plan()
+    assert len(jobs) == 3
+    write_partition(jobs[0], lambda *_: None)  # a job killed after its first partition...
+    (writer.parts_dir / "part-00001.key0.tmp.bin").write_bytes(b"half-written")  # ...and more
+    written = []
+
+    def spy(job, report):
+        written.append(job.index)
+        return write_partition(job, report)
+
+    monkeypatch.setattr(writer_module, "write_partition", spy)
+    (manifest,) = writer.run()
+    assert written == [1, 2]
+    run(inputs, tmp_path / "fresh", bpe_spec, partitions=1)
+    assert (tmp_path / "s.bin").read_bytes() == (tmp_path / "fresh.bin").read_bytes()
+    assert manifest["documents"] == 120 and manifest["documents_read"] == 120
+    assert not writer.parts_dir.exists()
+
+
+def test_gpt_dataset_builds_on_a_shard(tmp_path: Path, bpe_spec: str) -> None:
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+    from megatron.core.datasets.utils import Split
+
+    from data_prep.tokenizers import megatron_tokenizer
+
+    path = write_jsonl(tmp_path / "d.jsonl", make_records(100))
+    (manifest,) = run([path], tmp_path / "s", bpe_spec, append_eod=True)
+    dataset = open_indexed_dataset(tmp_path / "s")
+    config = GPTDatasetConfig(
+        random_seed=1234, sequence_length=32, split="100,0,0",
+        tokenizer=megatron_tokenizer(vocab_size=manifest["vocab_size"],
+                                     eod_id=manifest["eod_id"]),
+        reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=True,
+    )  # fmt: skip
+    gpt = GPTDataset(dataset, str(tmp_path / "s"), np.arange(len(dataset), dtype=np.int32),
+                     None, Split.train, config)  # fmt: skip
+    assert len(gpt) == (manifest["tokens"] - 1) // 32
+    stream = np.concatenate([dataset[int(d)] for d in gpt.document_index])
+    sample = gpt[0]
+    tokens = sample["tokens"].numpy()
+    windows = np.lib.stride_tricks.sliding_window_view(stream, 32)
+    assert (windows == tokens).all(axis=1).any()
+    assert (sample["loss_mask"].numpy()[tokens == manifest["eod_id"]] == 0).all()
+
+
+def test_sentencepiece_shards_with_worker_processes(
+    tmp_path: Path, jsonl: Path, sentencepiece_model: Path
+) -> None:
+    spec = f"sentencepiece:{sentencepiece_model}"
+    (manifest,) = run([jsonl], tmp_path / "s", spec, append_eod=True, workers=2)
+    tokenizer = load_tokenizer(spec)
+    dataset = IndexedDataset(str(tmp_path / "s"))
+    texts = [json.loads(line)["text"] for line in jsonl.read_text().splitlines()]
+    assert [dataset[i].tolist() for i in range(len(texts))] == [
+        tokenizer.encode(t) + [tokenizer.eod_id] for t in texts
+    ]
+    assert manifest["tokenizer"]["kind"] == "sentencepiece" and manifest["eod_id"] == 2
