@@ -1,18 +1,25 @@
-"""`msplit demo`: the embedded end-to-end example, on this machine, from registry packages.
+"""`msplit demo`: split model training end to end, on this machine, from registry packages.
 
 Stages (each skipped when its output is already complete, so a rerun resumes):
   1. corpus      a labelled multi-domain JSONL slice built from installed packages
   2. tokenizer   a byte-level BPE trained on it
   3. shards      Megatron indexed shards + document table
-  4. trunk       a tiny GPT trained on the mixture (configs/tiny.yaml), with checkpoints
+  4. embeddings  TF-IDF -> SVD document embeddings (MiniLM with --embedder minilm)
+  5. clusters    k-means into k domains, one shard per cluster, held-out split, report
+  6. trunk       a tiny GPT (configs/tiny.yaml) pretrained on the cluster mixture
+  7. branches    one continued-pretraining run per cluster, from the trunk's last checkpoint
+
+It ends with a table of each cluster's held-out loss: the trunk's, and its specialist's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 from megatron_split.config import load_config
@@ -22,10 +29,17 @@ REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="msplit demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="msplit demo",
+        description=__doc__.split("\n\n")[0],
+        epilog="Extra dotted.key=value arguments override the trunk config (configs/tiny.yaml).",
+    )
     parser.add_argument("--out", default="runs/demo", help="where every stage writes")
     parser.add_argument("--max-mb", type=float, default=3.0, help="corpus size (all sources)")
     parser.add_argument("--vocab-size", type=int, default=4096)
+    parser.add_argument("--embedder", choices=["tfidf", "minilm"], default="tfidf")
+    parser.add_argument("--k", type=int, default=4, help="clusters (= branches)")
+    parser.add_argument("--branch-steps", type=int, default=40, help="CPT steps per branch")
     parser.add_argument("--config", default=str(REPO_CONFIGS / "tiny.yaml"), help="trunk config")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value for the trunk config")
     return parser.parse_args(argv)
@@ -41,8 +55,19 @@ def stage(name: str, done: Path, run: Callable[[], int]) -> None:
         raise SystemExit(f"msplit demo: stage {name} failed with exit code {code}")
 
 
+def data_overrides(data) -> list[str]:
+    """A DataConfig as dotted overrides (JSON values are YAML)."""
+    return [f"data.{k}={json.dumps(v)}" for k, v in asdict(data).items() if v is not None]
+
+
+def val_losses(run_dir: str) -> dict[int, float]:
+    records = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["val_loss"] for r in records if "val_loss" in r}
+
+
 def main(argv: list[str] | None = None) -> int:
     from data_prep import cli as data_cli
+    from megatron_split.data.clusters import ClusterDataConfig
     from megatron_split.train.config import RunConfig
     from megatron_split.train.loop import Trainer
     from megatron_split.train_cli import setup_logging
@@ -50,69 +75,92 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(rank=0)
     out = Path(args.out)
-    corpus, tokenizer, shards = out / "corpus", out / "tokenizer.json", out / "shards" / "corpus"
+    corpus, tokenizer = out / "corpus", out / "tokenizer.json"
+    shards, embeddings, clusters = out / "shards" / "corpus", out / "embeddings", out / "clusters"
 
     stage(
         "corpus",
         corpus / "corpus.manifest.json",
         lambda: data_cli.main(
-            [
-                "corpus",
-                "build",
-                "--output",
-                str(corpus),
-                "--max-mb",
-                str(args.max_mb),
-                "--shards",
-                "1",
-            ]
+            ["corpus", "build", "--output", str(corpus), "--max-mb", str(args.max_mb),
+             "--shards", "1"]
         ),
-    )
+    )  # fmt: skip
     jsonl = sorted(str(p) for p in corpus.glob("*.jsonl"))
     stage(
         "tokenizer",
         tokenizer,
         lambda: data_cli.main(
-            [
-                "train-tokenizer",
-                "--input",
-                *jsonl,
-                "--output",
-                str(tokenizer),
-                "--vocab-size",
-                str(args.vocab_size),
-            ]
+            ["train-tokenizer", "--input", *jsonl, "--output", str(tokenizer),
+             "--vocab-size", str(args.vocab_size)]
         ),
-    )
+    )  # fmt: skip
     stage(
         "shards",
         Path(f"{shards}.manifest.json"),
         lambda: data_cli.main(
-            [
-                "tokenize",
-                "--input",
-                *jsonl,
-                "--output-prefix",
-                str(shards),
-                "--tokenizer",
-                f"hf:{tokenizer}",
-                "--append-eod",
-                "--label-key",
-                "source",
-                "--workers",
-                "2",
-            ]
+            ["tokenize", "--input", *jsonl, "--output-prefix", str(shards),
+             "--tokenizer", f"hf:{tokenizer}", "--append-eod", "--label-key", "source",
+             "--workers", "2"]
         ),
-    )
-    cfg = load_config(
+    )  # fmt: skip
+    stage(
+        "embeddings",
+        embeddings / "embeddings.manifest.json",
+        lambda: data_cli.main(
+            ["embed", "--shards", str(shards), "--output", str(embeddings),
+             "--embedder", args.embedder]
+        ),
+    )  # fmt: skip
+    stage(
+        "clusters",
+        clusters / "clusters.json",
+        lambda: data_cli.main(
+            ["cluster", "--embeddings", str(embeddings), "--output", str(clusters),
+             "--k", str(args.k), "--split", "90,10,0"]
+        ),
+    )  # fmt: skip
+
+    cluster_data = ClusterDataConfig(str(clusters)).build()
+    trunk = load_config(
         RunConfig,
         args.config,
-        [f"run_dir={out / 'trunk'}", f"data.paths=[{shards}]", *args.overrides],
+        # the mixture of all clusters at their natural token shares
+        [f"run_dir={out / 'trunk'}", *data_overrides(cluster_data.trunk()), *args.overrides],
     )
-    log.info("[trunk] training %s", cfg.run_dir)
-    result = Trainer(cfg).run()
-    log.info("[trunk] %s at step %d, loss %.3f", result["status"], result["step"], result["loss"])
-    log.info("metrics: %s/metrics.jsonl, checkpoints: %s/checkpoints", cfg.run_dir, cfg.run_dir)
+    log.info("[trunk] pretraining on %d clusters: %s", cluster_data.k, trunk.run_dir)
+    Trainer(trunk).run()
+
+    rows = []
+    for cluster in range(cluster_data.k):
+        branch = load_config(
+            RunConfig,
+            args.config,
+            [
+                *args.overrides,  # first: what follows makes it a branch
+                f"run_dir={out / 'branches' / f'cluster_{cluster}'}",
+                f"init.checkpoint={trunk.run_dir}",
+                f"train.steps={args.branch_steps}",
+                f"train.eval_every={args.branch_steps}",
+                "train.eval_at_start=true",
+                f"optim.schedule.warmup_steps={max(1, args.branch_steps // 10)}",
+                *data_overrides(cluster_data.branch(cluster)),
+            ],
+        )
+        log.info("[branch %d] continued pretraining: %s", cluster, branch.run_dir)
+        Trainer(branch).run()
+        losses = val_losses(branch.run_dir)
+        rows.append({"cluster": cluster, "trunk": losses[0], "specialist": losses[max(losses)]})
+
+    summary = {"k": cluster_data.k, "clusters": rows}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print("\nheld-out loss per cluster (lower is better)")
+    print(f"{'cluster':>7}  {'trunk':>7}  {'specialist':>10}  {'change':>7}")
+    for row in rows:
+        trunk_loss, specialist = row["trunk"], row["specialist"]
+        change = specialist - trunk_loss
+        print(f"{row['cluster']:>7}  {trunk_loss:>7.3f}  {specialist:>10.3f}  {change:>+7.3f}")
+    print(f"\nwritten: {out / 'summary.json'}, runs under {out}")
     return 0
 
 
