@@ -23,30 +23,9 @@ from threadpoolctl import threadpool_limits
 from laws.fit import FitConfig, Layout, Objective
 from laws.forms import get_form
 from laws.io import write_json
-from laws.synthetic import SyntheticConfig
+from laws.synthetic import REFERENCE_PARAMS, SyntheticConfig
 
-TRUE = {
-    "chinchilla_total": {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.28},
-    "liew_kato_n": {
-        "E": 1.8,
-        "A": 400.0,
-        "alpha": 0.34,
-        "B": 2000.0,
-        "a1": 0.28,
-        "a2": 0.1,
-        "a3": 0.003,
-    },
-    "effective_data": {
-        "E": 1.8,
-        "A": 400.0,
-        "alpha": 0.34,
-        "B": 2000.0,
-        "beta": 0.28,
-        "w": 30.0,
-        "sigma": 20.0,
-        "tau": 0.5,
-    },
-}
+TRUE = REFERENCE_PARAMS
 # 5 sizes x 10 tokens-per-parameter ratios x 10 D'/D ratios = 500 points.
 DESIGN = {
     "N": (1e7, 3e7, 1e8, 3e8, 1e9),

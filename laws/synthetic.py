@@ -12,6 +12,19 @@ import numpy as np
 from laws.data import Table
 from laws.forms import get_form
 
+# Known parameters of each built-in form, of realistic magnitudes: what tests recover and
+# benchmarks time.
+REFERENCE_PARAMS: dict[str, dict[str, float]] = {
+    "chinchilla_total": {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.28},
+    "liew_kato_n": {
+        "E": 1.8, "A": 400.0, "alpha": 0.34, "B": 2000.0, "a1": 0.28, "a2": 0.1, "a3": 0.003,
+    },
+    "effective_data": {
+        "E": 1.8, "A": 400.0, "alpha": 0.34, "B": 2000.0, "beta": 0.28,
+        "w": 30.0, "sigma": 20.0, "tau": 0.5,
+    },
+}  # fmt: skip
+
 
 @dataclass
 class SyntheticConfig:

@@ -1,21 +1,10 @@
 import numpy as np
 import pytest
 
-from laws.synthetic import SyntheticConfig
+from laws.synthetic import REFERENCE_PARAMS, SyntheticConfig
 
-CHINCHILLA = {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.28}
-LIEW_KATO = {"E": 1.8, "A": 400.0, "alpha": 0.34, "B": 2000.0, "a1": 0.28, "a2": 0.1, "a3": 0.003}
-EFFECTIVE = {
-    "E": 1.8,
-    "A": 400.0,
-    "alpha": 0.34,
-    "B": 2000.0,
-    "beta": 0.28,
-    "w": 30.0,
-    "sigma": 20.0,
-    "tau": 0.5,
-}
-TRUE = {"chinchilla_total": CHINCHILLA, "liew_kato_n": LIEW_KATO, "effective_data": EFFECTIVE}
+TRUE = REFERENCE_PARAMS
+CHINCHILLA = TRUE["chinchilla_total"]
 
 # A wide design (N over 100x, D/N over 100x, D'/D from 0 to 1): every parameter identified.
 WIDE = {
