@@ -30,6 +30,7 @@ from data_prep.cluster_shards import cluster_prefix, group_by_cluster, write_clu
 from data_prep.doc_texts import ShardDocuments
 from data_prep.embed import open_embeddings
 from data_prep.kmeans import ClusterError, Clustering, KMeansConfig
+from data_prep.shards import heldout_range
 
 CLUSTERS_FORMAT = "megatron-split/clusters/v1"
 MANIFEST_FILE = "clusters.json"
@@ -223,23 +224,6 @@ def check_heldout(sizes: np.ndarray, split: str) -> None:
             f"clusters (id, documents) {short} are too small for split {split!r} to hold out a "
             "document: use a smaller k, balanced assignment, or a larger held-out share"
         )
-
-
-def heldout_range(split: str, n_docs: int) -> tuple[int, int]:
-    """Documents [first, last) of a shard that megatron's `split` holds out for validation."""
-    from megatron.core.datasets.blended_megatron_dataset_config import (
-        convert_split_vector_to_split_matrix,
-        parse_and_normalize_split,
-    )
-
-    try:
-        matrix = convert_split_vector_to_split_matrix(parse_and_normalize_split(split))
-    except (AssertionError, ValueError, ZeroDivisionError) as error:
-        raise ClusterError(f"split {split!r}: expected shares like '98,2,0'") from error
-    if matrix[1] is None:
-        return n_docs, n_docs
-    # The same rounding as BlendedMegatronDatasetBuilder._build_megatron_dataset_splits.
-    return int(round(matrix[1][0] * float(n_docs))), int(round(matrix[1][1] * float(n_docs)))
 
 
 def check_conservation(shards: list[dict[str, Any]], totals: dict[str, int]) -> None:

@@ -40,6 +40,23 @@ def doc_table_schema() -> Any:
     )  # fmt: skip
 
 
+def heldout_range(split: str, n_docs: int) -> tuple[int, int]:
+    """Documents [first, last) of a shard that megatron's `split` holds out for validation."""
+    from megatron.core.datasets.blended_megatron_dataset_config import (
+        convert_split_vector_to_split_matrix,
+        parse_and_normalize_split,
+    )
+
+    try:
+        matrix = convert_split_vector_to_split_matrix(parse_and_normalize_split(split))
+    except (AssertionError, ValueError, ZeroDivisionError) as error:
+        raise ShardError(f"split {split!r}: expected shares like '98,2,0'") from error
+    if matrix[1] is None:
+        return n_docs, n_docs
+    # The same rounding as BlendedMegatronDatasetBuilder._build_megatron_dataset_splits.
+    return int(round(matrix[1][0] * float(n_docs))), int(round(matrix[1][1] * float(n_docs)))
+
+
 def read_manifest(prefix: str | Path) -> dict[str, Any]:
     """The manifest of shard `prefix`, checked for format, keys and its data files."""
     path = manifest_path(prefix)

@@ -47,6 +47,23 @@ class DataConfig:
             shares = []
         if len(shares) != 3 or any(s < 0 for s in shares) or sum(shares) <= 0:
             raise ConfigError(f"data.split={self.split!r}: expected three shares like '98,2,0'")
+        self._check_validation_splits()
+
+    def _check_validation_splits(self) -> None:
+        """megatron-core 0.16 never finishes building a blend in which one shard's validation
+        split holds no document: refuse it here, naming the shard."""
+        from data_prep.shards import heldout_range, read_manifest
+
+        if float(self.split.split(",")[1]) == 0:
+            return
+        for prefix in self.paths:
+            documents = int(read_manifest(prefix)["documents"])
+            first, last = heldout_range(self.split, documents)
+            if last == first:
+                raise ConfigError(
+                    f"data.split={self.split!r} holds out no document of {prefix} "
+                    f"({documents} documents): raise the validation share or give more data"
+                )
 
     def build(
         self,

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep.cluster import ClusterConfig, heldout_range, read_clusters
+from data_prep.cluster import ClusterConfig, read_clusters
 from data_prep.cluster_report import ReportConfig, label_scores
 from data_prep.doc_texts import ShardDocuments
 from data_prep.kmeans import ClusterError, KMeansConfig
-from data_prep.shards import open_indexed_dataset, read_doc_table, read_manifest
+from data_prep.shards import heldout_range, open_indexed_dataset, read_doc_table, read_manifest
 from tests.data_prep.labelled_shards import cluster_corpus
 
 COUNTS = {"law": 50, "code": 50, "cooking": 50, "astronomy": 50}

@@ -78,3 +78,12 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(RunConfig, tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(RunConfig, write(tmp_path, "model: [unclosed\n"))
+
+
+def test_a_shard_too_small_for_a_validation_split_is_refused(tmp_path, shards):
+    from megatron_split.data.synthetic import write_synthetic_shard
+
+    tiny = write_synthetic_shard(tmp_path / "tiny", n_docs=10)
+    with pytest.raises(ConfigError, match=r"holds out no document of .*tiny \(10 documents\)"):
+        load_config(RunConfig, None, [f"data.paths=[{shards[0]},{tiny}]"])
+    load_config(RunConfig, None, [f"data.paths=[{tiny}]", "data.split=80,20,0"])  # 2 held out
