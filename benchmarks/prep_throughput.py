@@ -3,9 +3,9 @@
 All three run in one process tree on the same corpus slice and tokenizer:
 - ours: `data_prep.writer` (partitioned workers, batch encoding, raw array writes);
 - baseline: what Megatron-LM's tools/preprocess_data.py does: the main process reads
-  lines, a multiprocessing Pool json-decodes and encodes one document per call
-  (imap, chunksize 32), and the main process appends each with
-  IndexedDatasetBuilder.add_document;
+  lines, a multiprocessing Pool json-decodes and encodes one document per call with
+  megatron.core's own tokenizer (imap, chunksize 32), and the main process appends each
+  with IndexedDatasetBuilder.add_document;
 - limit: the tokenizer's raw batch encoding of the same texts, already in memory, using
   the same number of threads, with no parsing and no I/O.
 
@@ -103,40 +103,59 @@ def _ours(corpus: list[str], spec: str, workers: int, prefix: str) -> dict[str, 
 
 
 class _Encoder:
-    """preprocess_data.py's Encoder: a tokenizer per worker, one document per call."""
+    """preprocess_data.py's Encoder: megatron's tokenizer per worker, one document per call."""
 
-    spec: str = ""
+    tokenizer_args: dict = {}
 
     def initializer(self) -> None:
-        from data_prep.tokenizers import load_tokenizer
+        from megatron.core.tokenizers import MegatronTokenizer
 
-        _Encoder.tokenizer = load_tokenizer(self.spec)
+        _Encoder.tokenizer = MegatronTokenizer.from_pretrained(**self.tokenizer_args)
 
     def encode(self, line: str) -> tuple[list[int], list[int], int]:
-        text = json.loads(line)["text"]
-        ids = _Encoder.tokenizer.encode(text)
-        ids.append(_Encoder.tokenizer.eod_id)
+        ids = _Encoder.tokenizer.tokenize(json.loads(line)["text"])
+        ids.append(_Encoder.tokenizer.eod)
         return ids, [len(ids)], len(line)
 
 
-def _baseline(corpus: list[str], spec: str, workers: int, prefix: str) -> dict[str, float]:
-    import torch
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+def _megatron_tokenizer_args(spec: str, directory: str) -> dict:
+    """What preprocess_data.py's build_tokenizer would build for the same tokenizer.
 
+    HF and GPT-2 tokenizers go through megatron's HuggingFaceTokenizer (AutoTokenizer on a
+    local directory, since GPT2BPETokenizer would fetch its files from the hub), with
+    ``use_fast`` on: the tool's fastest setting, not its default (the pure-Python one).
+    """
     from data_prep.tokenizers import load_tokenizer
 
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    start = time.perf_counter()
+    tokenizer = load_tokenizer(spec)
+    if tokenizer.spec["kind"] == "sentencepiece":
+        return {"tokenizer_path": tokenizer.spec["path"],
+                "metadata_path": {"library": "sentencepiece"}}  # fmt: skip
+    tokenizer._tokenizer.save(f"{directory}/tokenizer.json")
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": tokenizer.spec["eod"]}
+    Path(f"{directory}/tokenizer_config.json").write_text(json.dumps(config))
+    return {"tokenizer_path": directory, "metadata_path": {"library": "huggingface"},
+            "use_fast": True}  # fmt: skip
+
+
+def _baseline(corpus: list[str], spec: str, workers: int, prefix: str) -> dict[str, float]:
+    from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
+    from megatron.core.tokenizers import MegatronTokenizer
+
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker, as ours
+    os.makedirs(prefix)
     encoder = _Encoder()
-    encoder.spec = spec
-    dtype = load_tokenizer(spec).token_dtype()
-    builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=dtype)
+    encoder.tokenizer_args = _megatron_tokenizer_args(spec, prefix)
+    # Outside the clock: importing transformers (seconds), which the forked workers inherit.
+    vocab_size = MegatronTokenizer.from_pretrained(**encoder.tokenizer_args).vocab_size
+    start = time.perf_counter()
+    builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=DType.optimal_dtype(vocab_size))
     tokens = 0
     with mp.get_context("fork").Pool(workers, initializer=encoder.initializer) as pool:
         for path in corpus:
             with open(path, encoding="utf-8") as lines:
                 for ids, lengths, _ in pool.imap(encoder.encode, lines, 32):
-                    builder.add_document(torch.IntTensor(ids), lengths)
+                    builder.add_document(ids, lengths)
                     tokens += len(ids)
         pool.close()
         pool.join()
