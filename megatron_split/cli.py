@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("megatron_split.train_cli", "pretrain a trunk (or any GPT run) from a YAML config"),
     "data": ("data_prep.cli", "corpora, tokenizers, indexed shards, embeddings, clusters"),
+    "eval": ("eval.cli", "held-out loss and routed zero-shot tasks of a trunk and its branches"),
     "laws": ("laws.cli", "fit scaling laws L(N, D, D') and plan the compute split"),
     "demo": ("megatron_split.demo", "run the embedded end-to-end example on this machine"),
 }

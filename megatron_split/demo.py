@@ -8,6 +8,7 @@ Stages (each skipped when its output is already complete, so a rerun resumes):
   5. clusters    k-means into k domains, one shard per cluster, held-out split, report
   6. trunk       a tiny GPT (configs/tiny.yaml) pretrained on the cluster mixture
   7. branches    one continued-pretraining run per cluster, from the trunk's last checkpoint
+  8. eval        every model on every cluster's held-out documents, from the checkpoints
 
 It ends with a table of each cluster's held-out loss: the trunk's, and its specialist's.
 """
@@ -60,13 +61,9 @@ def data_overrides(data) -> list[str]:
     return [f"data.{k}={json.dumps(v)}" for k, v in asdict(data).items() if v is not None]
 
 
-def val_losses(run_dir: str) -> dict[int, float]:
-    records = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["val_loss"] for r in records if "val_loss" in r}
-
-
 def main(argv: list[str] | None = None) -> int:
     from data_prep import cli as data_cli
+    from eval.family import FamilyEvalConfig, evaluate_family, loss_matrix, write_results
     from megatron_split.data.clusters import ClusterDataConfig
     from megatron_split.train.config import RunConfig
     from megatron_split.train.loop import Trainer
@@ -131,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("[trunk] pretraining on %d clusters: %s", cluster_data.k, trunk.run_dir)
     Trainer(trunk).run()
 
-    rows = []
+    branches = []
     for cluster in range(cluster_data.k):
         branch = load_config(
             RunConfig,
@@ -149,18 +146,35 @@ def main(argv: list[str] | None = None) -> int:
         )
         log.info("[branch %d] continued pretraining: %s", cluster, branch.run_dir)
         Trainer(branch).run()
-        losses = val_losses(branch.run_dir)
-        rows.append({"cluster": cluster, "trunk": losses[0], "specialist": losses[max(losses)]})
+        branches.append(branch.run_dir)
 
-    summary = {"k": cluster_data.k, "clusters": rows}
+    log.info("[eval] every model on every cluster's held-out documents")
+    rows = evaluate_family(
+        FamilyEvalConfig(
+            clusters=str(clusters),
+            trunk=trunk.run_dir,
+            branches=branches,
+            out=str(out / "eval"),
+            heldout_samples=trunk.train.eval_batches * trunk.train.global_batch,
+        )
+    )
+    write_results(rows, out / "eval", cluster_data.k)
+    _, losses = loss_matrix(rows, cluster_data.k)
+    summary = {
+        "k": cluster_data.k,
+        "clusters": [
+            {"cluster": c, "trunk": float(losses[0, c]), "specialist": float(losses[1 + c, c])}
+            for c in range(cluster_data.k)
+        ],
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print("\nheld-out loss per cluster (lower is better)")
     print(f"{'cluster':>7}  {'trunk':>7}  {'specialist':>10}  {'change':>7}")
-    for row in rows:
+    for row in summary["clusters"]:
         trunk_loss, specialist = row["trunk"], row["specialist"]
         change = specialist - trunk_loss
         print(f"{row['cluster']:>7}  {trunk_loss:>7.3f}  {specialist:>10.3f}  {change:>+7.3f}")
-    print(f"\nwritten: {out / 'summary.json'}, runs under {out}")
+    print(f"\nwritten: {out / 'summary.json'}, {out / 'eval'}/, runs under {out}")
     return 0
 
 

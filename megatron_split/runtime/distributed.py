@@ -110,7 +110,7 @@ def init_distributed(
             world_size=env.world_size,
             timeout=timedelta(minutes=timeout_minutes),
         )
-    if cpu_compat.install():
+    if not cpu_compat.is_active() and cpu_compat.install():
         log.info("CUDA unavailable: megatron.core runs on CPU through the compatibility layer")
 
     from megatron.core import parallel_state

@@ -63,14 +63,10 @@ def peak_flops(cfg: RunConfig) -> float | None:
     return None
 
 
-def build_model(cfg: RunConfig, runtime: Runtime):
-    """This rank's GPT chunk, wrapped for bf16 and megatron's DDP. Returns (ddp, gpt)."""
+def build_bare_model(cfg: RunConfig, device: torch.device):
+    """This rank's GPT chunk on ``device``, wrapped for bf16 when the run trains in bf16.
+    Returns (module to call, the GPTModel inside it)."""
     from megatron.core import parallel_state as ps
-    from megatron.core.distributed import (
-        DistributedDataParallel,
-        DistributedDataParallelConfig,
-        finalize_model_grads,
-    )
     from megatron.core.transformer.module import Float16Module
 
     gpt = cfg.model.build(
@@ -78,8 +74,20 @@ def build_model(cfg: RunConfig, runtime: Runtime):
         post_process=ps.is_pipeline_last_stage(),
         init_seed=cfg.seed,
     )
-    gpt.to(runtime.device)
+    gpt.to(device)
     module = Float16Module(gpt.config, gpt) if cfg.model.params_dtype == "bf16" else gpt
+    return module, gpt
+
+
+def build_model(cfg: RunConfig, runtime: Runtime):
+    """This rank's GPT chunk, wrapped for bf16 and megatron's DDP. Returns (ddp, gpt)."""
+    from megatron.core.distributed import (
+        DistributedDataParallel,
+        DistributedDataParallelConfig,
+        finalize_model_grads,
+    )
+
+    module, gpt = build_bare_model(cfg, runtime.device)
     ddp = DistributedDataParallel(
         config=gpt.config,
         ddp_config=DistributedDataParallelConfig(

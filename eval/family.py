@@ -1,0 +1,210 @@
+"""Evaluate a split family: the trunk and its k specialists, on held-out data and on tasks.
+
+One model is in memory at a time: each is loaded from its native checkpoint, scores
+everything it is needed for (every cluster's held-out set; the task items routed to it),
+and is freed before the next. Results are rows, one per (model, evaluation, metric):
+
+- ``heldout``: the token-weighted NLL of each model on each cluster's held-out documents
+  (the loss matrix), and the family's summary rows: ``trunk`` (one model everywhere) and
+  ``routed`` (each cluster's documents scored by its own specialist, which is where the
+  router sends them), each averaged over clusters (``loss_cluster_mean``) and weighted by
+  the clusters' token shares of the corpus (``loss_mixture``);
+- ``<task>``: acc / acc_norm of the trunk alone and of the routed family (top-k mixing).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.mc import ChoiceScores, accuracy, mix, requests_of
+from eval.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+class FamilyError(ValueError):
+    """A trunk and branches that do not make one family over the given clusters."""
+
+
+@dataclass
+class FamilyEvalConfig:
+    clusters: str  # cluster directory (from `msplit data cluster`)
+    trunk: str  # run, checkpoints/ or step directory
+    branches: list[str]  # one per cluster, in cluster order
+    out: str  # results, plots, and the held-out sets' index cache
+    heldout_samples: int = 64  # sequences per cluster's held-out set
+    batch_size: int = 8
+    top_k: int = 1  # clusters each task item is routed to
+    temperature: float = 0.1  # c-BTM's ensemble temperature (top_k > 1)
+    progress: bool = True
+    tasks: list[Task] = field(default_factory=list)
+
+
+def check_family(trunk: str, branches: Sequence[str], cluster_prefixes: Sequence[str]) -> None:
+    """Each branch trained on its own cluster's shard; warn when it did not start from trunk."""
+    from megatron_split.checkpoint import read_meta, resolve_checkpoint
+
+    if len(branches) != len(cluster_prefixes):
+        raise FamilyError(
+            f"{len(branches)} branches for {len(cluster_prefixes)} clusters: give one branch "
+            "per cluster, in cluster order"
+        )
+    trunk_checkpoint = resolve_checkpoint(trunk).resolve()
+    for cluster, (branch, prefix) in enumerate(zip(branches, cluster_prefixes, strict=True)):
+        checkpoint = resolve_checkpoint(branch)
+        meta = read_meta(checkpoint)
+        trained_on = [str(Path(p).resolve()) for p in meta["config"]["data"]["paths"]]
+        if trained_on != [str(Path(prefix).resolve())]:
+            raise FamilyError(
+                f"branch {cluster} ({checkpoint}) trained on {trained_on}, not on cluster "
+                f"{cluster}'s shard {prefix}: list branches in cluster order"
+            )
+        parent = Path(meta.get("lineage", {}).get("parent", "")).resolve()
+        if parent.parent != trunk_checkpoint.parent:
+            log.warning(
+                "branch %d (%s) did not start from the trunk's run (its parent: %s)",
+                cluster,
+                checkpoint,
+                parent,
+            )
+
+
+def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
+    from tqdm.auto import tqdm
+
+    from eval.lm import CheckpointLM
+    from eval.router import Router
+    from megatron_split.data.clusters import ClusterDataConfig
+
+    data = ClusterDataConfig(config.clusters).build()
+    check_family(config.trunk, config.branches, data.prefixes)
+    routes = {}
+    if config.tasks:
+        router = Router.from_clusters(config.clusters)
+        for task in config.tasks:
+            routing = router.route([item.query for item in task.items], top_k=config.top_k)
+            routes[task.name] = routing
+    models = [("trunk", config.trunk)] + [
+        (f"branch_{i}", path) for i, path in enumerate(config.branches)
+    ]
+    losses = np.full((len(models), data.k), np.nan)
+    heldout_sets: dict[tuple[int, int], Any] = {}  # (cluster, seq_length): shared by models
+    # Per task: the trunk's scores, and each specialist's on the items routed to it.
+    trunk_scores = {task.name: ChoiceScores.empty(task.items) for task in config.tasks}
+    branch_scores = {
+        task.name: np.full((data.k, *trunk_scores[task.name].logprob.shape), np.nan)
+        for task in config.tasks
+    }
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(models, desc="eval", unit="model", disable=not config.progress)
+    for m, (name, path) in enumerate(bar):
+        bar.set_postfix_str(name)
+        lm = CheckpointLM.load(path)
+        for cluster in range(data.k):
+            key = (cluster, lm.seq_length)
+            if key not in heldout_sets:
+                heldout_sets[key] = data.heldout(
+                    cluster, lm.seq_length, config.heldout_samples, Path(config.out) / "cache"
+                )
+            result = lm.dataset_loss(heldout_sets[key], config.heldout_samples, config.batch_size)
+            losses[m, cluster] = result["loss"]
+            rows.append(
+                {"model": name, "eval": "heldout", "cluster": cluster, "metric": "loss",
+                 "value": result["loss"], "tokens": result["tokens"]}
+            )  # fmt: skip
+        for task in config.tasks:
+            if m == 0:
+                item_ids, target = np.arange(len(task.items)), trunk_scores[task.name].logprob
+            else:
+                routed_here = (routes[task.name].clusters == m - 1).any(axis=1)
+                item_ids, target = np.flatnonzero(routed_here), branch_scores[task.name][m - 1]
+            requests, where = requests_of([task.items[i] for i in item_ids])
+            scored = lm.loglikelihood(requests, config.batch_size)
+            for (i, j), result in zip(where, scored, strict=True):
+                target[item_ids[i], j] = result.logprob
+        del lm
+        gc.collect()
+
+    token_share = np.array(data.natural_weights())
+    routed = losses[1 + np.arange(data.k), np.arange(data.k)]
+    for name, per_cluster in (("trunk", losses[0]), ("routed", routed)):
+        rows.append({"model": name, "eval": "heldout", "metric": "loss_cluster_mean",
+                     "value": float(per_cluster.mean())})  # fmt: skip
+        rows.append({"model": name, "eval": "heldout", "metric": "loss_mixture",
+                     "value": float((per_cluster * token_share).sum())})  # fmt: skip
+    for task in config.tasks:
+        routing = routes[task.name]
+        weights = routing.weights(config.temperature)
+        family = mix(branch_scores[task.name], routing.clusters, weights)
+        label = "routed" if config.top_k == 1 else f"routed_top{config.top_k}"
+        for name, scores in (("trunk", trunk_scores[task.name]), (label, family)):
+            for metric, (value, stderr) in accuracy(task.items, scores).items():
+                rows.append({"model": name, "eval": task.name, "metric": metric,
+                             "value": value, "stderr": stderr, "n": len(task.items)})  # fmt: skip
+    return rows
+
+
+def write_results(rows: list[dict[str, Any]], out: str | Path, k: int) -> str:
+    """results.jsonl, results.md and heldout_loss.png (the loss matrix); returns the table."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = results_table(rows, k)
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (out / "results.md").write_text(table)
+    plot_loss_matrix(rows, k, out / "heldout_loss.png")
+    return table
+
+
+def loss_matrix(rows: list[dict[str, Any]], k: int) -> tuple[list[str], np.ndarray]:
+    cells = [r for r in rows if r["eval"] == "heldout" and r["metric"] == "loss"]
+    models = list(dict.fromkeys(r["model"] for r in cells))
+    matrix = np.full((len(models), k), np.nan)
+    for r in cells:
+        matrix[models.index(r["model"]), r["cluster"]] = r["value"]
+    return models, matrix
+
+
+def results_table(rows: list[dict[str, Any]], k: int) -> str:
+    models, matrix = loss_matrix(rows, k)
+    lines = ["Held-out loss (nats/token) of each model on each cluster; lower is better.", ""]
+    lines.append("| model | " + " | ".join(f"cluster {c}" for c in range(k)) + " |")
+    lines.append("|---|" + "---|" * k)
+    for model, values in zip(models, matrix, strict=True):
+        lines.append(f"| {model} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    lines += ["", "| model | eval | metric | value |", "|---|---|---|---|"]
+    for r in rows:
+        if r["eval"] == "heldout" and r["metric"] == "loss":
+            continue  # in the matrix above
+        stderr = f" ± {r['stderr']:.4f}" if "stderr" in r else ""
+        lines.append(f"| {r['model']} | {r['eval']} | {r['metric']} | {r['value']:.4f}{stderr} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_loss_matrix(rows: list[dict[str, Any]], k: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models, matrix = loss_matrix(rows, k)
+    fig, ax = plt.subplots(figsize=(1.2 * k + 2.5, 0.5 * len(models) + 1.5))
+    image = ax.imshow(matrix, cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(k), [f"cluster {c}" for c in range(k)])
+    ax.set_yticks(range(len(models)), models)
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white", fontsize=8)
+    for cluster in range(min(k, len(models) - 1)):  # each specialist on its own cluster
+        ax.add_patch(plt.Rectangle((cluster - 0.5, cluster + 0.5), 1, 1, fill=False, lw=2))
+    fig.colorbar(image, ax=ax, label="held-out loss (nats/token)")
+    ax.set_title("Each model on each cluster's held-out documents (boxed: own cluster)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,158 @@
+"""A trained run's model for scoring text, loaded from its native checkpoint (no conversion).
+
+``CheckpointLM.load(PATH)`` takes a step directory, a ``checkpoints/`` root or a run
+directory, rebuilds the GPT the run trained from the config saved in the checkpoint, loads
+the weights on one device (resharding from whatever TP/PP layout saved them) and finds the
+tokenizer in the manifest of the shards it trained on. It then scores:
+
+- ``loglikelihood([(context, continuation), ...])``: sum of log p(continuation | context)
+  and whether the continuation is the greedy one, as lm-evaluation-harness defines them;
+- ``dataset_loss(dataset)``: token-weighted mean NLL over a megatron GPTDataset, which is the
+  training loop's validation loss computed over exactly the given samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data_prep.tokenizers import Tokenizer, load_tokenizer
+
+
+@dataclass
+class ScoredContinuation:
+    logprob: float  # sum over the continuation's tokens of log p(token | everything before)
+    is_greedy: bool  # every continuation token is the argmax of its distribution
+    tokens: int
+
+
+class CheckpointLM:
+    def __init__(
+        self, model: Any, tokenizer: Tokenizer | None, seq_length: int, name: str = "model"
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.seq_length = seq_length
+        self.name = name
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def load(cls, path: str | Path, tokenizer: Tokenizer | None = None) -> CheckpointLM:
+        """The model of checkpoint ``path``; ``tokenizer`` defaults to its shards' own."""
+        from megatron_split.checkpoint import Checkpointer, read_meta, resolve_checkpoint
+        from megatron_split.config import from_dict
+        from megatron_split.runtime import init_distributed, seed_everything
+        from megatron_split.train.config import RunConfig
+        from megatron_split.train.loop import build_bare_model
+
+        checkpoint = resolve_checkpoint(path)
+        meta = read_meta(checkpoint)
+        cfg = from_dict(RunConfig, meta["config"], where=f"{checkpoint}: config")
+        runtime = init_distributed()
+        seed_everything(cfg.seed)
+        module, gpt = build_bare_model(cfg, runtime.device)
+        Checkpointer(cfg.checkpoint, checkpoint.parent).load_weights(
+            checkpoint, gpt, None, load_optimizer=False
+        )
+        module.eval()
+        if tokenizer is None:
+            tokenizer = shards_tokenizer(cfg.data.paths)
+        return cls(module, tokenizer, cfg.model.seq_length, name=str(checkpoint))
+
+    # ---- scoring ---------------------------------------------------------------------
+    @torch.no_grad()
+    def logits(self, tokens_BS: torch.Tensor) -> torch.Tensor:
+        """(B, S, V) float32 next-token logits of a batch of token ids."""
+        tokens_BS = tokens_BS.to(self.device)
+        position_ids_BS = torch.arange(tokens_BS.shape[1], device=self.device).expand_as(tokens_BS)
+        return self.model(tokens_BS, position_ids_BS, None).float()
+
+    def loglikelihood(
+        self, requests: Sequence[tuple[str, str]], batch_size: int = 16
+    ) -> list[ScoredContinuation]:
+        """Score each (context, continuation) pair of strings (the continuation's own leading
+        space included, as lm-evaluation-harness writes them)."""
+        if self.tokenizer is None:
+            raise ValueError(f"{self.name}: no tokenizer to encode text with")
+        encoded = [self._encode_pair(context, continuation) for context, continuation in requests]
+        return self.loglikelihood_tokens(encoded, batch_size)
+
+    def loglikelihood_tokens(
+        self, requests: Sequence[tuple[list[int], list[int]]], batch_size: int = 16
+    ) -> list[ScoredContinuation]:
+        """Score (context ids, continuation ids) pairs; contexts are cut from the left to fit
+        the model's sequence length, as lm-evaluation-harness does."""
+        results: list[ScoredContinuation | None] = [None] * len(requests)
+        # Longest first: batches of similar length waste less padding.
+        order = sorted(range(len(requests)), key=lambda i: -sum(map(len, requests[i])))
+        for batch in _chunks(order, batch_size):
+            windows = [self._window(*requests[i]) for i in batch]
+            width = max(len(ids) - 1 for ids, _ in windows)
+            tokens_BS = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, (ids, _) in enumerate(windows):
+                # The last token is only a target. Right padding: causal attention never
+                # lets a real position read it.
+                tokens_BS[row, : len(ids) - 1] = torch.tensor(ids[:-1])
+            logprobs_BSV = torch.log_softmax(self.logits(tokens_BS), dim=-1)
+            for row, (i, (ids, n_cont)) in enumerate(zip(batch, windows, strict=True)):
+                # position t predicts token t + 1: the continuation's predictors end at len - 1
+                predictors = slice(len(ids) - 1 - n_cont, len(ids) - 1)
+                target = torch.tensor(ids[-n_cont:], device=self.device)
+                logprobs_CV = logprobs_BSV[row, predictors]
+                results[i] = ScoredContinuation(
+                    logprob=float(logprobs_CV.gather(1, target[:, None]).sum()),
+                    is_greedy=bool((logprobs_CV.argmax(dim=-1) == target).all()),
+                    tokens=n_cont,
+                )
+        return results  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def dataset_loss(self, dataset: Any, samples: int | None = None, batch_size: int = 8) -> dict:
+        """Token-weighted mean NLL (nats) over the first ``samples`` samples of a GPTDataset."""
+        from megatron_split.data import collate
+
+        n = len(dataset) if samples is None else min(samples, len(dataset))
+        total, count = 0.0, 0
+        for first in range(0, n, batch_size):
+            batch = collate([dataset[i] for i in range(first, min(first + batch_size, n))])
+            tokens_BS, labels_BS = batch["tokens"].to(self.device), batch["labels"].to(self.device)
+            mask_BS = batch["loss_mask"].to(self.device).float()
+            position_ids_BS = batch["position_ids"].to(self.device)
+            loss_BS = self.model(tokens_BS, position_ids_BS, None, labels=labels_BS).float()
+            total += float((loss_BS * mask_BS).sum())
+            count += int(mask_BS.sum())
+        return {"loss": total / max(count, 1), "tokens": count, "samples": n}
+
+    # ---- helpers ---------------------------------------------------------------------
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        if not context:  # an empty context conditions on the end-of-document token
+            return [self.tokenizer.eod_id], self.tokenizer.encode(continuation)
+        # Encode the whole string and split at the context's own length, so that the
+        # continuation's tokens are those the model would see (lm-eval does the same).
+        whole = self.tokenizer.encode(context + continuation)
+        n_context = min(len(self.tokenizer.encode(context)), len(whole) - 1)
+        return whole[:n_context], whole[n_context:]
+
+    def _window(self, context: list[int], continuation: list[int]) -> tuple[list[int], int]:
+        """(ids, continuation length): at most seq_length + 1 ids, cut on the left; the model
+        reads all but the last, and predicts the continuation's."""
+        if not continuation:
+            raise ValueError("an empty continuation has no likelihood to score")
+        ids = (context + continuation)[-(self.seq_length + 1) :]
+        return ids, min(len(continuation), len(ids) - 1)
+
+
+def shards_tokenizer(prefixes: Sequence[str]) -> Tokenizer:
+    """The tokenizer recorded in the first shard's manifest (all of a run's shards share it)."""
+    from data_prep.shards import read_manifest
+
+    return load_tokenizer(read_manifest(prefixes[0])["tokenizer"])
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for first in range(0, len(items), size):
+        yield list(items[first : first + size])

@@ -1,0 +1,66 @@
+"""CheckpointLM: native checkpoints scored on one process, consistent with training's loss."""
+
+import json
+
+import pytest
+import torch
+
+from eval.lm import CheckpointLM
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trunk(demo_family) -> CheckpointLM:
+    return CheckpointLM.load(demo_family / "trunk")
+
+
+@pytest.fixture(scope="module")
+def texts(demo_family) -> list[str]:
+    corpus = sorted((demo_family / "corpus").glob("*.jsonl"))[0]
+    lines = corpus.read_text().splitlines()[:12]
+    return [json.loads(line)["text"][:400] for line in lines]
+
+
+def test_loads_the_run_its_tokenizer_and_sequence_length(trunk, demo_family):
+    assert trunk.name.endswith("trunk/checkpoints/step_0000012")
+    assert trunk.seq_length == 128
+    assert trunk.tokenizer.vocab_size == 1024
+
+
+def test_loglikelihood_equals_minus_the_training_loss_of_the_same_tokens(trunk, texts):
+    context, continuation = texts[0][:100], texts[0][100:200]
+    (scored,) = trunk.loglikelihood([(context, continuation)])
+    ids = trunk.tokenizer.encode(context + continuation)
+    tokens_1S, labels_1S = torch.tensor([ids[:-1]]), torch.tensor([ids[1:]])
+    with torch.no_grad():
+        loss_1S = trunk.model(tokens_1S, torch.arange(len(ids) - 1)[None], None, labels=labels_1S)
+    assert scored.logprob == pytest.approx(-float(loss_1S[0, -scored.tokens :].sum()), abs=1e-4)
+    assert scored.tokens == len(ids) - len(trunk.tokenizer.encode(context))
+
+
+def test_batching_and_padding_do_not_change_scores(trunk, texts):
+    requests = [(t[:50], t[50:150]) for t in texts]
+    one_by_one = trunk.loglikelihood(requests, batch_size=1)
+    batched = trunk.loglikelihood(requests, batch_size=5)
+    for a, b in zip(one_by_one, batched, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+        assert (a.is_greedy, a.tokens) == (b.is_greedy, b.tokens)
+
+
+def test_contexts_longer_than_the_model_are_cut_from_the_left(trunk):
+    context = list(range(5, 5 + 300))  # 300 token ids, more than seq_length = 128
+    continuation = [7, 8, 9]
+    (long,) = trunk.loglikelihood_tokens([(context, continuation)])
+    (cut,) = trunk.loglikelihood_tokens([(context[-(128 + 1 - 3) :], continuation)])
+    assert long.logprob == pytest.approx(cut.logprob, abs=1e-5)
+
+
+def test_the_greedy_continuation_is_recognised(trunk):
+    context = [3, 4, 5, 6]
+    with torch.no_grad():
+        best = int(trunk.logits(torch.tensor([context]))[0, -1].argmax())
+    (greedy,) = trunk.loglikelihood_tokens([(context, [best])])
+    (other,) = trunk.loglikelihood_tokens([(context, [(best + 1) % 1024])])
+    assert greedy.is_greedy and not other.is_greedy
+    assert greedy.logprob > other.logprob
