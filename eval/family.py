@@ -48,8 +48,11 @@ class FamilyEvalConfig:
     tasks: list[Task] = field(default_factory=list)
 
 
-def check_family(trunk: str, branches: Sequence[str], cluster_prefixes: Sequence[str]) -> None:
-    """Each branch trained on its own cluster's shard; warn when it did not start from trunk."""
+def check_family(
+    trunk: str | None, branches: Sequence[str], cluster_prefixes: Sequence[str]
+) -> None:
+    """Each branch trained on its own cluster's shard; warn when it did not start from the
+    trunk (when one is given)."""
     from megatron_split.checkpoint import read_meta, resolve_checkpoint
 
     if len(branches) != len(cluster_prefixes):
@@ -57,7 +60,7 @@ def check_family(trunk: str, branches: Sequence[str], cluster_prefixes: Sequence
             f"{len(branches)} branches for {len(cluster_prefixes)} clusters: give one branch "
             "per cluster, in cluster order"
         )
-    trunk_checkpoint = resolve_checkpoint(trunk).resolve()
+    trunk_run = resolve_checkpoint(trunk).resolve().parent if trunk is not None else None
     for cluster, (branch, prefix) in enumerate(zip(branches, cluster_prefixes, strict=True)):
         checkpoint = resolve_checkpoint(branch)
         meta = read_meta(checkpoint)
@@ -68,7 +71,7 @@ def check_family(trunk: str, branches: Sequence[str], cluster_prefixes: Sequence
                 f"{cluster}'s shard {prefix}: list branches in cluster order"
             )
         parent = Path(meta.get("lineage", {}).get("parent", "")).resolve()
-        if parent.parent != trunk_checkpoint.parent:
+        if trunk_run is not None and parent.parent != trunk_run:
             log.warning(
                 "branch %d (%s) did not start from the trunk's run (its parent: %s)",
                 cluster,

@@ -78,7 +78,7 @@ class CheckpointLM:
         space included, as lm-evaluation-harness writes them)."""
         if self.tokenizer is None:
             raise ValueError(f"{self.name}: no tokenizer to encode text with")
-        encoded = [self._encode_pair(context, continuation) for context, continuation in requests]
+        encoded = [encode_pair(self.tokenizer, context, cont) for context, cont in requests]
         return self.loglikelihood_tokens(encoded, batch_size)
 
     def loglikelihood_tokens(
@@ -128,15 +128,6 @@ class CheckpointLM:
         return {"loss": total / max(count, 1), "tokens": count, "samples": n}
 
     # ---- helpers ---------------------------------------------------------------------
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        if not context:  # an empty context conditions on the end-of-document token
-            return [self.tokenizer.eod_id], self.tokenizer.encode(continuation)
-        # Encode the whole string and split at the context's own length, so that the
-        # continuation's tokens are those the model would see (lm-eval does the same).
-        whole = self.tokenizer.encode(context + continuation)
-        n_context = min(len(self.tokenizer.encode(context)), len(whole) - 1)
-        return whole[:n_context], whole[n_context:]
-
     def _window(self, context: list[int], continuation: list[int]) -> tuple[list[int], int]:
         """(ids, continuation length): at most seq_length + 1 ids, cut on the left; the model
         reads all but the last, and predicts the continuation's."""
@@ -144,6 +135,17 @@ class CheckpointLM:
             raise ValueError("an empty continuation has no likelihood to score")
         ids = (context + continuation)[-(self.seq_length + 1) :]
         return ids, min(len(continuation), len(ids) - 1)
+
+
+def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> tuple[list, list]:
+    """(context ids, continuation ids) of a pair of strings."""
+    if not context:  # an empty context conditions on the end-of-document token
+        return [tokenizer.eod_id], tokenizer.encode(continuation)
+    # Encode the whole string and split at the context's own length, so that the
+    # continuation's tokens are those the model would see (lm-eval does the same).
+    whole = tokenizer.encode(context + continuation)
+    n_context = min(len(tokenizer.encode(context)), len(whole) - 1)
+    return whole[:n_context], whole[n_context:]
 
 
 def shards_tokenizer(prefixes: Sequence[str]) -> Tokenizer:

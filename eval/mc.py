@@ -1,7 +1,7 @@
 """Multiple-choice scoring: per-choice log-likelihoods -> acc and acc_norm, and routing.
 
 A model's answer to an item is the choice whose continuation it finds most likely (``acc``),
-or most likely per byte of continuation (``acc_norm``, lm-evaluation-harness's length
+or most likely per character of the choice (``acc_norm``, lm-evaluation-harness's length
 normalisation). A family of specialists answers through routing: each item goes to the
 branches of its nearest clusters, whose likelihoods are mixed with c-BTM's weights,
 p(choice) = sum_j w_j p_j(choice), w = softmax(-distance / T) over the top-k clusters. With
@@ -45,13 +45,15 @@ def requests_of(items: Sequence[MCItem]) -> tuple[list[tuple[str, str]], list[tu
 def accuracy(items: Sequence[MCItem], scores: ChoiceScores) -> dict[str, tuple[float, float]]:
     """{"acc": (mean, stderr), "acc_norm": (mean, stderr)}; binomial stderr as lm-eval's."""
     gold = np.array([item.gold for item in items])
-    n_bytes = np.ones(scores.logprob.shape)
+    # lm-eval's acc_norm divides by the characters of the choice, without the space that
+    # joins it to the context.
+    n_chars = np.ones(scores.logprob.shape)
     for i, item in enumerate(items):
         for j, (_, continuation) in enumerate(item.choices):
-            n_bytes[i, j] = max(len(continuation.encode("utf-8")), 1)
+            n_chars[i, j] = max(len(continuation.removeprefix(" ")), 1)
     padded = np.where(np.isnan(scores.logprob), -np.inf, scores.logprob)
     result = {}
-    for metric, values in (("acc", padded), ("acc_norm", padded / n_bytes)):
+    for metric, values in (("acc", padded), ("acc_norm", padded / n_chars)):
         correct = (values.argmax(axis=1) == gold).astype(np.float64)
         mean = float(correct.mean())
         result[metric] = (mean, math.sqrt(mean * (1 - mean) / max(len(items) - 1, 1)))

@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("megatron_split.train_cli", "pretrain a trunk (or any GPT run) from a YAML config"),
     "data": ("data_prep.cli", "corpora, tokenizers, indexed shards, embeddings, clusters"),
+    "experiment": ("slurm.cli", "submit a whole split experiment to Slurm as one job graph"),
     "eval": ("eval.cli", "held-out loss and routed zero-shot tasks of a trunk and its branches"),
     "laws": ("laws.cli", "fit scaling laws L(N, D, D') and plan the compute split"),
     "demo": ("megatron_split.demo", "run the embedded end-to-end example on this machine"),
@@ -21,7 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     lines = ["usage: msplit <command> [args...]", "", "commands:"]
-    lines += [f"  {name:<8} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<11} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     lines += ["", "Run `msplit <command> --help` for the options of one command."]
     return "\n".join(lines)
 

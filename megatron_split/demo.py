@@ -20,7 +20,6 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 from megatron_split.config import load_config
@@ -56,14 +55,10 @@ def stage(name: str, done: Path, run: Callable[[], int]) -> None:
         raise SystemExit(f"msplit demo: stage {name} failed with exit code {code}")
 
 
-def data_overrides(data) -> list[str]:
-    """A DataConfig as dotted overrides (JSON values are YAML)."""
-    return [f"data.{k}={json.dumps(v)}" for k, v in asdict(data).items() if v is not None]
-
-
 def main(argv: list[str] | None = None) -> int:
     from data_prep import cli as data_cli
     from eval.family import FamilyEvalConfig, evaluate_family, loss_matrix, write_results
+    from megatron_split.branching import branch_overrides, trunk_overrides
     from megatron_split.data.clusters import ClusterDataConfig
     from megatron_split.train.config import RunConfig
     from megatron_split.train.loop import Trainer
@@ -120,10 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cluster_data = ClusterDataConfig(str(clusters)).build()
     trunk = load_config(
-        RunConfig,
-        args.config,
-        # the mixture of all clusters at their natural token shares
-        [f"run_dir={out / 'trunk'}", *data_overrides(cluster_data.trunk()), *args.overrides],
+        RunConfig, args.config, [*trunk_overrides(cluster_data, out / "trunk"), *args.overrides]
     )
     log.info("[trunk] pretraining on %d clusters: %s", cluster_data.k, trunk.run_dir)
     Trainer(trunk).run()
@@ -135,13 +127,13 @@ def main(argv: list[str] | None = None) -> int:
             args.config,
             [
                 *args.overrides,  # first: what follows makes it a branch
-                f"run_dir={out / 'branches' / f'cluster_{cluster}'}",
-                f"init.checkpoint={trunk.run_dir}",
-                f"train.steps={args.branch_steps}",
-                f"train.eval_every={args.branch_steps}",
-                "train.eval_at_start=true",
-                f"optim.schedule.warmup_steps={max(1, args.branch_steps // 10)}",
-                *data_overrides(cluster_data.branch(cluster)),
+                *branch_overrides(
+                    cluster_data,
+                    cluster,
+                    parent=trunk.run_dir,
+                    run_dir=out / "branches" / f"cluster_{cluster}",
+                    steps=args.branch_steps,
+                ),
             ],
         )
         log.info("[branch %d] continued pretraining: %s", cluster, branch.run_dir)

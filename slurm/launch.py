@@ -37,7 +37,9 @@ class SlurmConfig:
             return self.cluster
         return "slurm" if slurm_available() else "local"
 
-    def executor(self) -> submitit.AutoExecutor:
+    def executor(self, dependency: str | None = None) -> submitit.AutoExecutor:
+        """An executor with these parameters; ``dependency`` is sbatch's (``afterok:ID:...``),
+        and needs Slurm (the local executor would ignore it)."""
         executor = submitit.AutoExecutor(folder=self.folder, cluster=self.resolved_cluster())
         params = dict(
             nodes=self.nodes,
@@ -53,8 +55,11 @@ class SlurmConfig:
             params["slurm_signal_delay_s"] = self.signal_delay_s
             if self.partition:
                 params["slurm_partition"] = self.partition
-            if self.extra:
-                params["slurm_additional_parameters"] = dict(self.extra)
+            extra = dict(self.extra) | ({"dependency": dependency} if dependency else {})
+            if extra:
+                params["slurm_additional_parameters"] = extra
+        elif dependency:
+            raise ValueError("job dependencies need Slurm; the local executor runs jobs now")
         executor.update_parameters(**params)
         return executor
 

@@ -7,6 +7,7 @@ from megatron_split.checkpoint.checkpointer import (
     latest_checkpoint,
     read_meta,
     resolve_checkpoint,
+    step_dir_name,
     write_atomic,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "latest_checkpoint",
     "read_meta",
     "resolve_checkpoint",
+    "step_dir_name",
     "write_atomic",
 ]

@@ -44,12 +44,19 @@ class CheckpointConfig:
     keep_last: int = 3  # complete checkpoints kept (older ones are deleted)
     save_at_end: bool = True
     resume: bool = True  # resume from <run>/checkpoints/latest when it exists
+    # Steps always saved and never deleted: the split points that branches start from.
+    keep_steps: list[int] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.every < 0:
             raise ConfigError("checkpoint.every must be >= 0")
         if self.keep_last < 1:
             raise ConfigError("checkpoint.keep_last must be >= 1")
+        if any(step < 1 for step in self.keep_steps):
+            raise ConfigError(f"checkpoint.keep_steps must be >= 1, not {self.keep_steps}")
+
+    def saves_at(self, step: int) -> bool:
+        return bool(self.every and step % self.every == 0) or step in self.keep_steps
 
 
 @dataclass
@@ -185,7 +192,12 @@ class Checkpointer:
         return final
 
     def _prune(self) -> None:
-        complete = sorted(p for p in self.root.glob("step_*") if p.is_dir() and p.suffix != ".tmp")
+        kept = {step_dir_name(step) for step in self.cfg.keep_steps}
+        complete = sorted(
+            p
+            for p in self.root.glob("step_*")
+            if p.is_dir() and p.suffix != ".tmp" and p.name not in kept
+        )
         for old in complete[: -self.cfg.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
         for stale in self.root.glob("step_*.tmp"):

@@ -303,7 +303,7 @@ class Trainer:
                 ):
                     metrics.write({"step": state.step, "val_loss": evaluate()})
                     window_start = time.perf_counter()  # tokens/s counts training time only
-                if cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0:
+                if cfg.checkpoint.saves_at(state.step):
                     save()
                     last_saved = state.step
                     window_start = time.perf_counter()

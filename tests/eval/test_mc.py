@@ -11,12 +11,13 @@ def item(gold: int, *continuations: str) -> MCItem:
     return MCItem("i", tuple(("ctx", c) for c in continuations), gold, "ctx")
 
 
-def test_acc_takes_the_most_likely_choice_and_acc_norm_the_most_likely_per_byte():
+def test_acc_takes_the_most_likely_choice_and_acc_norm_the_most_likely_per_character():
     items = [item(1, " a", " bbbb"), item(0, " a", " b", " c")]
-    scores = ChoiceScores(np.array([[-1.0, -2.0, np.nan], [-3.0, -1.0, -2.0]]))
+    scores = ChoiceScores(np.array([[-1.0, -3.0, np.nan], [-3.0, -1.0, -2.0]]))
     result = accuracy(items, scores)
-    # item 0: acc picks " a" (wrong); per byte -1/2 vs -2/5: " bbbb" (right)
-    # item 1: acc picks " b" (wrong), per byte too (all 2 bytes)
+    # item 0: acc picks " a" (wrong); per character of the choice, -1/1 vs -3/4: " bbbb"
+    # (right; per byte with the space, -1/2 vs -3/5, it would pick " a")
+    # item 1: acc picks " b" (wrong), acc_norm too (all 1 character)
     assert result["acc"][0] == 0.0
     assert result["acc_norm"][0] == 0.5
     assert result["acc_norm"][1] == pytest.approx(np.sqrt(0.25 / 1))

@@ -47,6 +47,14 @@ def test_checkpoints_are_complete_and_pruned(reference):
     assert (latest_checkpoint(root) / "rng" / "rank_00000.pt").is_file()
 
 
+def test_split_points_are_saved_and_never_pruned(shards, tmp_path):
+    overrides = {"train.steps": STEPS, "checkpoint.every": 4, "checkpoint.keep_last": 1,
+                 "checkpoint.keep_steps": "[3,6]"}  # fmt: skip
+    train(tiny_overrides(tmp_path, shards, **overrides))
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
+    assert saved == ["step_0000003", "step_0000006", "step_0000012"]
+
+
 def test_kill_minus_9_then_resume_gives_identical_losses(shards, reference, tmp_path):
     overrides = tiny_overrides(tmp_path, shards, **{"train.steps": STEPS, "checkpoint.every": 4})
     kill_at = random.Random().randint(5, STEPS - 2)

@@ -1,0 +1,220 @@
+"""A whole split experiment as Slurm jobs: trunk -> branches per split point -> evaluation.
+
+An experiment YAML names a cluster directory, a base run config and the split points:
+
+    out: runs/exp
+    clusters: runs/demo/clusters
+    config: configs/tiny.yaml
+    split_steps: [100, 200]          # trunk steps to branch from (default: its last)
+    trunk: {overrides: ["train.steps=200"], slurm: {gpus_per_node: 8, nodes: 2}}
+    branches: {steps: 40, slurm: {gpus_per_node: 8}}
+    eval: {tasks: ["mmlu=/data/mmlu.jsonl"], limit: 500}
+
+and becomes this graph of jobs, submitted at once with ``afterok`` dependencies:
+
+    trunk ──> split_100/branches (an array of k jobs) ──> split_100/eval
+          └─> split_200/branches (an array of k jobs) ──> split_200/eval
+
+Training jobs requeue themselves on preemption or time-out and resume from their last
+checkpoint; the trunk keeps the split points' checkpoints whatever ``keep_last`` says.
+Resubmitting skips every job whose outputs are complete, so after a failure the same
+command submits just what is left. Without Slurm (the local executor) the jobs run one
+stage after another on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import submitit
+
+from megatron_split.branching import branch_overrides, trunk_overrides
+from megatron_split.checkpoint import latest_checkpoint, read_meta, step_dir_name
+from megatron_split.config import ConfigError, load_config
+from megatron_split.data.clusters import ClusterDataConfig
+from megatron_split.train.config import RunConfig
+from slurm.launch import SlurmConfig, TrainingJob
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrunkStage:
+    overrides: list[str] = field(default_factory=list)  # dotted overrides of the base config
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+
+@dataclass
+class BranchStage:
+    steps: int = 100  # continued-pretraining steps of each branch
+    overrides: list[str] = field(default_factory=list)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+
+@dataclass
+class EvalStage:
+    tasks: list[str] = field(default_factory=list)  # [NAME:]KIND=PATH, as `msplit eval --task`
+    limit: int | None = None
+    top_k: int = 1
+    heldout_samples: int = 64
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+
+@dataclass
+class ExperimentConfig:
+    out: str  # runs, job logs and results, all under here
+    clusters: str  # cluster directory (`msplit data cluster`)
+    config: str  # base run config (YAML) of the trunk and the branches
+    split_steps: list[int] = field(default_factory=list)  # default: the trunk's last step
+    trunk: TrunkStage = field(default_factory=TrunkStage)
+    branches: BranchStage = field(default_factory=BranchStage)
+    eval: EvalStage = field(default_factory=EvalStage)
+
+
+@dataclass
+class PlannedJob:
+    name: str  # "trunk", "split_100/branches", "split_100/eval"
+    kind: Literal["train", "eval"]
+    argvs: list[list[str]]  # one per task: a job array when more than one
+    slurm: SlurmConfig
+    after: list[str]  # names of the jobs this one waits for
+    targets: list[tuple[Path, int]]  # (run dir, final step) per training task
+    results: Path | None = None  # what an eval job writes
+
+    @property
+    def done(self) -> bool:
+        if self.kind == "eval":
+            return self.results is not None and self.results.is_file()
+        return all(finished_step(run) >= steps for run, steps in self.targets)
+
+
+class EvalJob:
+    """``msplit eval`` as a submitit job; on preemption it starts again (it is short)."""
+
+    def __init__(self, argv: list[str]):
+        self.argv = list(argv)
+
+    def __call__(self) -> int:
+        from eval.cli import main
+
+        return main(self.argv)
+
+    def checkpoint(self) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(EvalJob(self.argv))
+
+
+def finished_step(run_dir: Path) -> int:
+    latest = latest_checkpoint(run_dir / "checkpoints")
+    return read_meta(latest)["step"] if latest is not None else 0
+
+
+def plan(cfg: ExperimentConfig) -> list[PlannedJob]:
+    """The experiment's jobs in submission order (each after the jobs it waits for)."""
+    # Absolute paths: a job may start in another directory, on another node.
+    out, config = Path(cfg.out).resolve(), str(Path(cfg.config).resolve())
+    clusters_dir = str(Path(cfg.clusters).resolve())
+    clusters = ClusterDataConfig(clusters_dir).build()
+    trunk_dir = out / "trunk"
+    trunk = [*trunk_overrides(clusters, trunk_dir), *cfg.trunk.overrides]
+    trunk_steps = load_config(RunConfig, config, trunk).train.steps
+    split_steps = sorted(set(cfg.split_steps or [trunk_steps]))
+    if split_steps[0] < 1 or split_steps[-1] > trunk_steps:
+        raise ConfigError(f"split_steps {split_steps} must lie in 1..{trunk_steps} (trunk steps)")
+    trunk_argv = [config, *trunk, f"checkpoint.keep_steps={json.dumps(split_steps)}"]
+    jobs = [PlannedJob("trunk", "train", [trunk_argv], _with_folder(cfg.trunk.slurm, out), [],
+                       [(trunk_dir, trunk_steps)])]  # fmt: skip
+    for step in split_steps:
+        parent = trunk_dir / "checkpoints" / step_dir_name(step)
+        split_dir = out / f"split_{step}"
+        runs = [split_dir / f"cluster_{c}" for c in range(clusters.k)]
+        argvs = [
+            [config, *cfg.branches.overrides,
+             *branch_overrides(clusters, c, parent, run, cfg.branches.steps)]
+            for c, run in enumerate(runs)
+        ]  # fmt: skip
+        branches = f"split_{step}/branches"
+        jobs.append(PlannedJob(branches, "train", argvs, _with_folder(cfg.branches.slurm, out),
+                               ["trunk"], [(run, cfg.branches.steps) for run in runs]))  # fmt: skip
+        eval_argv = ["--clusters", clusters_dir, "--trunk", str(parent),
+                     "--branches", *map(str, runs), "--out", str(split_dir / "eval"),
+                     "--heldout-samples", str(cfg.eval.heldout_samples),
+                     "--top-k", str(cfg.eval.top_k), "--no-progress"]  # fmt: skip
+        eval_argv += [arg for task in cfg.eval.tasks for arg in ("--task", task)]
+        eval_argv += ["--limit", str(cfg.eval.limit)] if cfg.eval.limit else []
+        jobs.append(PlannedJob(f"split_{step}/eval", "eval", [eval_argv],
+                               _with_folder(cfg.eval.slurm, out), [branches], [],
+                               results=split_dir / "eval" / "results.jsonl"))  # fmt: skip
+    return jobs
+
+
+def _with_folder(slurm: SlurmConfig, out: Path) -> SlurmConfig:
+    """The stage's Slurm settings, with submitit's logs under the experiment by default."""
+    if slurm.folder != SlurmConfig().folder:
+        return slurm
+    return replace(slurm, folder=str(out / "jobs" / "%j"))
+
+
+def submit(cfg: ExperimentConfig, wait: bool = False) -> dict[str, str]:
+    """Submit every unfinished job; returns {job name: Slurm job id}.
+
+    On Slurm everything is submitted at once, chained by ``afterok``; with the local
+    executor each stage runs to its end before the next starts.
+    """
+    jobs = plan(cfg)
+    submitted: dict[str, list[submitit.Job]] = {}
+    for job in jobs:
+        if job.done:
+            log.info("%s: complete, not submitted", job.name)
+            continue
+        local = job.slurm.resolved_cluster() != "slurm"
+        ids = [_array_id(submitted[name]) for name in job.after if name in submitted]
+        dependency = f"afterok:{':'.join(ids)}" if ids and not local else None
+        executor = job.slurm.executor(dependency=dependency)
+        make = TrainingJob if job.kind == "train" else EvalJob
+        with executor.batch():
+            array = [executor.submit(make(argv)) for argv in job.argvs]
+        submitted[job.name] = array
+        log.info("%s: submitted %s", job.name, _array_id(array))
+        if local:  # no dependencies without Slurm: each stage ends before the next starts
+            _wait(array)
+    ids = {name: _array_id(array) for name, array in submitted.items()}
+    state = Path(cfg.out) / "experiment.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(state.read_text())["jobs"] if state.is_file() else {}
+    state.write_text(json.dumps({"jobs": {**previous, **ids}, "time": time.time()}, indent=2))
+    if wait:
+        for array in submitted.values():
+            _wait(array)
+    return ids
+
+
+def _array_id(array: list[submitit.Job]) -> str:
+    return str(array[0].job_id).split("_")[0]
+
+
+def _wait(array: list[submitit.Job]) -> None:
+    for job in array:
+        code = job.result()
+        if code:
+            raise RuntimeError(f"job {job.job_id} exited with code {code}; see {job.paths.stderr}")
+
+
+def status(cfg: ExperimentConfig) -> list[dict[str, str]]:
+    """One row per job: its progress read from its outputs, and its last Slurm job id."""
+    state = Path(cfg.out) / "experiment.json"
+    ids = json.loads(state.read_text())["jobs"] if state.is_file() else {}
+    rows = []
+    for job in plan(cfg):
+        if job.kind == "train":
+            steps = [f"{finished_step(run)}/{target}" for run, target in job.targets]
+            progress = " ".join(steps) + " steps"
+        else:
+            progress = "results written" if job.done else "no results yet"
+        rows.append({"job": job.name, "done": "yes" if job.done else "no",
+                     "progress": progress, "slurm_id": ids.get(job.name, "-")})  # fmt: skip
+    return rows

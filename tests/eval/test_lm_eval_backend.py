@@ -1,0 +1,131 @@
+"""The lm-evaluation-harness backend agrees with `msplit eval` on the same file and models."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lm_eval")
+
+from eval.family import FamilyEvalConfig, evaluate_family  # noqa: E402
+from eval.lm import CheckpointLM  # noqa: E402
+from eval.mc import ChoiceScores, accuracy, requests_of  # noqa: E402
+from eval.tasks import load_task  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+# An lm-eval task over a local JSONL file in the flattened ARC format, with arc_easy's
+# prompt: what a user writes to run a benchmark from disk.
+TASK_YAML = """\
+task: local_arc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+output_type: multiple_choice
+test_split: test
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{choices.label.index(answerKey)}}}}"
+doc_to_choice: "{{{{choices.text}}}}"
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+
+@pytest.fixture(scope="module")
+def local_arc(demo_family, tmp_path_factory):
+    corpus = sorted((demo_family / "corpus").glob("*.jsonl"))[0]
+    docs = [json.loads(line)["text"] for line in corpus.read_text().splitlines()[:48:4]]
+    root = tmp_path_factory.mktemp("lm_eval_task")
+    records = [
+        {
+            "id": f"q{i}",
+            "question": doc[:150],
+            "choices": {
+                "text": [doc[150:170], docs[i - 1][150:190], "no"],
+                "label": ["A", "B", "C"],
+            },  # fmt: skip
+            "answerKey": "A",
+        }
+        for i, doc in enumerate(docs)
+    ]
+    data = root / "arc.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (root / "local_arc.yaml").write_text(TASK_YAML.format(path=data))
+    return root
+
+
+def harness(local_arc, monkeypatch, **model_args) -> dict:
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from eval.lm_eval_backend import MSplitLM
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = lm_eval.simple_evaluate(
+        model=MSplitLM(**model_args),
+        tasks=["local_arc"],
+        task_manager=TaskManager(include_path=str(local_arc)),
+    )
+    return out["results"]["local_arc"]
+
+
+def test_one_checkpoint_scores_as_our_own_evaluation(demo_family, local_arc, monkeypatch):
+    got = harness(local_arc, monkeypatch, checkpoint=str(demo_family / "trunk"))
+    task = load_task("arc", local_arc / "arc.jsonl")
+    requests, where = requests_of(task.items)
+    scores = ChoiceScores.empty(task.items)
+    lm = CheckpointLM.load(demo_family / "trunk")
+    for (i, j), result in zip(where, lm.loglikelihood(requests), strict=True):
+        scores.logprob[i, j] = result.logprob
+    ours = accuracy(task.items, scores)
+    assert got["acc,none"] == pytest.approx(ours["acc"][0])
+    assert got["acc_norm,none"] == pytest.approx(ours["acc_norm"][0])
+
+
+def test_routed_family_scores_as_msplit_eval(demo_family, local_arc, monkeypatch, tmp_path):
+    branches = [str(demo_family / "branches" / f"cluster_{c}") for c in (0, 1)]
+    got = harness(
+        local_arc, monkeypatch, clusters=str(demo_family / "clusters"), branches=":".join(branches)
+    )
+    rows = evaluate_family(
+        FamilyEvalConfig(
+            clusters=str(demo_family / "clusters"),
+            trunk=str(demo_family / "trunk"),
+            branches=branches,
+            out=str(tmp_path),
+            heldout_samples=8,
+            progress=False,
+            tasks=[load_task("arc", local_arc / "arc.jsonl")],
+        )
+    )
+    ours = {r["metric"]: r["value"] for r in rows if r["model"] == "routed" and r["eval"] == "arc"}
+    assert got["acc,none"] == pytest.approx(ours["acc"])
+    assert got["acc_norm,none"] == pytest.approx(ours["acc_norm"])
+
+
+def test_rolling_loglikelihood_covers_every_token_once(demo_family):
+    from eval.lm_eval_backend import MSplitLM
+
+    class Request:  # what lm-eval hands a backend: .args
+        def __init__(self, *args):
+            self.args = args
+
+    lm = MSplitLM(checkpoint=str(demo_family / "trunk"))
+    corpus = sorted((demo_family / "corpus").glob("*.jsonl"))[0]
+    text = "\n".join(json.loads(line)["text"] for line in corpus.read_text().splitlines())[:3000]
+    (total,) = lm.loglikelihood_rolling([Request(text)])
+    ids = lm.tokenizer.encode(text)
+    assert len(ids) > 2 * lm.seq_length  # several windows
+    # The same sum without lm-eval's helpers: disjoint windows of seq_length tokens, each
+    # token predicted once, a window conditioned on the token before it (the first window
+    # on the end-of-document token).
+    trunk = CheckpointLM.load(demo_family / "trunk")
+    expected = 0.0
+    for start in range(0, len(ids), lm.seq_length):
+        context = [lm.tokenizer.eod_id] if start == 0 else [ids[start - 1]]
+        (scored,) = trunk.loglikelihood_tokens([(context, ids[start : start + lm.seq_length])])
+        expected += scored.logprob
+    assert np.isclose(total, expected, atol=1e-3)

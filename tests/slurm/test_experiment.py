@@ -1,0 +1,69 @@
+"""A split experiment as a graph of Slurm jobs: trunk -> branch arrays -> evaluations."""
+
+import json
+import os
+
+import pytest
+
+from megatron_split.config import ConfigError, load_config
+from slurm.experiment import ExperimentConfig, plan, status, submit
+from slurm.launch import slurm_available
+
+pytestmark = pytest.mark.slow
+
+TINY = ["model.seq_length=64", "train.global_batch=8", "train.micro_batch=4",
+        "train.log_every=2", "train.eval_batches=1", "train.progress=false",
+        "train.tensorboard=false", "checkpoint.every=0"]  # fmt: skip
+
+
+def experiment(demo_family, out, split_steps="[6,12]") -> ExperimentConfig:
+    trunk = [*TINY, "train.steps=12", "optim.schedule.warmup_steps=2", "checkpoint.keep_last=1"]
+    overrides = [
+        f"out={out}", f"clusters={demo_family / 'clusters'}", "config=configs/tiny.yaml",
+        f"split_steps={split_steps}", f"trunk.overrides={json.dumps(trunk)}",
+        "branches.steps=4", f"branches.overrides={json.dumps(TINY)}", "eval.heldout_samples=8",
+    ]  # fmt: skip
+    return load_config(ExperimentConfig, "configs/experiment_tiny.yaml", overrides)
+
+
+def test_plan_is_trunk_then_a_branch_array_and_an_eval_per_split(demo_family, tmp_path):
+    jobs = plan(experiment(demo_family, tmp_path))
+    assert [(j.name, j.after, len(j.argvs)) for j in jobs] == [
+        ("trunk", [], 1),
+        ("split_6/branches", ["trunk"], 2),
+        ("split_6/eval", ["split_6/branches"], 1),
+        ("split_12/branches", ["trunk"], 2),
+        ("split_12/eval", ["split_12/branches"], 1),
+    ]
+    assert jobs[0].argvs[0][-1] == "checkpoint.keep_steps=[6, 12]"
+    branch = jobs[1].argvs[1]
+    assert f"init.checkpoint={tmp_path}/trunk/checkpoints/step_0000006" in branch
+    assert f"run_dir={tmp_path}/split_6/cluster_1" in branch
+    assert not any(job.done for job in jobs)
+    with pytest.raises(ConfigError, match=r"split_steps \[6, 13\] must lie in 1..12"):
+        plan(experiment(demo_family, tmp_path, "[6,13]"))
+
+
+@pytest.mark.slurm
+def test_submitted_graph_runs_in_order_and_resubmits_nothing(demo_family, tmp_path):
+    if not slurm_available():
+        if os.environ.get("MSPLIT_REQUIRE_SLURM"):
+            pytest.fail("MSPLIT_REQUIRE_SLURM is set but no Slurm controller answers")
+        pytest.skip("no Slurm cluster (start one with slurm/local_cluster.sh start)")
+    cfg = experiment(demo_family, tmp_path)
+    ids = submit(cfg, wait=True)
+    assert list(ids) == ["trunk", "split_6/branches", "split_6/eval",
+                         "split_12/branches", "split_12/eval"]  # fmt: skip
+    for split in (6, 12):
+        for cluster in (0, 1):
+            meta = json.loads(
+                (tmp_path / f"split_{split}" / f"cluster_{cluster}" / "checkpoints"
+                 / "step_0000004" / "meta.json").read_text()
+            )  # fmt: skip
+            assert meta["lineage"]["parent_step"] == split
+        rows = (tmp_path / f"split_{split}" / "eval" / "results.jsonl").read_text().splitlines()
+        assert {json.loads(r)["model"] for r in rows} >= {"trunk", "branch_0", "routed"}
+    # the split point survived the trunk's pruning (keep_last=1)
+    assert (tmp_path / "trunk" / "checkpoints" / "step_0000006").is_dir()
+    assert all(row["done"] == "yes" for row in status(cfg))
+    assert submit(cfg) == {}
