@@ -89,12 +89,11 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
 
     data = ClusterDataConfig(config.clusters).build()
     check_family(config.trunk, config.branches, data.prefixes)
-    routes = {}
-    if config.tasks:
-        router = Router.from_clusters(config.clusters)
-        for task in config.tasks:
-            routing = router.route([item.query for item in task.items], top_k=config.top_k)
-            routes[task.name] = routing
+    router = Router.from_clusters(config.clusters) if config.tasks else None
+    routes = {
+        task.name: router.route([item.query for item in task.items], top_k=config.top_k)
+        for task in config.tasks
+    }
     models = [("trunk", config.trunk)] + [
         (f"branch_{i}", path) for i, path in enumerate(config.branches)
     ]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -160,37 +161,51 @@ def _with_folder(slurm: SlurmConfig, out: Path) -> SlurmConfig:
 
 
 def submit(cfg: ExperimentConfig, wait: bool = False) -> dict[str, str]:
-    """Submit every unfinished job; returns {job name: Slurm job id}.
+    """Submit every unfinished job; returns {job name: Slurm job id} of those submitted.
 
-    On Slurm everything is submitted at once, chained by ``afterok``; with the local
-    executor each stage runs to its end before the next starts.
+    On Slurm everything is submitted at once, chained by ``afterok``; a job that an earlier
+    submission left queued or running is not submitted twice, and its successors wait for
+    it. With the local executor each stage runs to its end before the next starts.
     """
-    jobs = plan(cfg)
+    state = Path(cfg.out).resolve() / "experiment.json"
+    previous = json.loads(state.read_text())["jobs"] if state.is_file() else {}
+    ids: dict[str, str] = {}  # this submission's jobs and the earlier ones still queued
     submitted: dict[str, list[submitit.Job]] = {}
-    for job in jobs:
+    for job in plan(cfg):
         if job.done:
             log.info("%s: complete, not submitted", job.name)
             continue
         local = job.slurm.resolved_cluster() != "slurm"
-        ids = [_array_id(submitted[name]) for name in job.after if name in submitted]
-        dependency = f"afterok:{':'.join(ids)}" if ids and not local else None
+        if not local and job.name in previous and still_queued(previous[job.name]):
+            ids[job.name] = previous[job.name]
+            log.info("%s: still queued as %s, not submitted again", job.name, ids[job.name])
+            continue
+        after = [ids[name] for name in job.after if name in ids]
+        dependency = f"afterok:{':'.join(after)}" if after and not local else None
         executor = job.slurm.executor(dependency=dependency)
         make = TrainingJob if job.kind == "train" else EvalJob
         with executor.batch():
             array = [executor.submit(make(argv)) for argv in job.argvs]
-        submitted[job.name] = array
-        log.info("%s: submitted %s", job.name, _array_id(array))
+        submitted[job.name], ids[job.name] = array, _array_id(array)
+        log.info("%s: submitted %s", job.name, ids[job.name])
         if local:  # no dependencies without Slurm: each stage ends before the next starts
             _wait(array)
-    ids = {name: _array_id(array) for name, array in submitted.items()}
-    state = Path(cfg.out) / "experiment.json"
     state.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(state.read_text())["jobs"] if state.is_file() else {}
     state.write_text(json.dumps({"jobs": {**previous, **ids}, "time": time.time()}, indent=2))
     if wait:
         for array in submitted.values():
             _wait(array)
-    return ids
+    return {name: ids[name] for name in submitted}
+
+
+def still_queued(job_id: str) -> bool:
+    """Whether Slurm still holds the job (pending, running or requeued)."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i"],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and bool(out.stdout.strip())
 
 
 def _array_id(array: list[submitit.Job]) -> str:

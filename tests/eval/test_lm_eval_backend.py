@@ -36,7 +36,8 @@ metric_list:
 @pytest.fixture(scope="module")
 def local_arc(demo_family, tmp_path_factory):
     corpus = sorted((demo_family / "corpus").glob("*.jsonl"))[0]
-    docs = [json.loads(line)["text"] for line in corpus.read_text().splitlines()[:48:4]]
+    texts = (json.loads(line)["text"] for line in corpus.read_text().splitlines())
+    docs = [text for text in texts if len(text) > 200][:12]  # no empty choice
     root = tmp_path_factory.mktemp("lm_eval_task")
     records = [
         {

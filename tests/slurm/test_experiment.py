@@ -2,11 +2,12 @@
 
 import json
 import os
+import time
 
 import pytest
 
 from megatron_split.config import ConfigError, load_config
-from slurm.experiment import ExperimentConfig, plan, status, submit
+from slurm.experiment import ExperimentConfig, plan, status, still_queued, submit
 from slurm.launch import slurm_available
 
 pytestmark = pytest.mark.slow
@@ -45,15 +46,20 @@ def test_plan_is_trunk_then_a_branch_array_and_an_eval_per_split(demo_family, tm
 
 
 @pytest.mark.slurm
-def test_submitted_graph_runs_in_order_and_resubmits_nothing(demo_family, tmp_path):
+def test_submitted_graph_runs_in_order_and_is_never_submitted_twice(demo_family, tmp_path):
     if not slurm_available():
         if os.environ.get("MSPLIT_REQUIRE_SLURM"):
             pytest.fail("MSPLIT_REQUIRE_SLURM is set but no Slurm controller answers")
         pytest.skip("no Slurm cluster (start one with slurm/local_cluster.sh start)")
     cfg = experiment(demo_family, tmp_path)
-    ids = submit(cfg, wait=True)
+    ids = submit(cfg)
     assert list(ids) == ["trunk", "split_6/branches", "split_6/eval",
                          "split_12/branches", "split_12/eval"]  # fmt: skip
+    assert submit(cfg) == {}  # all still queued or running: nothing submitted twice
+    deadline = time.monotonic() + 600
+    while any(still_queued(job_id) for job_id in ids.values()):
+        assert time.monotonic() < deadline, "the experiment did not finish in 10 minutes"
+        time.sleep(2)
     for split in (6, 12):
         for cluster in (0, 1):
             meta = json.loads(
@@ -66,4 +72,4 @@ def test_submitted_graph_runs_in_order_and_resubmits_nothing(demo_family, tmp_pa
     # the split point survived the trunk's pruning (keep_last=1)
     assert (tmp_path / "trunk" / "checkpoints" / "step_0000006").is_dir()
     assert all(row["done"] == "yes" for row in status(cfg))
-    assert submit(cfg) == {}
+    assert submit(cfg) == {}  # complete: nothing to submit
