@@ -120,7 +120,8 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
             losses[m, cluster] = result["loss"]
             rows.append(
                 {"model": name, "eval": "heldout", "cluster": cluster, "metric": "loss",
-                 "value": result["loss"], "tokens": result["tokens"]}
+                 "value": result["loss"], "tokens": result["tokens"], "run": lm.name,
+                 **scaling_coordinates(lm.meta)}
             )  # fmt: skip
         for task in config.tasks:
             if m == 0:
@@ -154,12 +155,40 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def scaling_coordinates(meta: dict[str, Any]) -> dict[str, int]:
+    """A checkpoint's place in L(N, D, D'): non-embedding parameters N, pretraining tokens D
+    (the parent's, for a branch) and specialisation tokens D' (0 for the trunk)."""
+    from megatron_split.config import from_dict
+    from megatron_split.model.config import ModelConfig
+
+    n = from_dict(ModelConfig, meta["config"]["model"]).parameter_counts()["non_embedding"]
+    lineage = meta.get("lineage") or {}
+    if lineage:
+        return {"N": n, "D": int(lineage["parent_tokens"]), "D_prime": int(meta["tokens"])}
+    return {"N": n, "D": int(meta["tokens"]), "D_prime": 0}
+
+
+def law_points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows a scaling law is fitted to: the trunk on every cluster, and each specialist
+    on its own cluster (laws.load_table reads them, and any directory holding them)."""
+    return [
+        {"N": r["N"], "D": r["D"], "D_prime": r["D_prime"], "loss": r["value"],
+         "domain": f"cluster_{r['cluster']}", "run": r["run"]}
+        for r in rows
+        if r["eval"] == "heldout" and r["metric"] == "loss"
+        and r["model"] in ("trunk", f"branch_{r['cluster']}")
+    ]  # fmt: skip
+
+
 def write_results(rows: list[dict[str, Any]], out: str | Path, k: int) -> str:
-    """results.jsonl, results.md and heldout_loss.png (the loss matrix); returns the table."""
+    """results.jsonl, law_points.jsonl, results.md and heldout_loss.png (the loss matrix);
+    returns the table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = results_table(rows, k)
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    points = law_points(rows)
+    (out / "law_points.jsonl").write_text("".join(json.dumps(p) + "\n" for p in points))
     (out / "results.md").write_text(table)
     plot_loss_matrix(rows, k, out / "heldout_loss.png")
     return table

@@ -32,12 +32,18 @@ class ScoredContinuation:
 
 class CheckpointLM:
     def __init__(
-        self, model: Any, tokenizer: Tokenizer | None, seq_length: int, name: str = "model"
+        self,
+        model: Any,
+        tokenizer: Tokenizer | None,
+        seq_length: int,
+        name: str = "model",
+        meta: dict | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
         self.seq_length = seq_length
         self.name = name
+        self.meta = meta or {}  # the checkpoint's: step, tokens, lineage, config
         self.device = next(model.parameters()).device
 
     @classmethod
@@ -61,7 +67,7 @@ class CheckpointLM:
         module.eval()
         if tokenizer is None:
             tokenizer = shards_tokenizer(cfg.data.paths)
-        return cls(module, tokenizer, cfg.model.seq_length, name=str(checkpoint))
+        return cls(module, tokenizer, cfg.model.seq_length, name=str(checkpoint), meta=meta)
 
     # ---- scoring ---------------------------------------------------------------------
     @torch.no_grad()

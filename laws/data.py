@@ -88,7 +88,11 @@ class Table:
 
 
 def load_table(path: str | Path) -> Table:
+    """A results table from a file, or from a directory: every ``law_points.jsonl`` under it
+    (what ``msplit eval`` writes), e.g. all split points of all experiments of a ladder."""
     path = Path(path)
+    if path.is_dir():
+        return _build(*_read_law_points(path), str(path))
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -101,6 +105,22 @@ def load_table(path: str | Path) -> Table:
     else:
         raise DataError(f"{path}: unknown table format {suffix!r} (use .csv, .parquet, .jsonl)")
     return _build(columns, locations, str(path))
+
+
+def _read_law_points(directory: Path) -> tuple[dict[str, list[Any]], list[str]]:
+    files = sorted(directory.rglob("law_points.jsonl"))
+    if not files:
+        raise DataError(f"{directory}: no law_points.jsonl under it (msplit eval writes them)")
+    columns: dict[str, list[Any]] = {}
+    locations: list[str] = []
+    for file in files:
+        more, where = _read_jsonl(file)
+        for name in more.keys() - columns.keys():
+            columns[name] = [None] * len(locations)
+        for name in columns:
+            columns[name] += more.get(name, [None] * len(where))
+        locations += [f"{file.relative_to(directory)}, {w}" for w in where]
+    return columns, locations
 
 
 def _read_csv(path: Path) -> tuple[dict[str, list[Any]], list[str]]:

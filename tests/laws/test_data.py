@@ -89,3 +89,26 @@ def test_subset_keeps_labels():
     t = Table.from_arrays([1, 2, 3], [1, 1, 1], [3.0, 2.0, 1.0], domain=["a", "b", "a"])
     s = t.subset(np.array([2, 0]))
     assert s.domain.tolist() == ["a", "a"] and s.loss.tolist() == [1.0, 3.0]
+
+
+def test_a_directory_loads_every_law_points_file_under_it(tmp_path):
+    for split, rows in (("split_6", [(1e6, 100, 0, 3.0)]), ("split_12", [(1e6, 200, 50, 2.5)])):
+        folder = tmp_path / "exp" / split / "eval"
+        folder.mkdir(parents=True)
+        lines = [json.dumps({"N": n, "D": d, "D_prime": dp, "loss": loss, "run": split})
+                 for n, d, dp, loss in rows]  # fmt: skip
+        (folder / "law_points.jsonl").write_text("\n".join(lines) + "\n")
+    with (tmp_path / "exp" / "split_12" / "eval" / "law_points.jsonl").open("a") as more:
+        more.write(json.dumps({"N": 1e6, "D": 200, "loss": 2.7, "run": "split_12"}) + "\n")
+    table = load_table(tmp_path / "exp")
+    assert sorted(table.D.tolist()) == [100, 200, 200]
+    assert sorted(table.loss.tolist()) == [2.5, 2.7, 3.0]
+    assert sorted(table.Dp.tolist()) == [0, 0, 50]
+    with pytest.raises(DataError, match="bad.*line 1, column 'loss'"):
+        bad = tmp_path / "bad" / "eval"
+        bad.mkdir(parents=True)
+        (bad / "law_points.jsonl").write_text('{"N": 1, "D": 1, "loss": -1}\n')
+        load_table(tmp_path / "bad")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no law_points.jsonl under it"):
+        load_table(tmp_path / "empty")

@@ -40,6 +40,22 @@ def test_demo_runs_end_to_end(demo_family):
         assert (out / "eval" / name).stat().st_size > 0
 
 
+def test_demo_eval_writes_the_points_a_scaling_law_is_fitted_to(demo_family):
+    from laws import load_table
+
+    lines = (demo_family / "eval" / "law_points.jsonl").read_text().splitlines()
+    points = [json.loads(line) for line in lines]
+    trunk_tokens, branch_tokens = 12 * 16 * 128, 4 * 16 * 128  # steps x batch x sequence
+    assert sorted((p["domain"], p["D"], p["D_prime"]) for p in points) == [
+        ("cluster_0", trunk_tokens, 0),
+        ("cluster_0", trunk_tokens, branch_tokens),
+        ("cluster_1", trunk_tokens, 0),
+        ("cluster_1", trunk_tokens, branch_tokens),
+    ]
+    assert len({p["N"] for p in points}) == 1
+    assert len(load_table(demo_family)) == 4  # laws reads the whole experiment directory
+
+
 def test_demo_rerun_skips_finished_stages(demo_family):
     again = run_demo(demo_family)
     for stage in ("corpus", "tokenizer", "shards", "embeddings", "clusters"):
