@@ -131,7 +131,7 @@ def _megatron_tokenizer_args(spec: str, directory: str) -> dict:
     if tokenizer.spec["kind"] == "sentencepiece":
         return {"tokenizer_path": tokenizer.spec["path"],
                 "metadata_path": {"library": "sentencepiece"}}  # fmt: skip
-    tokenizer._tokenizer.save(f"{directory}/tokenizer.json")
+    tokenizer.save(f"{directory}/tokenizer.json")
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": tokenizer.spec["eod"]}
     Path(f"{directory}/tokenizer_config.json").write_text(json.dumps(config))
     return {"tokenizer_path": directory, "metadata_path": {"library": "huggingface"},

@@ -75,6 +75,10 @@ class HFTokenizer(Tokenizer):
     def decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=False)
 
+    def save(self, path: str | Path) -> None:
+        """This tokenizer as one HF ``tokenizer.json`` (what transformers loads)."""
+        self._tokenizer.save(str(path))
+
 
 class SentencePieceTokenizer(Tokenizer):
     """A SentencePiece model (``.model``); EOD is its ``</s>`` (eos) piece."""

@@ -49,25 +49,18 @@ class CheckpointLM:
     @classmethod
     def load(cls, path: str | Path, tokenizer: Tokenizer | None = None) -> CheckpointLM:
         """The model of checkpoint ``path``; ``tokenizer`` defaults to its shards' own."""
-        from megatron_split.checkpoint import Checkpointer, read_meta, resolve_checkpoint
-        from megatron_split.config import from_dict
-        from megatron_split.runtime import init_distributed, seed_everything
-        from megatron_split.train.config import RunConfig
-        from megatron_split.train.loop import build_bare_model
+        from megatron_split.inference import load_trained_model
 
-        checkpoint = resolve_checkpoint(path)
-        meta = read_meta(checkpoint)
-        cfg = from_dict(RunConfig, meta["config"], where=f"{checkpoint}: config")
-        runtime = init_distributed()
-        seed_everything(cfg.seed)
-        module, gpt = build_bare_model(cfg, runtime.device)
-        Checkpointer(cfg.checkpoint, checkpoint.parent).load_weights(
-            checkpoint, gpt, None, load_optimizer=False
-        )
-        module.eval()
+        trained = load_trained_model(path)
         if tokenizer is None:
-            tokenizer = shards_tokenizer(cfg.data.paths)
-        return cls(module, tokenizer, cfg.model.seq_length, name=str(checkpoint), meta=meta)
+            tokenizer = shards_tokenizer(trained.config.data.paths)
+        return cls(
+            trained.module,
+            tokenizer,
+            trained.config.model.seq_length,
+            name=str(trained.path),
+            meta=trained.meta,
+        )
 
     # ---- scoring ---------------------------------------------------------------------
     @torch.no_grad()

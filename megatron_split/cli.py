@@ -15,6 +15,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("data_prep.cli", "corpora, tokenizers, indexed shards, embeddings, clusters"),
     "experiment": ("slurm.cli", "submit a whole split experiment to Slurm as one job graph"),
     "eval": ("eval.cli", "held-out loss and routed zero-shot tasks of a trunk and its branches"),
+    "export-hf": (
+        "megatron_split.checkpoint.hf_export",
+        "write a checkpoint as a Hugging Face Llama model directory",
+    ),
     "laws": ("laws.cli", "fit scaling laws L(N, D, D') and plan the compute split"),
     "demo": ("megatron_split.demo", "run the embedded end-to-end example on this machine"),
 }
