@@ -15,6 +15,10 @@ and becomes this graph of jobs, submitted at once with ``afterok`` dependencies:
     trunk ──> split_100/branches (an array of k jobs) ──> split_100/eval
           └─> split_200/branches (an array of k jobs) ──> split_200/eval
 
+A ``ladder`` (rung name -> overrides such as model sizes) repeats that graph once per rung
+under ``out/<rung>/``: the runs a scaling law L(N, D, D') is fitted to, and every
+evaluation writes its points (``python -m laws fit OUT`` reads them all).
+
 Training jobs requeue themselves on preemption or time-out and resume from their last
 checkpoint; the trunk keeps the split points' checkpoints whatever ``keep_last`` says.
 Resubmitting skips every job whose outputs are complete, so after a failure the same
@@ -37,7 +41,7 @@ import submitit
 from megatron_split.branching import branch_overrides, trunk_overrides
 from megatron_split.checkpoint import latest_checkpoint, read_meta, step_dir_name
 from megatron_split.config import ConfigError, load_config
-from megatron_split.data.clusters import ClusterDataConfig
+from megatron_split.data.clusters import ClusterData, ClusterDataConfig
 from megatron_split.train.config import RunConfig
 from slurm.launch import SlurmConfig, TrainingJob
 
@@ -72,6 +76,9 @@ class ExperimentConfig:
     clusters: str  # cluster directory (`msplit data cluster`)
     config: str  # base run config (YAML) of the trunk and the branches
     split_steps: list[int] = field(default_factory=list)  # default: the trunk's last step
+    # A model ladder for fitting L(N, D, D'): rung name -> overrides of the trunk and the
+    # branches alike (sizes, steps); each rung is a whole experiment under out/<rung>/.
+    ladder: dict[str, list[str]] = field(default_factory=dict)
     trunk: TrunkStage = field(default_factory=TrunkStage)
     branches: BranchStage = field(default_factory=BranchStage)
     eval: EvalStage = field(default_factory=EvalStage)
@@ -120,34 +127,59 @@ def plan(cfg: ExperimentConfig) -> list[PlannedJob]:
     out, config = Path(cfg.out).resolve(), str(Path(cfg.config).resolve())
     clusters_dir = str(Path(cfg.clusters).resolve())
     clusters = ClusterDataConfig(clusters_dir).build()
+    if not cfg.ladder:
+        return _plan_family(cfg, config, clusters_dir, clusters, out, "", [])
+    return [
+        job
+        for rung, overrides in cfg.ladder.items()
+        for job in _plan_family(
+            cfg, config, clusters_dir, clusters, out / rung, f"{rung}/", overrides
+        )  # fmt: skip
+    ]
+
+
+def _plan_family(
+    cfg: ExperimentConfig,
+    config: str,
+    clusters_dir: str,
+    clusters: ClusterData,
+    out: Path,
+    prefix: str,
+    rung: list[str],
+) -> list[PlannedJob]:
+    """One trunk, its branch arrays and evaluations, under ``out``; names start ``prefix``."""
     trunk_dir = out / "trunk"
-    trunk = [*trunk_overrides(clusters, trunk_dir), *cfg.trunk.overrides]
+    trunk = [*trunk_overrides(clusters, trunk_dir), *rung, *cfg.trunk.overrides]
     trunk_steps = load_config(RunConfig, config, trunk).train.steps
     split_steps = sorted(set(cfg.split_steps or [trunk_steps]))
     if split_steps[0] < 1 or split_steps[-1] > trunk_steps:
-        raise ConfigError(f"split_steps {split_steps} must lie in 1..{trunk_steps} (trunk steps)")
+        raise ConfigError(
+            f"{prefix}split_steps {split_steps} must lie in 1..{trunk_steps} (trunk steps)"
+        )
     trunk_argv = [config, *trunk, f"checkpoint.keep_steps={json.dumps(split_steps)}"]
-    jobs = [PlannedJob("trunk", "train", [trunk_argv], _with_folder(cfg.trunk.slurm, out), [],
+    trunk_slurm = _with_folder(cfg.trunk.slurm, out)
+    jobs = [PlannedJob(f"{prefix}trunk", "train", [trunk_argv], trunk_slurm, [],
                        [(trunk_dir, trunk_steps)])]  # fmt: skip
     for step in split_steps:
         parent = trunk_dir / "checkpoints" / step_dir_name(step)
         split_dir = out / f"split_{step}"
         runs = [split_dir / f"cluster_{c}" for c in range(clusters.k)]
         argvs = [
-            [config, *cfg.branches.overrides,
+            [config, *rung, *cfg.branches.overrides,
              *branch_overrides(clusters, c, parent, run, cfg.branches.steps)]
             for c, run in enumerate(runs)
         ]  # fmt: skip
-        branches = f"split_{step}/branches"
+        branches = f"{prefix}split_{step}/branches"
         jobs.append(PlannedJob(branches, "train", argvs, _with_folder(cfg.branches.slurm, out),
-                               ["trunk"], [(run, cfg.branches.steps) for run in runs]))  # fmt: skip
+                               [f"{prefix}trunk"],
+                               [(run, cfg.branches.steps) for run in runs]))  # fmt: skip
         eval_argv = ["--clusters", clusters_dir, "--trunk", str(parent),
                      "--branches", *map(str, runs), "--out", str(split_dir / "eval"),
                      "--heldout-samples", str(cfg.eval.heldout_samples),
                      "--top-k", str(cfg.eval.top_k), "--no-progress"]  # fmt: skip
         eval_argv += [arg for task in cfg.eval.tasks for arg in ("--task", task)]
         eval_argv += ["--limit", str(cfg.eval.limit)] if cfg.eval.limit else []
-        jobs.append(PlannedJob(f"split_{step}/eval", "eval", [eval_argv],
+        jobs.append(PlannedJob(f"{prefix}split_{step}/eval", "eval", [eval_argv],
                                _with_folder(cfg.eval.slurm, out), [branches], [],
                                results=split_dir / "eval" / "results.jsonl"))  # fmt: skip
     return jobs

@@ -73,3 +73,19 @@ def test_submitted_graph_runs_in_order_and_is_never_submitted_twice(demo_family,
     assert (tmp_path / "trunk" / "checkpoints" / "step_0000006").is_dir()
     assert all(row["done"] == "yes" for row in status(cfg))
     assert submit(cfg) == {}  # complete: nothing to submit
+
+
+def test_a_ladder_repeats_the_graph_per_rung_with_its_overrides(demo_family, tmp_path):
+    cfg = experiment(demo_family, tmp_path, "[12]")
+    cfg.ladder = {"h64": ["model.hidden_size=64"], "h96": ["model.hidden_size=96"]}
+    jobs = plan(cfg)
+    assert [j.name for j in jobs] == [
+        "h64/trunk", "h64/split_12/branches", "h64/split_12/eval",
+        "h96/trunk", "h96/split_12/branches", "h96/split_12/eval",
+    ]  # fmt: skip
+    assert jobs[4].after == ["h96/trunk"]
+    for trunk, branches in ((jobs[0], jobs[1]), (jobs[3], jobs[4])):
+        size = trunk.name.split("/")[0].removeprefix("h")
+        assert f"model.hidden_size={size}" in trunk.argvs[0]
+        assert all(f"model.hidden_size={size}" in argv for argv in branches.argvs)
+        assert f"run_dir={tmp_path}/h{size}/trunk" in trunk.argvs[0]
