@@ -89,3 +89,13 @@ def test_a_ladder_repeats_the_graph_per_rung_with_its_overrides(demo_family, tmp
         assert f"model.hidden_size={size}" in trunk.argvs[0]
         assert all(f"model.hidden_size={size}" in argv for argv in branches.argvs)
         assert f"run_dir={tmp_path}/h{size}/trunk" in trunk.argvs[0]
+
+
+def test_without_slurm_the_graph_runs_stage_by_stage_locally(demo_family, tmp_path):
+    cfg = experiment(demo_family, tmp_path, "[12]")
+    for stage in (cfg.trunk, cfg.branches, cfg.eval):
+        stage.slurm.cluster = "local"
+    assert list(submit(cfg)) == ["trunk", "split_12/branches", "split_12/eval"]
+    assert all(row["done"] == "yes" for row in status(cfg))
+    points = (tmp_path / "split_12" / "eval" / "law_points.jsonl").read_text().splitlines()
+    assert len(points) == 4  # the trunk and each specialist, on each of 2 clusters
