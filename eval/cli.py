@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=1, help="specialists mixed per task item")
     parser.add_argument("--temperature", type=float, default=0.1, help="ensemble temperature")
     parser.add_argument("--heldout-samples", type=int, default=64, help="sequences per cluster")
+    parser.add_argument(
+        "--branch-history",
+        action="store_true",
+        help="also every earlier checkpoint of each branch on its own cluster (more D' points "
+        "for the scaling law)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", required=True, help="results directory")
     parser.add_argument("--no-progress", action="store_true")
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             branches=args.branches,
             out=args.out,
             heldout_samples=args.heldout_samples,
+            branch_history=args.branch_history,
             batch_size=args.batch_size,
             top_k=args.top_k,
             temperature=args.temperature,

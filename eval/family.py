@@ -8,7 +8,8 @@ and is freed before the next. Results are rows, one per (model, evaluation, metr
   (the loss matrix), and the family's summary rows: ``trunk`` (one model everywhere) and
   ``routed`` (each cluster's documents scored by its own specialist, which is where the
   router sends them), each averaged over clusters (``loss_cluster_mean``) and weighted by
-  the clusters' token shares of the corpus (``loss_mixture``);
+  the clusters' token shares of the corpus (``loss_mixture``); with ``branch_history``,
+  also each branch's earlier checkpoints on its own cluster (``heldout_history``);
 - ``<task>``: acc / acc_norm of the trunk alone and of the routed family (top-k mixing).
 """
 
@@ -42,6 +43,9 @@ class FamilyEvalConfig:
     out: str  # results, plots, and the held-out sets' index cache
     heldout_samples: int = 64  # sequences per cluster's held-out set
     batch_size: int = 8
+    # Also every earlier checkpoint of each branch on its own cluster: more D' points per
+    # branch for the law (rows "heldout_history").
+    branch_history: bool = False
     top_k: int = 1  # clusters each task item is routed to
     temperature: float = 0.1  # c-BTM's ensemble temperature (top_k > 1)
     progress: bool = True
@@ -85,6 +89,7 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
 
     from eval.lm import CheckpointLM
     from eval.router import Router
+    from megatron_split.checkpoint import complete_checkpoints, resolve_checkpoint
     from megatron_split.data.clusters import ClusterDataConfig
 
     data = ClusterDataConfig(config.clusters).build()
@@ -116,13 +121,8 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
                 heldout_sets[key] = data.heldout(
                     cluster, lm.seq_length, config.heldout_samples, Path(config.out) / "cache"
                 )
-            result = lm.dataset_loss(heldout_sets[key], config.heldout_samples, config.batch_size)
-            losses[m, cluster] = result["loss"]
-            rows.append(
-                {"model": name, "eval": "heldout", "cluster": cluster, "metric": "loss",
-                 "value": result["loss"], "tokens": result["tokens"], "run": lm.name,
-                 **scaling_coordinates(lm.meta)}
-            )  # fmt: skip
+            rows.append(heldout_row(lm, name, cluster, heldout_sets[key], config))
+            losses[m, cluster] = rows[-1]["value"]
         for task in config.tasks:
             if m == 0:
                 item_ids, target = np.arange(len(task.items)), trunk_scores[task.name].logprob
@@ -135,6 +135,15 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
                 target[item_ids[i], j] = result.logprob
         del lm
         gc.collect()
+    if config.branch_history:
+        for cluster, branch in enumerate(config.branches):
+            final = resolve_checkpoint(branch)
+            for checkpoint in complete_checkpoints(final.parent):
+                if checkpoint != final:
+                    lm = CheckpointLM.load(checkpoint)
+                    heldout = heldout_sets[(cluster, lm.seq_length)]
+                    rows.append(heldout_row(lm, f"branch_{cluster}", cluster, heldout, config,
+                                            "heldout_history"))  # fmt: skip
 
     token_share = np.array(data.natural_weights())
     routed = losses[1 + np.arange(data.k), np.arange(data.k)]
@@ -153,6 +162,16 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
                 rows.append({"model": name, "eval": task.name, "metric": metric,
                              "value": value, "stderr": stderr, "n": len(task.items)})  # fmt: skip
     return rows
+
+
+def heldout_row(
+    lm: Any, model: str, cluster: int, heldout: Any, config: FamilyEvalConfig, kind="heldout"
+) -> dict[str, Any]:
+    """The held-out loss of one checkpoint on one cluster, with its place in L(N, D, D')."""
+    result = lm.dataset_loss(heldout, config.heldout_samples, config.batch_size)
+    return {"model": model, "eval": kind, "cluster": cluster, "metric": "loss",
+            "value": result["loss"], "tokens": result["tokens"], "run": lm.name,
+            "step": lm.meta["step"], **scaling_coordinates(lm.meta)}  # fmt: skip
 
 
 def scaling_coordinates(meta: dict[str, Any]) -> dict[str, int]:
@@ -175,7 +194,7 @@ def law_points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {"N": r["N"], "D": r["D"], "D_prime": r["D_prime"], "loss": r["value"],
          "domain": f"cluster_{r['cluster']}", "run": r["run"]}
         for r in rows
-        if r["eval"] == "heldout" and r["metric"] == "loss"
+        if r["eval"] in ("heldout", "heldout_history") and r["metric"] == "loss"
         and r["model"] in ("trunk", f"branch_{r['cluster']}")
     ]  # fmt: skip
 
@@ -212,8 +231,8 @@ def results_table(rows: list[dict[str, Any]], k: int) -> str:
         lines.append(f"| {model} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
     lines += ["", "| model | eval | metric | value |", "|---|---|---|---|"]
     for r in rows:
-        if r["eval"] == "heldout" and r["metric"] == "loss":
-            continue  # in the matrix above
+        if r["eval"] in ("heldout", "heldout_history") and r["metric"] == "loss":
+            continue  # in the matrix above, or in results.jsonl and law_points.jsonl
         stderr = f" ± {r['stderr']:.4f}" if "stderr" in r else ""
         lines.append(f"| {r['model']} | {r['eval']} | {r['metric']} | {r['value']:.4f}{stderr} |")
     return "\n".join(lines) + "\n"

@@ -67,6 +67,8 @@ class EvalStage:
     limit: int | None = None
     top_k: int = 1
     heldout_samples: int = 64
+    # Every kept checkpoint of each branch too (set branches' checkpoint.every and keep_last)
+    branch_history: bool = False
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
@@ -179,6 +181,7 @@ def _plan_family(
                      "--top-k", str(cfg.eval.top_k), "--no-progress"]  # fmt: skip
         eval_argv += [arg for task in cfg.eval.tasks for arg in ("--task", task)]
         eval_argv += ["--limit", str(cfg.eval.limit)] if cfg.eval.limit else []
+        eval_argv += ["--branch-history"] if cfg.eval.branch_history else []
         jobs.append(PlannedJob(f"{prefix}split_{step}/eval", "eval", [eval_argv],
                                _with_folder(cfg.eval.slurm, out), [branches], [],
                                results=split_dir / "eval" / "results.jsonl"))  # fmt: skip

@@ -93,6 +93,12 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return path
 
 
+def complete_checkpoints(root: str | Path) -> list[Path]:
+    """Every complete checkpoint under ``root``, oldest first."""
+    steps = Path(root).glob("step_*")
+    return sorted(p for p in steps if p.suffix != ".tmp" and (p / META).is_file())
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads((Path(path) / META).read_text())
 
@@ -193,11 +199,7 @@ class Checkpointer:
 
     def _prune(self) -> None:
         kept = {step_dir_name(step) for step in self.cfg.keep_steps}
-        complete = sorted(
-            p
-            for p in self.root.glob("step_*")
-            if p.is_dir() and p.suffix != ".tmp" and p.name not in kept
-        )
+        complete = [p for p in complete_checkpoints(self.root) if p.name not in kept]
         for old in complete[: -self.cfg.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
         for stale in self.root.glob("step_*.tmp"):

@@ -95,7 +95,15 @@ def test_without_slurm_the_graph_runs_stage_by_stage_locally(demo_family, tmp_pa
     cfg = experiment(demo_family, tmp_path, "[12]")
     for stage in (cfg.trunk, cfg.branches, cfg.eval):
         stage.slurm.cluster = "local"
+    cfg.branches.overrides.append("checkpoint.every=2")  # branches saved at steps 2 and 4
+    cfg.eval.branch_history = True
     assert list(submit(cfg)) == ["trunk", "split_12/branches", "split_12/eval"]
     assert all(row["done"] == "yes" for row in status(cfg))
-    points = (tmp_path / "split_12" / "eval" / "law_points.jsonl").read_text().splitlines()
-    assert len(points) == 4  # the trunk and each specialist, on each of 2 clusters
+    lines = (tmp_path / "split_12" / "eval" / "law_points.jsonl").read_text().splitlines()
+    points = [json.loads(line) for line in lines]
+    # the trunk on each of 2 clusters, each specialist on its own at steps 2 and 4
+    tokens_per_step = 8 * 64
+    assert sorted((p["domain"], p["D_prime"]) for p in points) == [
+        ("cluster_0", 0), ("cluster_0", 2 * tokens_per_step), ("cluster_0", 4 * tokens_per_step),
+        ("cluster_1", 0), ("cluster_1", 2 * tokens_per_step), ("cluster_1", 4 * tokens_per_step),
+    ]  # fmt: skip
