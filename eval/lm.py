@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from data_prep.tokenizers import Tokenizer, load_tokenizer
+from data_prep.tokenizers import Tokenizer
+from megatron_split.data.datasets import shards_tokenizer
 
 
 @dataclass
@@ -145,13 +146,6 @@ def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> tuple[
     whole = tokenizer.encode(context + continuation)
     n_context = min(len(tokenizer.encode(context)), len(whole) - 1)
     return whole[:n_context], whole[n_context:]
-
-
-def shards_tokenizer(prefixes: Sequence[str]) -> Tokenizer:
-    """The tokenizer recorded in the first shard's manifest (all of a run's shards share it)."""
-    from data_prep.shards import read_manifest
-
-    return load_tokenizer(read_manifest(prefixes[0])["tokenizer"])
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:

@@ -24,8 +24,9 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from eval.lm import CheckpointLM, encode_pair, shards_tokenizer
+from eval.lm import CheckpointLM, encode_pair
 from eval.mc import mix
+from megatron_split.data.datasets import shards_tokenizer
 
 
 @register_model("msplit")

@@ -107,14 +107,13 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     """Write the Hugging Face model directory of ``checkpoint`` to ``out``; returns it."""
     from safetensors.torch import save_file
 
-    from data_prep.shards import read_manifest
-    from data_prep.tokenizers import load_tokenizer
+    from megatron_split.data.datasets import shards_tokenizer
     from megatron_split.inference import load_trained_model
 
     trained = load_trained_model(checkpoint)
     model = trained.config.model
     weights = {k: v for k, v in trained.gpt.state_dict().items() if isinstance(v, torch.Tensor)}
-    tokenizer = load_tokenizer(read_manifest(trained.config.data.paths[0])["tokenizer"])
+    tokenizer = shards_tokenizer(trained.config.data.paths)
     config = llama_config(model, tokenizer.eod_id, trained.gpt.config.layernorm_epsilon)
 
     out = Path(out)

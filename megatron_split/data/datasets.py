@@ -121,3 +121,12 @@ def dataset_tokenizer(prefixes: list[str]):
 
     vocab_size, eod_id = shard_vocab(prefixes)
     return megatron_tokenizer(vocab_size=vocab_size, eod_id=eod_id)
+
+
+def shards_tokenizer(prefixes: list[str]):
+    """The text tokenizer recorded in the shards' manifests (a run's shards share one)."""
+    from data_prep.shards import read_manifest
+    from data_prep.tokenizers import load_tokenizer
+
+    shard_vocab(prefixes)  # the same tokenizer throughout, or a clear error
+    return load_tokenizer(read_manifest(prefixes[0])["tokenizer"])
