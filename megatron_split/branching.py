@@ -28,18 +28,24 @@ def trunk_overrides(clusters: ClusterData, run_dir: str | Path) -> list[str]:
 
 
 def branch_overrides(
-    clusters: ClusterData, cluster: int, parent: str | Path, run_dir: str | Path, steps: int
+    clusters: ClusterData,
+    cluster: int,
+    parent: str | Path | None,
+    run_dir: str | Path,
+    steps: int,
 ) -> list[str]:
-    """Cluster ``cluster``'s continued pretraining from checkpoint ``parent`` for ``steps``.
+    """Cluster ``cluster``'s continued pretraining from checkpoint ``parent`` for ``steps``
+    (``parent=None``: the cluster alone from scratch, the split-at-zero baseline).
 
     Put these after the user's overrides: they are what makes the run a branch.
     """
+    start = [f"init.checkpoint={parent}"] if parent is not None else []
     return [
         f"run_dir={run_dir}",
-        f"init.checkpoint={parent}",
+        *start,
         f"train.steps={steps}",
         f"train.eval_every={steps}",
-        "train.eval_at_start=true",  # the trunk's loss on this cluster: the branch's step 0
+        "train.eval_at_start=true",  # the parent's loss on this cluster: the branch's step 0
         f"optim.schedule.warmup_steps={max(1, steps // 10)}",
         *data_overrides(clusters.branch(cluster)),
     ]

@@ -20,6 +20,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "write a checkpoint as a Hugging Face Llama model directory",
     ),
     "laws": ("laws.cli", "fit scaling laws L(N, D, D') and plan the compute split"),
+    "phonebook": (
+        "megatron_split.phonebook",
+        "the synthetic facts experiment: recall against the split step",
+    ),
     "demo": ("megatron_split.demo", "run the embedded end-to-end example on this machine"),
 }
 

@@ -46,13 +46,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def stage(name: str, done: Path, run: Callable[[], int]) -> None:
+    """Run a stage unless its output ``done`` exists (stages write it last)."""
+    stages = logging.getLogger("msplit.stage")
     if done.exists():
-        log.info("[%s] done already (%s)", name, done)
+        stages.info("[%s] done already (%s)", name, done)
         return
-    log.info("[%s] running", name)
+    stages.info("[%s] running", name)
     code = run()
     if code:
-        raise SystemExit(f"msplit demo: stage {name} failed with exit code {code}")
+        raise SystemExit(f"msplit: stage {name} failed with exit code {code}")
 
 
 def main(argv: list[str] | None = None) -> int:
