@@ -97,12 +97,13 @@ class CheckpointLM:
                 # The last token is only a target. Right padding: causal attention never
                 # lets a real position read it.
                 tokens_BS[row, : len(ids) - 1] = torch.tensor(ids[:-1])
-            logprobs_BSV = torch.log_softmax(self.logits(tokens_BS), dim=-1)
+            logits_BSV = self.logits(tokens_BS)
             for row, (i, (ids, n_cont)) in enumerate(zip(batch, windows, strict=True)):
                 # position t predicts token t + 1: the continuation's predictors end at len - 1
                 predictors = slice(len(ids) - 1 - n_cont, len(ids) - 1)
                 target = torch.tensor(ids[-n_cont:], device=self.device)
-                logprobs_CV = logprobs_BSV[row, predictors]
+                # normalise only the rows scored: no second (B, S, V) tensor
+                logprobs_CV = torch.log_softmax(logits_BSV[row, predictors], dim=-1)
                 results[i] = ScoredContinuation(
                     logprob=float(logprobs_CV.gather(1, target[:, None]).sum()),
                     is_greedy=bool((logprobs_CV.argmax(dim=-1) == target).all()),

@@ -47,9 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, RuntimeError) as error:
         print(f"msplit experiment: {error}", file=sys.stderr)
         return 2
-    print(f"{'job':<28} {'done':<5} {'slurm id':<10} progress")
+    print(f"{'job':<28} {'done':<5} {'slurm id':<10} {'state':<18} progress")
     for row in rows:
-        print(f"{row['job']:<28} {row['done']:<5} {row['slurm_id']:<10} {row['progress']}")
+        print(f"{row['job']:<28} {row['done']:<5} {row['slurm_id']:<10} {row['state']:<18} "
+              f"{row['progress']}")  # fmt: skip
     return 0
 
 

@@ -235,12 +235,19 @@ def submit(cfg: ExperimentConfig, wait: bool = False) -> dict[str, str]:
 
 def still_queued(job_id: str) -> bool:
     """Whether Slurm still holds the job (pending, running or requeued)."""
+    return bool(slurm_state(job_id))
+
+
+def slurm_state(job_id: str) -> str:
+    """The states squeue shows for a job (its array tasks'), or "" when it holds none."""
     try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i"],
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"],
                              capture_output=True, text=True, timeout=30)  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and bool(out.stdout.strip())
+        return ""
+    if out.returncode != 0:
+        return ""
+    return ",".join(sorted(set(out.stdout.split())))
 
 
 def _array_id(array: list[submitit.Job]) -> str:
@@ -265,6 +272,9 @@ def status(cfg: ExperimentConfig) -> list[dict[str, str]]:
             progress = " ".join(steps) + " steps"
         else:
             progress = "results written" if job.done else "no results yet"
+        job_id = ids.get(job.name)
+        state = slurm_state(job_id) if job_id and not job.done else ""
         rows.append({"job": job.name, "done": "yes" if job.done else "no",
-                     "progress": progress, "slurm_id": ids.get(job.name, "-")})  # fmt: skip
+                     "progress": progress, "slurm_id": job_id or "-",
+                     "state": state or "-"})  # fmt: skip
     return rows

@@ -56,6 +56,8 @@ def test_submitted_graph_runs_in_order_and_is_never_submitted_twice(demo_family,
     assert list(ids) == ["trunk", "split_6/branches", "split_6/eval",
                          "split_12/branches", "split_12/eval"]  # fmt: skip
     assert submit(cfg) == {}  # all still queued or running: nothing submitted twice
+    trunk = status(cfg)[0]
+    assert trunk["slurm_id"] == ids["trunk"] and trunk["state"] in ("PENDING", "RUNNING")
     deadline = time.monotonic() + 600
     while any(still_queued(job_id) for job_id in ids.values()):
         assert time.monotonic() < deadline, "the experiment did not finish in 10 minutes"
