@@ -63,7 +63,7 @@ class Task:
 @dataclass(frozen=True)
 class _Record:
     path: Path
-    line: int
+    line: int | str  # a line number, or "element N" of a JSON list
     data: dict[str, Any]
 
     def get(self, key: str, kind: type | tuple[type, ...] = str) -> Any:
@@ -103,12 +103,19 @@ def _read_jsonl(path: Path) -> Iterator[_Record]:
 
 
 def _read_json_or_jsonl(path: Path) -> Iterator[_Record]:
-    text = path.read_text(encoding="utf-8").lstrip()
-    if not text.startswith("["):
+    text = path.read_text(encoding="utf-8")
+    if not text.lstrip().startswith("["):
         yield from _read_jsonl(path)
         return
-    for number, data in enumerate(json.loads(text), start=1):  # a list: "line" = element
-        yield _Record(path, number, data)
+    try:
+        elements = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise TaskError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
+    for number, data in enumerate(elements, start=1):
+        where = f"element {number}"
+        if not isinstance(data, dict):
+            raise TaskError(f"{path}:{where}: expected a JSON object")
+        yield _Record(path, where, data)
 
 
 # ---------------------------------------------------------------- tasks
@@ -118,12 +125,13 @@ def _arc(path: Path, skipped: dict[str, int]) -> Iterator[MCItem]:
     for record in _read_jsonl(path):
         question = record.get("question", (dict, str))
         if isinstance(question, dict):  # the AI2 release
-            stem = question.get("stem", "")
-            texts = [c["text"] for c in question.get("choices", [])]
-            labels = [c["label"] for c in question.get("choices", [])]
+            inner = _Record(record.path, record.line, question)
+            stem = inner.get("stem")
+            choices = [_Record(record.path, record.line, c) for c in inner.get("choices", list)]
+            texts, labels = [c.get("text") for c in choices], [c.get("label") for c in choices]
         else:  # the flattened hub export
-            choices = record.get("choices", dict)
-            stem, texts, labels = question, choices["text"], choices["label"]
+            choices = _Record(record.path, record.line, record.get("choices", dict))
+            stem, texts, labels = question, choices.get("text", list), choices.get("label", list)
         key = record.get("answerKey")
         if key not in labels:
             raise record.fail(f"answerKey {key!r} is not one of the labels {labels}")

@@ -137,6 +137,13 @@ def test_bad_records_name_file_line_and_field(tmp_path):
                                 "answerKey": "C"}) + "\n")  # fmt: skip
     with pytest.raises(TaskError, match=r"bad.jsonl:1: answerKey 'C' is not one of"):
         load_task("arc", path)
+    path.write_text(json.dumps({"question": {"choices": []}, "answerKey": "A"}) + "\n")
+    with pytest.raises(TaskError, match=r"bad.jsonl:1: field 'stem' is missing"):
+        load_task("arc", path)
+    listed = tmp_path / "test.json"
+    listed.write_text('[{"question": "q"}, 3]')
+    with pytest.raises(TaskError, match=r"test.json:element 1: field 'support' is missing"):
+        load_task("sciq", listed)
     with pytest.raises(TaskError, match="unknown task 'nope'"):
         load_task("nope", path)
     with pytest.raises(TaskError, match="no such file"):
