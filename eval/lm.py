@@ -13,7 +13,7 @@ tokenizer in the manifest of the shards it trained on. It then scores:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,30 +85,38 @@ class CheckpointLM:
         self, requests: Sequence[tuple[list[int], list[int]]], batch_size: int = 16
     ) -> list[ScoredContinuation]:
         """Score (context ids, continuation ids) pairs; contexts are cut from the left to fit
-        the model's sequence length, as lm-evaluation-harness does."""
+        the model's sequence length, as lm-evaluation-harness does.
+
+        Requests that give the model the same input (the choices " A" to " D" of one
+        question: one context, one-token continuations) share one forward pass.
+        """
+        windows = [self._window(*request) for request in requests]
+        readers: dict[tuple[int, ...], list[int]] = {}  # model input -> requests reading it
+        for i, (ids, _) in enumerate(windows):
+            readers.setdefault(tuple(ids[:-1]), []).append(i)
         results: list[ScoredContinuation | None] = [None] * len(requests)
-        # Longest first: batches of similar length waste less padding.
-        order = sorted(range(len(requests)), key=lambda i: -sum(map(len, requests[i])))
-        for batch in _chunks(order, batch_size):
-            windows = [self._window(*requests[i]) for i in batch]
-            width = max(len(ids) - 1 for ids, _ in windows)
-            tokens_BS = torch.zeros(len(batch), width, dtype=torch.long)
-            for row, (ids, _) in enumerate(windows):
-                # The last token is only a target. Right padding: causal attention never
-                # lets a real position read it.
-                tokens_BS[row, : len(ids) - 1] = torch.tensor(ids[:-1])
+        inputs = sorted(readers, key=len, reverse=True)  # similar lengths: less padding
+        for first in range(0, len(inputs), batch_size):
+            batch = inputs[first : first + batch_size]
+            tokens_BS = torch.zeros(len(batch), len(batch[0]), dtype=torch.long)
+            for row, ids in enumerate(batch):
+                # Right padding: causal attention never lets a real position read it.
+                tokens_BS[row, : len(ids)] = torch.tensor(ids)
             logits_BSV = self.logits(tokens_BS)
-            for row, (i, (ids, n_cont)) in enumerate(zip(batch, windows, strict=True)):
-                # position t predicts token t + 1: the continuation's predictors end at len - 1
-                predictors = slice(len(ids) - 1 - n_cont, len(ids) - 1)
-                target = torch.tensor(ids[-n_cont:], device=self.device)
-                # normalise only the rows scored: no second (B, S, V) tensor
-                logprobs_CV = torch.log_softmax(logits_BSV[row, predictors], dim=-1)
-                results[i] = ScoredContinuation(
-                    logprob=float(logprobs_CV.gather(1, target[:, None]).sum()),
-                    is_greedy=bool((logprobs_CV.argmax(dim=-1) == target).all()),
-                    tokens=n_cont,
-                )
+            for row, key in enumerate(batch):
+                for i in readers[key]:
+                    ids, n_cont = windows[i]
+                    # position t predicts token t + 1: the continuation's predictors end at
+                    # the input's last position
+                    predictors = slice(len(ids) - 1 - n_cont, len(ids) - 1)
+                    target = torch.tensor(ids[-n_cont:], device=self.device)
+                    # normalise only the rows scored: no second (B, S, V) tensor
+                    logprobs_CV = torch.log_softmax(logits_BSV[row, predictors], dim=-1)
+                    results[i] = ScoredContinuation(
+                        logprob=float(logprobs_CV.gather(1, target[:, None]).sum()),
+                        is_greedy=bool((logprobs_CV.argmax(dim=-1) == target).all()),
+                        tokens=n_cont,
+                    )
         return results  # type: ignore[return-value]
 
     @torch.no_grad()
@@ -147,8 +155,3 @@ def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> tuple[
     whole = tokenizer.encode(context + continuation)
     n_context = min(len(tokenizer.encode(context)), len(whole) - 1)
     return whole[:n_context], whole[n_context:]
-
-
-def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
-    for first in range(0, len(items), size):
-        yield list(items[first : first + size])

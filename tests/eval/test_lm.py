@@ -64,3 +64,13 @@ def test_the_greedy_continuation_is_recognised(trunk):
     (other,) = trunk.loglikelihood_tokens([(context, [(best + 1) % 1024])])
     assert greedy.is_greedy and not other.is_greedy
     assert greedy.logprob > other.logprob
+
+
+def test_choices_of_one_question_share_a_forward_pass_and_score_as_alone(trunk, texts):
+    context = texts[1][:120] + "\nAnswer:"
+    requests = [(context, f" {letter}") for letter in "ABCD"] + [(context, " B is longer")]
+    together = trunk.loglikelihood(requests)
+    for request, shared in zip(requests, together, strict=True):
+        (alone,) = trunk.loglikelihood([request])
+        assert shared.logprob == pytest.approx(alone.logprob, abs=1e-5)
+        assert shared.is_greedy == alone.is_greedy

