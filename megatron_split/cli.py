@@ -12,6 +12,7 @@ import sys
 # subcommand -> (module with main(argv), one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("megatron_split.train_cli", "pretrain a trunk (or any GPT run) from a YAML config"),
+    "branch": ("megatron_split.branch_cli", "continue a trunk checkpoint on one cluster"),
     "data": ("data_prep.cli", "corpora, tokenizers, indexed shards, embeddings, clusters"),
     "experiment": ("slurm.cli", "submit a whole split experiment to Slurm as one job graph"),
     "eval": ("eval.cli", "held-out loss and routed zero-shot tasks of a trunk and its branches"),
