@@ -165,7 +165,7 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
 
 
 def heldout_row(
-    lm: Any, model: str, cluster: int, heldout: Any, config: FamilyEvalConfig, kind="heldout"
+    lm: Any, model: str, cluster: int, heldout: Any, config: FamilyEvalConfig, kind: str = "heldout"
 ) -> dict[str, Any]:
     """The held-out loss of one checkpoint on one cluster, with its place in L(N, D, D')."""
     result = lm.dataset_loss(heldout, config.heldout_samples, config.batch_size)

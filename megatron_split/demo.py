@@ -57,6 +57,57 @@ def stage(name: str, done: Path, run: Callable[[], int]) -> None:
         raise SystemExit(f"msplit: stage {name} failed with exit code {code}")
 
 
+def prepare_clusters(
+    out: Path,
+    jsonl: list[str],
+    vocab_size: int,
+    label_key: str,
+    embedder: str,
+    clustering: list[str],
+) -> Path:
+    """Tokenizer, shards, embeddings and clusters of JSONL documents, under ``out``, each
+    stage skipped when done; returns the cluster directory. ``clustering``: the
+    `msplit data cluster` options that choose the clusters (``--k K`` or ``--by-label``)."""
+    from data_prep import cli as data_cli
+
+    tokenizer, shards = out / "tokenizer.json", out / "shards" / "corpus"
+    embeddings, clusters = out / "embeddings", out / "clusters"
+    stage(
+        "tokenizer",
+        tokenizer,
+        lambda: data_cli.main(
+            ["train-tokenizer", "--input", *jsonl, "--output", str(tokenizer),
+             "--vocab-size", str(vocab_size)]
+        ),
+    )  # fmt: skip
+    stage(
+        "shards",
+        Path(f"{shards}.manifest.json"),
+        lambda: data_cli.main(
+            ["tokenize", "--input", *jsonl, "--output-prefix", str(shards),
+             "--tokenizer", f"hf:{tokenizer}", "--append-eod", "--label-key", label_key,
+             "--workers", "2"]
+        ),
+    )  # fmt: skip
+    stage(
+        "embeddings",
+        embeddings / "embeddings.manifest.json",
+        lambda: data_cli.main(
+            ["embed", "--shards", str(shards), "--output", str(embeddings),
+             "--embedder", embedder]
+        ),
+    )  # fmt: skip
+    stage(
+        "clusters",
+        clusters / "clusters.json",
+        lambda: data_cli.main(
+            ["cluster", "--embeddings", str(embeddings), "--output", str(clusters),
+             *clustering, "--split", "90,10,0"]
+        ),
+    )  # fmt: skip
+    return clusters
+
+
 def main(argv: list[str] | None = None) -> int:
     from data_prep import cli as data_cli
     from eval.family import FamilyEvalConfig, evaluate_family, loss_matrix, write_results
@@ -69,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(rank=0)
     out = Path(args.out)
-    corpus, tokenizer = out / "corpus", out / "tokenizer.json"
-    shards, embeddings, clusters = out / "shards" / "corpus", out / "embeddings", out / "clusters"
+    corpus = out / "corpus"
 
     stage(
         "corpus",
@@ -81,39 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )  # fmt: skip
     jsonl = sorted(str(p) for p in corpus.glob("*.jsonl"))
-    stage(
-        "tokenizer",
-        tokenizer,
-        lambda: data_cli.main(
-            ["train-tokenizer", "--input", *jsonl, "--output", str(tokenizer),
-             "--vocab-size", str(args.vocab_size)]
-        ),
-    )  # fmt: skip
-    stage(
-        "shards",
-        Path(f"{shards}.manifest.json"),
-        lambda: data_cli.main(
-            ["tokenize", "--input", *jsonl, "--output-prefix", str(shards),
-             "--tokenizer", f"hf:{tokenizer}", "--append-eod", "--label-key", "source",
-             "--workers", "2"]
-        ),
-    )  # fmt: skip
-    stage(
-        "embeddings",
-        embeddings / "embeddings.manifest.json",
-        lambda: data_cli.main(
-            ["embed", "--shards", str(shards), "--output", str(embeddings),
-             "--embedder", args.embedder]
-        ),
-    )  # fmt: skip
-    stage(
-        "clusters",
-        clusters / "clusters.json",
-        lambda: data_cli.main(
-            ["cluster", "--embeddings", str(embeddings), "--output", str(clusters),
-             "--k", str(args.k), "--split", "90,10,0"]
-        ),
-    )  # fmt: skip
+    clusters = prepare_clusters(
+        out, jsonl, args.vocab_size, "source", args.embedder, ["--k", str(args.k)]
+    )
 
     cluster_data = ClusterDataConfig(str(clusters)).build()
     trunk = load_config(

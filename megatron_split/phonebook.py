@@ -69,14 +69,13 @@ def split_steps(budget: int, fractions: list[float]) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data_prep import cli as data_cli
     from data_prep.phonebook import PhonebookConfig, write_phonebook
     from eval.facts import fact_recall
     from eval.lm import CheckpointLM
     from megatron_split.branching import branch_overrides, trunk_overrides
     from megatron_split.checkpoint import step_dir_name
     from megatron_split.data.clusters import ClusterDataConfig
-    from megatron_split.demo import stage
+    from megatron_split.demo import prepare_clusters, stage
     from megatron_split.train.config import RunConfig
     from megatron_split.train.loop import Trainer
     from megatron_split.train_cli import setup_logging
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(rank=0)
     out = Path(args.out)
-    data, tokenizer, shards = out / "data", out / "tokenizer.json", out / "shards" / "books"
+    data = out / "data"
     books = [str(data / "book_a.jsonl"), str(data / "book_b.jsonl")]
 
     def write_books() -> int:
@@ -92,32 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     stage("books", data / "facts.json", write_books)
-    stage(
-        "tokenizer",
-        tokenizer,
-        lambda: data_cli.main(["train-tokenizer", "--input", *books, "--output", str(tokenizer),
-                               "--vocab-size", "512"]),
-    )  # fmt: skip
-    stage(
-        "shards",
-        Path(f"{shards}.manifest.json"),
-        lambda: data_cli.main(["tokenize", "--input", *books, "--output-prefix", str(shards),
-                               "--tokenizer", f"hf:{tokenizer}", "--append-eod",
-                               "--label-key", "book"]),
-    )  # fmt: skip
-    stage(
-        "embeddings",
-        out / "embeddings" / "embeddings.manifest.json",
-        lambda: data_cli.main(["embed", "--shards", str(shards), "--output",
-                               str(out / "embeddings"), "--embedder", "tfidf"]),
-    )  # fmt: skip
-    stage(
-        "clusters",
-        out / "clusters" / "clusters.json",
-        lambda: data_cli.main(["cluster", "--embeddings", str(out / "embeddings"), "--output",
-                               str(out / "clusters"), "--by-label", "--split", "90,10,0"]),
-    )  # fmt: skip
-    clusters = ClusterDataConfig(str(out / "clusters")).build()
+    clusters_dir = prepare_clusters(out, books, 512, "book", "tfidf", ["--by-label"])
+    clusters = ClusterDataConfig(str(clusters_dir)).build()
     book_b = _cluster_of(clusters.manifest, "b")
     facts = json.loads((data / "facts.json").read_text())["facts"]
     facts_of = {book: [f for f in facts if book in f["books"]] for book in ("a", "b")}
