@@ -8,6 +8,9 @@ number of labels, and scores NMI and purity against the labels. The scale figure
 embeddings (``--scale-docs`` x 384, float16, k=64), since the sample is too small to time.
 
     python benchmarks/cluster_quality.py --json OUT.json [--docs-per-source 200]
+
+``--corpus FILE`` takes a labelled JSONL instead of building the corpus (a machine without
+the assets: benchmarks/gpu_assets.sh writes one).
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 
-def sample_corpus(corpus_dir: Path, per_label: int, out: Path, seed: int) -> dict[str, int]:
-    """Write up to `per_label` documents of each label to `out`; returns counts per label."""
+def sample_corpus(corpus: Path, per_label: int, out: Path, seed: int) -> dict[str, int]:
+    """Write up to `per_label` documents of each label of `corpus` (a directory of JSONL files
+    or one file) to `out`; returns counts per label."""
     by_label: dict[str, list[str]] = defaultdict(list)
-    for path in sorted(corpus_dir.glob("*.jsonl")):
+    for path in sorted(corpus.glob("*.jsonl")) if corpus.is_dir() else [corpus]:
         with open(path, encoding="utf-8") as handle:
             for line in handle:
                 by_label[json.loads(line)["label"]].append(line)
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", required=True, help="write results here")
     parser.add_argument("--docs-per-source", type=int, default=200)
     parser.add_argument("--max-mb-per-source", type=float, default=6.0)
+    parser.add_argument("--corpus", help="a labelled JSONL to sample (default: build the corpus)")
     parser.add_argument("--max-tokens", type=int, default=256, help="tokens embedded per doc")
     parser.add_argument("--scale-docs", type=int, default=200_000)
     parser.add_argument("--tokenizer", help="tokenizer spec (default: GPT-2 from the assets)")
@@ -132,12 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs)"}
     with tempfile.TemporaryDirectory(prefix="cluster-bench-") as tmp:
         work = Path(tmp)
-        CorpusConfig(
-            output=str(work / "corpus"), max_mb_per_source=args.max_mb_per_source, progress=False
-        ).build().run()
-        counts = sample_corpus(
-            work / "corpus", args.docs_per_source, work / "sample.jsonl", args.seed
-        )
+        corpus = Path(args.corpus) if args.corpus else work / "corpus"
+        if not args.corpus:
+            CorpusConfig(
+                output=str(corpus), max_mb_per_source=args.max_mb_per_source, progress=False
+            ).build().run()
+        counts = sample_corpus(corpus, args.docs_per_source, work / "sample.jsonl", args.seed)
         shard = str(work / "sample")
         tokenize(
             TokenizeConfig(

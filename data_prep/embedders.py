@@ -94,7 +94,10 @@ class MiniLMEmbedder(Embedder):
 
         self.path = minilm_path()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = SentenceTransformer(str(self.path), device=self.device)
+        # fp32 whatever dtype the weights are stored in; fp16 only on a GPU, where it pays.
+        self.model = SentenceTransformer(
+            str(self.path), device=self.device, model_kwargs={"dtype": torch.float32}
+        )
         if fp16 and self.device.startswith("cuda"):
             self.model.half()
         self.batch_size = batch_size
