@@ -7,6 +7,8 @@ tokenizer in the manifest of the shards it trained on. It then scores:
 
 - ``loglikelihood([(context, continuation), ...])``: sum of log p(continuation | context)
   and whether the continuation is the greedy one, as lm-evaluation-harness defines them;
+- ``generate(contexts, max_new_tokens, until)``: greedy continuations, stopped at the
+  end-of-document token or at a stop string;
 - ``dataset_loss(dataset)``: token-weighted mean NLL over a megatron GPTDataset, which is the
   training loop's validation loss computed over exactly the given samples.
 """
@@ -120,6 +122,67 @@ class CheckpointLM:
         return results  # type: ignore[return-value]
 
     @torch.no_grad()
+    def generate(
+        self,
+        contexts: Sequence[list[int]],
+        max_new_tokens: int,
+        until: Sequence[str] = (),
+        batch_size: int = 16,
+    ) -> list[list[int]]:
+        """Greedy continuation ids of each context: at most ``max_new_tokens``, ending before
+        the end-of-document token or once the decoded text holds a string of ``until``.
+
+        Contexts are cut from the left to leave room for the new tokens, as lm-evaluation-
+        harness does. Every step reruns the whole sequence (no KV cache): exact and simple,
+        which is what evaluation on toy and medium models needs.
+        """
+        if not 0 < max_new_tokens < self.seq_length:
+            raise ValueError(f"max_new_tokens must lie in 1..{self.seq_length - 1}")
+        eod = self.tokenizer.eod_id if self.tokenizer is not None else None
+        keep = self.seq_length - max_new_tokens
+        outputs: list[list[int]] = []
+        for first in range(0, len(contexts), batch_size):
+            rows = [list(ids[-keep:]) or [eod] for ids in contexts[first : first + batch_size]]
+            new: list[list[int]] = [[] for _ in rows]
+            running = list(range(len(rows)))
+            for _ in range(max_new_tokens):
+                if not running:
+                    break
+                lengths = [len(rows[r]) + len(new[r]) for r in running]
+                tokens_BS = torch.zeros(len(running), max(lengths), dtype=torch.long)
+                for b, r in enumerate(running):  # right padding, as in scoring
+                    tokens_BS[b, : lengths[b]] = torch.tensor(rows[r] + new[r])
+                logits_BSV = self.logits(tokens_BS)
+                last_B = torch.tensor(lengths, device=self.device) - 1
+                next_B = logits_BSV[torch.arange(len(running)), last_B].argmax(dim=-1).tolist()
+                still = []
+                for r, token in zip(running, next_B, strict=True):
+                    if token == eod:
+                        continue
+                    new[r].append(token)
+                    if not (until and self._reached(new[r], until)):
+                        still.append(r)
+                running = still
+            outputs.extend(new)
+        return outputs
+
+    def generate_text(
+        self, contexts: Sequence[str], max_new_tokens: int, until: Sequence[str] = (), **kwargs
+    ) -> list[str]:
+        """``generate`` on strings; each text is cut before the first ``until`` string."""
+        if self.tokenizer is None:
+            raise ValueError(f"{self.name}: no tokenizer to encode text with")
+        ids = [self.tokenizer.encode(c) if c else [] for c in contexts]
+        return [
+            cut_at(self.tokenizer.decode(out), until)
+            for out in self.generate(ids, max_new_tokens, until, **kwargs)
+        ]
+
+    def _reached(self, ids: list[int], until: Sequence[str]) -> bool:
+        text = self.tokenizer.decode(ids)
+        return any(stop in text for stop in until)
+
+    @torch.no_grad()
     def dataset_loss(self, dataset: Any, samples: int | None = None, batch_size: int = 8) -> dict:
         """Token-weighted mean NLL (nats) over the first ``samples`` samples of a GPTDataset."""
         from megatron_split.data import collate
@@ -144,6 +207,11 @@ class CheckpointLM:
             raise ValueError("an empty continuation has no likelihood to score")
         ids = (context + continuation)[-(self.seq_length + 1) :]
         return ids, min(len(continuation), len(ids) - 1)
+
+
+def cut_at(text: str, until: Sequence[str]) -> str:
+    """``text`` before the first occurrence of any string of ``until``."""
+    return min((text[: text.index(stop)] for stop in until if stop in text), key=len, default=text)
 
 
 def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> tuple[list, list]:

@@ -11,13 +11,13 @@ request goes to the specialist of its context's nearest cluster, or to a mixture
 ``top_k`` specialists weighted softmax(-distance / ``temperature``) (c-BTM). Specialists
 are loaded one at a time. ``python -m eval.lm_eval_backend`` is lm-eval's own command line
 with this backend registered (in Python, ``import eval.lm_eval_backend`` registers it).
-Generation tasks are not supported (log-likelihood and perplexity tasks are).
+Log-likelihood, perplexity and generation tasks are supported; generation is greedy.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from lm_eval.api.model import LM
@@ -89,9 +89,39 @@ class MSplitLM(LM):
         return totals.tolist()
 
     def generate_until(self, requests) -> list[str]:
-        raise NotImplementedError(
-            "msplit: generation tasks are not supported; use log-likelihood or perplexity tasks"
-        )
+        """Greedy generation. A family answers each request with its context's nearest
+        specialist (mixing would need every specialist at every step)."""
+        contexts = [req.args[0] for req in requests]
+        settings = [self._generation_settings(req.args[1]) for req in requests]
+        if self.router is None:
+            nearest = np.zeros(len(requests), dtype=np.int64)
+        else:
+            nearest = self.router.route(contexts, top_k=1).clusters[:, 0]
+        outputs: list[str] = [""] * len(requests)
+
+        def generate(_: int, lm: CheckpointLM, needed: np.ndarray) -> None:
+            groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+            for i in needed:  # one batch per (max tokens, stop strings)
+                groups.setdefault(settings[i], []).append(int(i))
+            for (max_new, until), members in groups.items():
+                texts = lm.generate_text(
+                    [contexts[i] for i in members], max_new, until, batch_size=self.batch_size
+                )
+                for i, text in zip(members, texts, strict=True):
+                    outputs[i] = text
+
+        self._for_each_model(nearest[:, None], generate)
+        return outputs
+
+    def _generation_settings(self, gen_kwargs: dict) -> tuple[int, tuple[str, ...]]:
+        """(max new tokens, stop strings) of one request's generation arguments."""
+        if gen_kwargs.get("do_sample") or float(gen_kwargs.get("temperature") or 0) > 0:
+            raise ValueError(f"msplit: greedy generation only; the task asks for {gen_kwargs}")
+        until = gen_kwargs.get("until") or []
+        until = (until,) if isinstance(until, str) else tuple(until)
+        # lm-eval's default; the context keeps at least half of the model's length
+        wanted = int(gen_kwargs.get("max_gen_toks", 256))
+        return min(wanted, self.seq_length // 2), until
 
     # ---- scoring ---------------------------------------------------------------------
     def _score(
@@ -106,19 +136,27 @@ class MSplitLM(LM):
             clusters, weights = routing.clusters, routing.weights(self.temperature)
         per_model = np.full((len(self.models), len(pairs), 1), np.nan)
         greedy = np.zeros(len(pairs), dtype=bool)
-        for model, path in enumerate(self.models):
-            needed = np.flatnonzero((clusters == model).any(axis=1))
-            if needed.size == 0:
-                continue
-            lm = CheckpointLM.load(path, tokenizer=self.tokenizer)
+
+        def score(model: int, lm: CheckpointLM, needed: np.ndarray) -> None:
             scored = lm.loglikelihood_tokens([pairs[i] for i in needed], self.batch_size)
             for i, result in zip(needed, scored, strict=True):
                 per_model[model, i, 0] = result.logprob
                 if clusters[i, 0] == model:  # greedy is the nearest specialist's call
                     greedy[i] = result.is_greedy
-            del lm
-            gc.collect()
+
+        self._for_each_model(clusters, score)
         return mix(per_model, clusters, weights).logprob[:, 0], greedy
+
+    def _for_each_model(
+        self, clusters: np.ndarray, work: Callable[[int, CheckpointLM, np.ndarray], None]
+    ) -> None:
+        """``work(index, model, requests routed to it)`` for each model that a row of
+        ``clusters`` names: one model in memory at a time, none loaded that no request needs."""
+        for model, path in enumerate(self.models):
+            needed = np.flatnonzero((clusters == model).any(axis=1))
+            if needed.size:
+                work(model, CheckpointLM.load(path, tokenizer=self.tokenizer), needed)
+                gc.collect()  # nothing holds that model any more: free it before the next
 
 
 if __name__ == "__main__":

@@ -74,3 +74,24 @@ def test_choices_of_one_question_share_a_forward_pass_and_score_as_alone(trunk, 
         (alone,) = trunk.loglikelihood([request])
         assert shared.logprob == pytest.approx(alone.logprob, abs=1e-5)
         assert shared.is_greedy == alone.is_greedy
+
+
+def test_generation_is_the_greedy_chain_whatever_the_batch(trunk, texts):
+    cuts = (40, 200, 90)  # three lengths: two rows padded
+    contexts = [trunk.tokenizer.encode(t[:n]) for t, n in zip(texts, cuts, strict=False)]
+    batched = trunk.generate(contexts, max_new_tokens=12, batch_size=3)
+    alone = [trunk.generate([c], max_new_tokens=12)[0] for c in contexts]
+    assert batched == alone  # right padding never reaches a row's own positions
+    for context, new in zip(contexts, batched, strict=True):
+        assert 0 < len(new) <= 12 and trunk.tokenizer.eod_id not in new
+        (scored,) = trunk.loglikelihood_tokens([(context, new)])
+        assert scored.is_greedy
+
+
+def test_generation_stops_at_the_first_stop_string(trunk, texts):
+    (full,) = trunk.generate_text([texts[0][:60]], max_new_tokens=24)
+    stop = full.strip()[3:5]  # a string the free generation does produce
+    (stopped,) = trunk.generate_text([texts[0][:60]], max_new_tokens=24, until=[stop, "§"])
+    assert stopped == full[: full.index(stop)]
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        trunk.generate([[1, 2]], max_new_tokens=128)

@@ -130,3 +130,58 @@ def test_rolling_loglikelihood_covers_every_token_once(demo_family):
         (scored,) = trunk.loglikelihood_tokens([(context, ids[start : start + lm.seq_length])])
         expected += scored.logprob
     assert np.isclose(total, expected, atol=1e-3)
+
+
+GENERATION_YAML = """\
+task: local_gen
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+output_type: generate_until
+test_split: test
+doc_to_text: "{{{{prompt}}}}"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["."]
+  max_gen_toks: 10
+  do_sample: false
+metric_list:
+  - metric: exact_match
+"""
+
+
+@pytest.mark.parametrize("family", [False, True], ids=["checkpoint", "routed"])
+def test_generation_tasks_answer_with_greedy_text(demo_family, tmp_path, monkeypatch, family):
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from eval.lm_eval_backend import MSplitLM
+    from eval.router import Router
+
+    corpus = sorted((demo_family / "corpus").glob("*.jsonl"))[0]
+    prompts = [json.loads(line)["text"][:80] for line in corpus.read_text().splitlines()[:6]]
+    data = tmp_path / "gen.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "answer": "x"}) + "\n" for p in prompts))
+    (tmp_path / "local_gen.yaml").write_text(GENERATION_YAML.format(path=data))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    branches = [str(demo_family / "branches" / f"cluster_{c}") for c in (0, 1)]
+    model_args = (
+        {"clusters": str(demo_family / "clusters"), "branches": ":".join(branches)}
+        if family
+        else {"checkpoint": str(demo_family / "trunk")}
+    )
+    out = lm_eval.simple_evaluate(
+        model=MSplitLM(**model_args),
+        tasks=["local_gen"],
+        task_manager=TaskManager(include_path=str(tmp_path)),
+        log_samples=True,
+    )
+    got = {s["doc"]["prompt"]: s["resps"][0][0] for s in out["samples"]["local_gen"]}
+    nearest = Router.from_clusters(demo_family / "clusters").route(prompts).clusters[:, 0]
+    for model in set(nearest.tolist()) if family else [None]:
+        lm = CheckpointLM.load(branches[model] if family else demo_family / "trunk")
+        asked = [p for p, c in zip(prompts, nearest, strict=True) if not family or c == model]
+        expected = lm.generate_text(asked, max_new_tokens=10, until=["."])
+        assert [got[p] for p in asked] == expected
+        assert not any("." in text for text in expected)
