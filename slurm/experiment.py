@@ -16,8 +16,9 @@ and becomes this graph of jobs, submitted at once with ``afterok`` dependencies:
           └─> split_200/branches (an array of k jobs) ──> split_200/eval
 
 A ``ladder`` (rung name -> overrides such as model sizes) repeats that graph once per rung
-under ``out/<rung>/``: the runs a scaling law L(N, D, D') is fitted to, and every
-evaluation writes its points (``python -m laws fit OUT`` reads them all).
+under ``out/<rung>/``: the runs a scaling law L(N, D, D') is fitted to. Every evaluation
+writes its points, and a last job (after every evaluation) fits the law to them all and
+writes ``out/laws/fit.json`` and a report with the optimal split (``laws:`` settings).
 
 Training jobs requeue themselves on preemption or time-out and resume from their last
 checkpoint; the trunk keeps the split points' checkpoints whatever ``keep_last`` says.
@@ -73,6 +74,28 @@ class EvalStage:
 
 
 @dataclass
+class LawsStage:
+    """The law fitted to a ladder's points: ``laws fit`` then ``laws report``."""
+
+    fit: bool = True  # with a ladder of two rungs or more
+    form: str = "auto"  # a form name, or auto: the best by held-out extrapolation
+    holdout: str = "largest-N"
+    per_domain: list[str] = field(default_factory=lambda: ["E"])  # clusters differ in entropy
+    bootstrap: int = 0
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+    def argvs(self, out: Path, k: int) -> list[list[str]]:
+        fit = out / "laws" / "fit.json"
+        return [
+            ["fit", str(out), "--form", self.form, "--holdout", self.holdout,
+             "--bootstrap", str(self.bootstrap), "--json", str(fit),
+             *(["--per-domain", ",".join(self.per_domain)] if self.per_domain else [])],
+            ["report", "--fit", str(fit), "--data", str(out), "--out",
+             str(out / "laws" / "report"), "--k", str(k)],
+        ]  # fmt: skip
+
+
+@dataclass
 class ExperimentConfig:
     out: str  # runs, job logs and results, all under here
     clusters: str  # cluster directory (`msplit data cluster`)
@@ -84,38 +107,45 @@ class ExperimentConfig:
     trunk: TrunkStage = field(default_factory=TrunkStage)
     branches: BranchStage = field(default_factory=BranchStage)
     eval: EvalStage = field(default_factory=EvalStage)
+    laws: LawsStage = field(default_factory=LawsStage)
 
 
 @dataclass
 class PlannedJob:
-    name: str  # "trunk", "split_100/branches", "split_100/eval"
-    kind: Literal["train", "eval"]
-    argvs: list[list[str]]  # one per task: a job array when more than one
+    name: str  # "trunk", "split_100/branches", "split_100/eval", "laws"
+    kind: Literal["train", "eval", "laws"]
+    argvs: list[list[str]]  # train: one per task (an array); eval, laws: commands in turn
     slurm: SlurmConfig
     after: list[str]  # names of the jobs this one waits for
     targets: list[tuple[Path, int]]  # (run dir, final step) per training task
-    results: Path | None = None  # what an eval job writes
+    results: Path | None = None  # what an eval or laws job writes last
 
     @property
     def done(self) -> bool:
-        if self.kind == "eval":
-            return self.results is not None and self.results.is_file()
-        return all(finished_step(run) >= steps for run, steps in self.targets)
+        if self.kind == "train":
+            return all(finished_step(run) >= steps for run, steps in self.targets)
+        return self.results is not None and self.results.is_file()
 
 
-class EvalJob:
-    """``msplit eval`` as a submitit job; on preemption it starts again (it is short)."""
+class CommandJob:
+    """Commands of ``msplit eval`` or ``laws`` run in turn as one submitit job; on
+    preemption it starts again (it is short)."""
 
-    def __init__(self, argv: list[str]):
-        self.argv = list(argv)
+    def __init__(self, kind: Literal["eval", "laws"], argvs: list[list[str]]):
+        self.kind, self.argvs = kind, [list(argv) for argv in argvs]
 
     def __call__(self) -> int:
-        from eval.cli import main
-
-        return main(self.argv)
+        if self.kind == "eval":
+            from eval.cli import main
+        else:
+            from laws.cli import main
+        for argv in self.argvs:
+            if code := main(argv):
+                return code
+        return 0
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
-        return submitit.helpers.DelayedSubmission(EvalJob(self.argv))
+        return submitit.helpers.DelayedSubmission(CommandJob(self.kind, self.argvs))
 
 
 def finished_step(run_dir: Path) -> int:
@@ -131,13 +161,19 @@ def plan(cfg: ExperimentConfig) -> list[PlannedJob]:
     clusters = ClusterDataConfig(clusters_dir).build()
     if not cfg.ladder:
         return _plan_family(cfg, config, clusters_dir, clusters, out, "", [])
-    return [
+    jobs = [
         job
         for rung, overrides in cfg.ladder.items()
         for job in _plan_family(
             cfg, config, clusters_dir, clusters, out / rung, f"{rung}/", overrides
         )  # fmt: skip
     ]
+    if cfg.laws.fit and len(cfg.ladder) > 1:
+        evals = [job.name for job in jobs if job.kind == "eval"]
+        jobs.append(PlannedJob("laws", "laws", cfg.laws.argvs(out, clusters.k),
+                               _with_folder(cfg.laws.slurm, out), evals, [],
+                               results=out / "laws" / "report" / "report.md"))  # fmt: skip
+    return jobs
 
 
 def _plan_family(
@@ -218,9 +254,11 @@ def submit(cfg: ExperimentConfig, wait: bool = False) -> dict[str, str]:
         after = [ids[name] for name in job.after if name in ids]
         dependency = f"afterok:{':'.join(after)}" if after and not local else None
         executor = job.slurm.executor(dependency=dependency)
-        make = TrainingJob if job.kind == "train" else EvalJob
         with executor.batch():
-            array = [executor.submit(make(argv)) for argv in job.argvs]
+            if job.kind == "train":
+                array = [executor.submit(TrainingJob(argv)) for argv in job.argvs]
+            else:
+                array = [executor.submit(CommandJob(job.kind, job.argvs))]
         submitted[job.name], ids[job.name] = array, _array_id(array)
         log.info("%s: submitted %s", job.name, ids[job.name])
         if local:  # no dependencies without Slurm: each stage ends before the next starts
@@ -271,7 +309,7 @@ def status(cfg: ExperimentConfig) -> list[dict[str, str]]:
             steps = [f"{finished_step(run)}/{target}" for run, target in job.targets]
             progress = " ".join(steps) + " steps"
         else:
-            progress = "results written" if job.done else "no results yet"
+            progress = f"{job.results.name} written" if job.done else "not written yet"
         job_id = ids.get(job.name)
         state = slurm_state(job_id) if job_id and not job.done else ""
         rows.append({"job": job.name, "done": "yes" if job.done else "no",

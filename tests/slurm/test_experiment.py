@@ -83,9 +83,10 @@ def test_a_ladder_repeats_the_graph_per_rung_with_its_overrides(demo_family, tmp
     jobs = plan(cfg)
     assert [j.name for j in jobs] == [
         "h64/trunk", "h64/split_12/branches", "h64/split_12/eval",
-        "h96/trunk", "h96/split_12/branches", "h96/split_12/eval",
+        "h96/trunk", "h96/split_12/branches", "h96/split_12/eval", "laws",
     ]  # fmt: skip
     assert jobs[4].after == ["h96/trunk"]
+    assert jobs[6].after == ["h64/split_12/eval", "h96/split_12/eval"]  # the law: after all
     for trunk, branches in ((jobs[0], jobs[1]), (jobs[3], jobs[4])):
         size = trunk.name.split("/")[0].removeprefix("h")
         assert f"model.hidden_size={size}" in trunk.argvs[0]
@@ -93,19 +94,41 @@ def test_a_ladder_repeats_the_graph_per_rung_with_its_overrides(demo_family, tmp
         assert f"run_dir={tmp_path}/h{size}/trunk" in trunk.argvs[0]
 
 
-def test_without_slurm_the_graph_runs_stage_by_stage_locally(demo_family, tmp_path):
-    cfg = experiment(demo_family, tmp_path, "[12]")
-    for stage in (cfg.trunk, cfg.branches, cfg.eval):
+def test_without_slurm_a_ladder_runs_stage_by_stage_and_ends_with_a_fitted_law(
+    demo_family, tmp_path
+):
+    cfg = experiment(demo_family, tmp_path, "[6,12]")
+    cfg.ladder = {"h32": ["model.hidden_size=32", "model.num_attention_heads=2",
+                          "model.num_query_groups=1"], "h64": []}  # fmt: skip
+    for stage in (cfg.trunk, cfg.branches, cfg.eval, cfg.laws):
         stage.slurm.cluster = "local"
     cfg.branches.overrides.append("checkpoint.every=2")  # branches saved at steps 2 and 4
     cfg.eval.branch_history = True
-    assert list(submit(cfg)) == ["trunk", "split_12/branches", "split_12/eval"]
+    cfg.laws.form, cfg.laws.holdout = "chinchilla_total", "none"  # two sizes: no extrapolation
+    names = [
+        f"{rung}/{job}"
+        for rung in ("h32", "h64")
+        for job in (
+            "trunk",
+            "split_6/branches",
+            "split_6/eval",
+            "split_12/branches",
+            "split_12/eval",
+        )
+    ]
+    assert list(submit(cfg)) == [*names, "laws"]  # fmt: skip
     assert all(row["done"] == "yes" for row in status(cfg))
-    lines = (tmp_path / "split_12" / "eval" / "law_points.jsonl").read_text().splitlines()
-    points = [json.loads(line) for line in lines]
+    lines = (tmp_path / "h64" / "split_12" / "eval" / "law_points.jsonl").read_text()
+    points = [json.loads(line) for line in lines.splitlines()]
     # the trunk on each of 2 clusters, each specialist on its own at steps 2 and 4
     tokens_per_step = 8 * 64
     assert sorted((p["domain"], p["D_prime"]) for p in points) == [
         ("cluster_0", 0), ("cluster_0", 2 * tokens_per_step), ("cluster_0", 4 * tokens_per_step),
         ("cluster_1", 0), ("cluster_1", 2 * tokens_per_step), ("cluster_1", 4 * tokens_per_step),
     ]  # fmt: skip
+    # The law is fitted to every evaluation's points: 2 sizes x 2 split points x 6
+    fit = json.loads((tmp_path / "laws" / "fit.json").read_text())
+    assert fit["form"] == "chinchilla_total" and fit["n_points"] == 24
+    assert fit["domains"] == ["cluster_0", "cluster_1"] and "E[cluster_0]" in fit["params"]
+    assert "D_split" in (tmp_path / "laws" / "report" / "report.md").read_text()
+    assert submit(cfg) == {}  # complete: nothing submitted again
