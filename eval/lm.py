@@ -139,6 +139,8 @@ class CheckpointLM:
         if not 0 < max_new_tokens < self.seq_length:
             raise ValueError(f"max_new_tokens must lie in 1..{self.seq_length - 1}")
         eod = self.tokenizer.eod_id if self.tokenizer is not None else None
+        if eod is None and not all(contexts):
+            raise ValueError("an empty context needs a tokenizer's end-of-document token")
         keep = self.seq_length - max_new_tokens
         outputs: list[list[int]] = []
         for first in range(0, len(contexts), batch_size):
