@@ -172,7 +172,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         per_domain=args.per_domain,
         bootstrap=args.bootstrap,
         seed=args.seed,
-        progress=True,
+        progress=sys.stderr.isatty(),  # bars on a terminal; none in a batch job's log
     )
     selection = SelectionConfig(
         forms=args.forms if args.form == "auto" else (args.form,),

@@ -465,8 +465,8 @@ class Fitter:
         blocks = run_blocks(table, by_domain=bool(layout.per_domain))
         seeds = np.concatenate([best_theta[None, :], starts[: self.config.bootstrap_starts - 1]])
         replicates = []
-        progress = not self.config.progress
-        for _ in tqdm(range(self.config.bootstrap), desc="bootstrap", disable=progress):
+        bar = tqdm(range(self.config.bootstrap), desc="bootstrap", disable=not self.config.progress)
+        for _ in bar:
             sample = table.subset(resample(blocks, rng))
             objective = Objective(layout, sample, self.config.huber_delta)
             theta, _ = self._descend(objective, layout, seeds)
