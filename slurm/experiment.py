@@ -6,6 +6,7 @@ An experiment YAML names a cluster directory, a base run config and the split po
     clusters: runs/demo/clusters
     config: configs/tiny.yaml
     split_steps: [100, 200]          # trunk steps to branch from (default: its last)
+    # or split_fractions: [0.5, 1.0]  # of each trunk's steps (a ladder's rungs may differ)
     trunk: {overrides: ["train.steps=200"], slurm: {gpus_per_node: 8, nodes: 2}}
     branches: {steps: 40, slurm: {gpus_per_node: 8}}
     eval: {tasks: ["mmlu=/data/mmlu.jsonl"], limit: 500}
@@ -101,8 +102,10 @@ class ExperimentConfig:
     clusters: str  # cluster directory (`msplit data cluster`)
     config: str  # base run config (YAML) of the trunk and the branches
     split_steps: list[int] = field(default_factory=list)  # default: the trunk's last step
+    split_fractions: list[float] = field(default_factory=list)  # or fractions of its steps
     # A model ladder for fitting L(N, D, D'): rung name -> overrides of the trunk and the
-    # branches alike (sizes, steps); each rung is a whole experiment under out/<rung>/.
+    # branches alike (sizes, trunk steps), applied after the stages' own; each rung is a
+    # whole experiment under out/<rung>/.
     ladder: dict[str, list[str]] = field(default_factory=dict)
     trunk: TrunkStage = field(default_factory=TrunkStage)
     branches: BranchStage = field(default_factory=BranchStage)
@@ -187,13 +190,9 @@ def _plan_family(
 ) -> list[PlannedJob]:
     """One trunk, its branch arrays and evaluations, under ``out``; names start ``prefix``."""
     trunk_dir = out / "trunk"
-    trunk = [*trunk_overrides(clusters, trunk_dir), *rung, *cfg.trunk.overrides]
+    trunk = [*trunk_overrides(clusters, trunk_dir), *cfg.trunk.overrides, *rung]
     trunk_steps = load_config(RunConfig, config, trunk).train.steps
-    split_steps = sorted(set(cfg.split_steps or [trunk_steps]))
-    if split_steps[0] < 1 or split_steps[-1] > trunk_steps:
-        raise ConfigError(
-            f"{prefix}split_steps {split_steps} must lie in 1..{trunk_steps} (trunk steps)"
-        )
+    split_steps = _split_steps(cfg, trunk_steps, prefix)
     trunk_argv = [config, *trunk, f"checkpoint.keep_steps={json.dumps(split_steps)}"]
     trunk_slurm = _with_folder(cfg.trunk.slurm, out)
     jobs = [PlannedJob(f"{prefix}trunk", "train", [trunk_argv], trunk_slurm, [],
@@ -203,7 +202,7 @@ def _plan_family(
         split_dir = out / f"split_{step}"
         runs = [split_dir / f"cluster_{c}" for c in range(clusters.k)]
         argvs = [
-            [config, *rung, *cfg.branches.overrides,
+            [config, *cfg.branches.overrides, *rung,
              *branch_overrides(clusters, c, parent, run, cfg.branches.steps)]
             for c, run in enumerate(runs)
         ]  # fmt: skip
@@ -222,6 +221,19 @@ def _plan_family(
                                _with_folder(cfg.eval.slurm, out), [branches], [],
                                results=split_dir / "eval" / "results.jsonl"))  # fmt: skip
     return jobs
+
+
+def _split_steps(cfg: ExperimentConfig, trunk_steps: int, prefix: str) -> list[int]:
+    """The trunk steps to branch from: given, as fractions of the trunk, or its last."""
+    if cfg.split_steps and cfg.split_fractions:
+        raise ConfigError("give split_steps or split_fractions, not both")
+    if any(not 0 < f <= 1 for f in cfg.split_fractions):
+        raise ConfigError(f"split_fractions {cfg.split_fractions} must lie in (0, 1]")
+    fractions = [max(1, round(f * trunk_steps)) for f in cfg.split_fractions]
+    steps = sorted(set(cfg.split_steps or fractions or [trunk_steps]))
+    if steps[0] < 1 or steps[-1] > trunk_steps:
+        raise ConfigError(f"{prefix}split_steps {steps} must lie in 1..{trunk_steps} (trunk steps)")
+    return steps
 
 
 def _with_folder(slurm: SlurmConfig, out: Path) -> SlurmConfig:

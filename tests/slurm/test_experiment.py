@@ -45,6 +45,21 @@ def test_plan_is_trunk_then_a_branch_array_and_an_eval_per_split(demo_family, tm
         plan(experiment(demo_family, tmp_path, "[6,13]"))
 
 
+def test_split_fractions_follow_each_rungs_own_trunk_length(demo_family, tmp_path):
+    cfg = experiment(demo_family, tmp_path, "[]")
+    cfg.split_fractions = [0.5, 1.0]
+    cfg.ladder = {"short": ["train.steps=8"], "long": []}  # a rung's steps beat the stage's
+    evals = [job.name for job in plan(cfg) if job.kind == "eval"]
+    assert evals == ["short/split_4/eval", "short/split_8/eval",
+                     "long/split_6/eval", "long/split_12/eval"]  # fmt: skip
+    cfg.split_steps = [6]
+    with pytest.raises(ConfigError, match="not both"):
+        plan(cfg)
+    cfg.split_steps, cfg.split_fractions = [], [0.5, 1.5]
+    with pytest.raises(ConfigError, match=r"must lie in \(0, 1\]"):
+        plan(cfg)
+
+
 @pytest.mark.slurm
 def test_submitted_graph_runs_in_order_and_is_never_submitted_twice(demo_family, tmp_path):
     if not slurm_available():
