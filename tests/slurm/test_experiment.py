@@ -45,6 +45,14 @@ def test_plan_is_trunk_then_a_branch_array_and_an_eval_per_split(demo_family, tm
         plan(experiment(demo_family, tmp_path, "[6,13]"))
 
 
+@pytest.mark.parametrize(("name", "jobs"), [("experiment_tiny", 5), ("ladder_tiny", 4 * 7 + 1)])
+def test_shipped_experiments_plan(demo_family, tmp_path, name, jobs):
+    overrides = [f"clusters={demo_family / 'clusters'}", f"out={tmp_path}"]
+    planned = plan(load_config(ExperimentConfig, f"configs/{name}.yaml", overrides))
+    assert len(planned) == jobs
+    assert planned[-1].kind == ("laws" if name == "ladder_tiny" else "eval")
+
+
 def test_split_fractions_follow_each_rungs_own_trunk_length(demo_family, tmp_path):
     cfg = experiment(demo_family, tmp_path, "[]")
     cfg.split_fractions = [0.5, 1.0]
