@@ -1,14 +1,18 @@
-"""Export a checkpoint as a Hugging Face Llama model: ``msplit export-hf CHECKPOINT OUT``.
+"""Export a checkpoint as a Hugging Face model: ``msplit export-hf CHECKPOINT OUT``.
 
 The directory it writes (``model.safetensors``, ``config.json``, the tokenizer) loads with
 transformers' ``AutoModelForCausalLM`` and ``AutoTokenizer`` and gives the same logits as
 the checkpoint (tested). Any saved TP/PP layout works: the weights are first gathered at a
-single-device layout. Llama-style models only (RoPE, RMSNorm, SwiGLU, no biases, MHA or
-GQA), which is what the configs build; anything else is refused with the field to change.
+single-device layout. Two shapes have an exact Hugging Face counterpart:
 
-Megatron fuses what Llama keeps apart, so the mapping splits:
-- ``linear_qkv`` rows are grouped per query group: [q heads of the group, k, v] x groups;
-- ``linear_fc1`` rows are [gate; up] (SwiGLU multiplies silu(gate) by up).
+- Llama (RoPE, RMSNorm, SwiGLU; MHA or GQA; biases or none), what the configs build;
+- GPT-2 (learned positions, LayerNorm, GELU; MHA; biases written as zeros when the model
+  has none).
+
+Anything else is refused with the fields to change. Megatron fuses what both keep apart:
+``linear_qkv`` rows are grouped per query group, [q heads of the group, k, v] x groups, and
+``linear_fc1`` rows are [gate; up] (SwiGLU multiplies silu(gate) by up). GPT-2's ``Conv1D``
+stores each weight transposed, and its ``c_attn`` columns are [q; k; v] over all heads.
 """
 
 from __future__ import annotations
@@ -23,26 +27,61 @@ import torch
 from megatron_split.config import ConfigError
 from megatron_split.model.config import ModelConfig
 
-# (field, value a Llama model needs)
-LLAMA_REQUIREMENTS = (
-    ("position_embedding", "rope"),
-    ("normalization", "RMSNorm"),
-    ("activation", "swiglu"),
-    ("bias", False),
-)
+# The model fields that decide which Hugging Face architecture holds the model exactly.
+SHAPES = {
+    "llama": {"position_embedding": "rope", "normalization": "RMSNorm", "activation": "swiglu"},
+    "gpt2": {"position_embedding": "learned", "normalization": "LayerNorm", "activation": "gelu"},
+}
 
 
-def llama_config(model: ModelConfig, eod_id: int, epsilon: float) -> dict[str, Any]:
-    for name, needed in LLAMA_REQUIREMENTS:
-        if getattr(model, name) != needed:
-            raise ConfigError(
-                f"model.{name}={getattr(model, name)!r}: only Llama-style models export to "
-                f"Hugging Face ({name} must be {needed!r})"
-            )
+def hf_architecture(model: ModelConfig) -> str:
+    """``llama`` or ``gpt2``: the Hugging Face model that holds this shape exactly."""
+    shape = {name: getattr(model, name) for name in SHAPES["llama"]}
+    for name, needed in SHAPES.items():
+        if shape == needed:
+            if name == "gpt2" and model.query_groups != model.num_attention_heads:
+                raise ConfigError(
+                    f"model.num_query_groups={model.query_groups}: GPT-2 has no grouped-query "
+                    f"attention (set it to num_attention_heads={model.num_attention_heads})"
+                )
+            if name == "gpt2" and model.head_dim * model.num_attention_heads != model.hidden_size:
+                raise ConfigError(f"model.head_dim={model.head_dim}: GPT-2 needs hidden/heads")
+            return name
+    fields = ", ".join(f"model.{k}={v!r}" for k, v in shape.items())
+    raise ConfigError(
+        f"{fields}: only Llama-style ({SHAPES['llama']}) or GPT-2-style ({SHAPES['gpt2']}) "
+        "models export to Hugging Face"
+    )
+
+
+def hf_config(model: ModelConfig, eod_id: int, epsilon: float) -> dict[str, Any]:
+    """The ``config.json`` of the model's Hugging Face counterpart."""
+    common = {
+        "vocab_size": model.padded_vocab_size(),
+        "tie_word_embeddings": model.tie_embeddings,
+        "bos_token_id": eod_id,
+        "eos_token_id": eod_id,
+        "torch_dtype": "float32",
+    }
+    if hf_architecture(model) == "gpt2":
+        return {
+            "architectures": ["GPT2LMHeadModel"],
+            "model_type": "gpt2",
+            "n_embd": model.hidden_size,
+            "n_inner": model.ffn_size,
+            "n_layer": model.num_layers,
+            "n_head": model.num_attention_heads,
+            "n_positions": model.seq_length,
+            "activation_function": "gelu",  # megatron's GELU is the exact (erf) one
+            "layer_norm_epsilon": epsilon,
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+            **common,
+        }
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "vocab_size": model.padded_vocab_size(),
         "hidden_size": model.hidden_size,
         "intermediate_size": model.ffn_size,
         "num_hidden_layers": model.num_layers,
@@ -53,47 +92,99 @@ def llama_config(model: ModelConfig, eod_id: int, epsilon: float) -> dict[str, A
         "max_position_embeddings": model.seq_length,
         "rms_norm_eps": epsilon,
         "rope_theta": float(model.rotary_base),
-        "tie_word_embeddings": model.tie_embeddings,
-        "attention_bias": False,
-        "mlp_bias": False,
-        "bos_token_id": eod_id,
-        "eos_token_id": eod_id,
-        "torch_dtype": "float32",
+        "attention_bias": model.bias,
+        "mlp_bias": model.bias,
+        **common,
     }
 
 
-def llama_state_dict(megatron: dict[str, torch.Tensor], model: ModelConfig) -> dict:
-    """Megatron GPTModel weights (local or Transformer Engine spec) under Llama's names."""
+def hf_state_dict(megatron: dict[str, torch.Tensor], model: ModelConfig) -> dict:
+    """Megatron GPTModel weights (local or Transformer Engine spec) under the names of the
+    model's Hugging Face counterpart."""
+    if hf_architecture(model) == "gpt2":
+        out = _gpt2_weights(megatron, model)
+    else:
+        out = _llama_weights(megatron, model)
+    return {name: t.detach().float().cpu().contiguous() for name, t in out.items()}
+
+
+def _llama_weights(megatron: dict[str, torch.Tensor], model: ModelConfig) -> dict:
     heads, groups, head_dim = model.num_attention_heads, model.query_groups, model.head_dim
     per_group = heads // groups
     out = {"model.embed_tokens.weight": megatron["embedding.word_embeddings.weight"]}
+    kinds = ("weight", "bias") if model.bias else ("weight",)
     for i in range(model.num_layers):
         src, dst = f"decoder.layers.{i}.", f"model.layers.{i}."
-        qkv = megatron[src + "self_attention.linear_qkv.weight"]
-        qkv = qkv.view(groups, (per_group + 2) * head_dim, model.hidden_size)
-        q, k, v = qkv.split([per_group * head_dim, head_dim, head_dim], dim=1)
-        fc1_gate, fc1_up = megatron[src + "mlp.linear_fc1.weight"].chunk(2, dim=0)
-        out |= {
-            dst + "input_layernorm.weight": _first(
-                megatron, src + "input_layernorm.weight",
-                src + "self_attention.linear_qkv.layer_norm_weight",
-            ),
-            dst + "self_attn.q_proj.weight": q.reshape(heads * head_dim, -1),
-            dst + "self_attn.k_proj.weight": k.reshape(groups * head_dim, -1),
-            dst + "self_attn.v_proj.weight": v.reshape(groups * head_dim, -1),
-            dst + "self_attn.o_proj.weight": megatron[src + "self_attention.linear_proj.weight"],
-            dst + "post_attention_layernorm.weight": _first(
-                megatron, src + "pre_mlp_layernorm.weight",
-                src + "mlp.linear_fc1.layer_norm_weight",
-            ),
-            dst + "mlp.gate_proj.weight": fc1_gate,
-            dst + "mlp.up_proj.weight": fc1_up,
-            dst + "mlp.down_proj.weight": megatron[src + "mlp.linear_fc2.weight"],
-        }  # fmt: skip
+        for kind in kinds:
+            qkv = megatron[f"{src}self_attention.linear_qkv.{kind}"]
+            qkv = qkv.view(groups, (per_group + 2) * head_dim, -1)  # a bias: one column
+            q, k, v = qkv.split([per_group * head_dim, head_dim, head_dim], dim=1)
+            gate, up = megatron[f"{src}mlp.linear_fc1.{kind}"].chunk(2, dim=0)
+            out |= {
+                f"{dst}self_attn.q_proj.{kind}": q.reshape(heads * head_dim, -1).squeeze(-1),
+                f"{dst}self_attn.k_proj.{kind}": k.reshape(groups * head_dim, -1).squeeze(-1),
+                f"{dst}self_attn.v_proj.{kind}": v.reshape(groups * head_dim, -1).squeeze(-1),
+                f"{dst}self_attn.o_proj.{kind}":
+                    megatron[f"{src}self_attention.linear_proj.{kind}"],
+                f"{dst}mlp.gate_proj.{kind}": gate,
+                f"{dst}mlp.up_proj.{kind}": up,
+                f"{dst}mlp.down_proj.{kind}": megatron[f"{src}mlp.linear_fc2.{kind}"],
+            }  # fmt: skip
+        out[dst + "input_layernorm.weight"] = _norm(megatron, src, "input", "weight")
+        out[dst + "post_attention_layernorm.weight"] = _norm(megatron, src, "pre_mlp", "weight")
     out["model.norm.weight"] = megatron["decoder.final_layernorm.weight"]
     if not model.tie_embeddings:
         out["lm_head.weight"] = megatron["output_layer.weight"]
-    return {name: t.detach().float().cpu().contiguous() for name, t in out.items()}
+    return out
+
+
+def _gpt2_weights(megatron: dict[str, torch.Tensor], model: ModelConfig) -> dict:
+    heads, head_dim, hidden = model.num_attention_heads, model.head_dim, model.hidden_size
+    out = {
+        "transformer.wte.weight": megatron["embedding.word_embeddings.weight"],
+        "transformer.wpe.weight": megatron["embedding.position_embeddings.weight"],
+    }
+
+    def linear(name: str, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) of a megatron linear layer; a zero bias where the model has none."""
+        weight = megatron[f"{name}.weight"]
+        return weight, megatron.get(f"{name}.bias", torch.zeros(rows, dtype=weight.dtype))
+
+    for i in range(model.num_layers):
+        src, dst = f"decoder.layers.{i}.", f"transformer.h.{i}."
+        qkv_w, qkv_b = linear(src + "self_attention.linear_qkv", 3 * hidden)
+        # per head [q, k, v] rows -> [q of every head; k; v], then Conv1D's (in, out)
+        qkv_w = qkv_w.view(heads, 3, head_dim, hidden).transpose(0, 1).reshape(3 * hidden, -1)
+        qkv_b = qkv_b.view(heads, 3, head_dim).transpose(0, 1).reshape(-1)
+        proj_w, proj_b = linear(src + "self_attention.linear_proj", hidden)
+        fc1_w, fc1_b = linear(src + "mlp.linear_fc1", model.ffn_size)
+        fc2_w, fc2_b = linear(src + "mlp.linear_fc2", hidden)
+        out |= {
+            dst + "ln_1.weight": _norm(megatron, src, "input", "weight"),
+            dst + "ln_1.bias": _norm(megatron, src, "input", "bias"),
+            dst + "attn.c_attn.weight": qkv_w.t(),
+            dst + "attn.c_attn.bias": qkv_b,
+            dst + "attn.c_proj.weight": proj_w.t(),
+            dst + "attn.c_proj.bias": proj_b,
+            dst + "ln_2.weight": _norm(megatron, src, "pre_mlp", "weight"),
+            dst + "ln_2.bias": _norm(megatron, src, "pre_mlp", "bias"),
+            dst + "mlp.c_fc.weight": fc1_w.t(),
+            dst + "mlp.c_fc.bias": fc1_b,
+            dst + "mlp.c_proj.weight": fc2_w.t(),
+            dst + "mlp.c_proj.bias": fc2_b,
+        }
+    out["transformer.ln_f.weight"] = megatron["decoder.final_layernorm.weight"]
+    out["transformer.ln_f.bias"] = megatron["decoder.final_layernorm.bias"]
+    if not model.tie_embeddings:
+        out["lm_head.weight"] = megatron["output_layer.weight"]
+    return out
+
+
+def _norm(megatron: dict[str, torch.Tensor], layer: str, which: str, kind: str) -> torch.Tensor:
+    """A layer's input or pre-MLP norm: its own module (local spec) or fused into the next
+    linear layer (Transformer Engine spec)."""
+    fused = "self_attention.linear_qkv" if which == "input" else "mlp.linear_fc1"
+    return _first(megatron, f"{layer}{which}_layernorm.{kind}", f"{layer}{fused}.layer_norm_{kind}")
 
 
 def _first(weights: dict[str, torch.Tensor], *names: str) -> torch.Tensor:
@@ -114,13 +205,13 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     model = trained.config.model
     weights = {k: v for k, v in trained.gpt.state_dict().items() if isinstance(v, torch.Tensor)}
     tokenizer = shards_tokenizer(trained.config.data.paths)
-    config = llama_config(model, tokenizer.eod_id, trained.gpt.config.layernorm_epsilon)
+    config = hf_config(model, tokenizer.eod_id, trained.gpt.config.layernorm_epsilon)
 
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(llama_state_dict(weights, model), tmp / "model.safetensors", {"format": "pt"})
+    save_file(hf_state_dict(weights, model), tmp / "model.safetensors", {"format": "pt"})
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     _write_tokenizer(tokenizer, tmp)
     lineage = {k: trained.meta[k] for k in ("step", "tokens", "lineage")}

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from megatron_split.checkpoint.hf_export import llama_config
+from megatron_split.checkpoint.hf_export import hf_config
 from megatron_split.config import ConfigError
 from megatron_split.model.config import ModelConfig
 from tests.megatron_split.runs import train
@@ -44,19 +44,56 @@ def test_exported_trunk_gives_the_checkpoints_logits_and_tokens(demo_family, tmp
     assert (config["num_attention_heads"], config["num_key_value_heads"]) == (4, 2)  # GQA
 
 
+def train_tiny(demo_family, run, *overrides: str, nproc: int = 1) -> None:
+    shard = sorted((demo_family / "clusters").glob("*.idx"))[0].with_suffix("")
+    train(["configs/tiny.yaml", f"run_dir={run}", f"data.paths=[{shard}]", "train.steps=4",
+           "train.eval_every=0", "optim.schedule.warmup_steps=1", "train.progress=false",
+           "train.tensorboard=false", *overrides], nproc=nproc)  # fmt: skip
+
+
 @pytest.mark.slow
 def test_a_tensor_parallel_checkpoint_exports(demo_family, tmp_path):
-    shard = sorted((demo_family / "clusters").glob("*.idx"))[0].with_suffix("")
-    run = tmp_path / "tp2"
-    train(["configs/tiny.yaml", f"run_dir={run}", f"data.paths=[{shard}]", "parallel.tensor=2",
-           "train.steps=4", "train.eval_every=0", "optim.schedule.warmup_steps=1",
-           "train.progress=false", "train.tensorboard=false"], nproc=2)  # fmt: skip
-    hf_logits_match(run, tmp_path / "hf")
+    train_tiny(demo_family, tmp_path / "tp2", "parallel.tensor=2", nproc=2)
+    hf_logits_match(tmp_path / "tp2", tmp_path / "hf")
+
+
+GPT2_SHAPE = ["model.position_embedding=learned", "model.normalization=LayerNorm",
+              "model.activation=gelu", "model.num_query_groups=4"]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("shape", "overrides"),
+    [
+        ("llama", ["model.bias=true"]),
+        ("gpt2", GPT2_SHAPE + ["model.bias=true"]),
+        ("gpt2", GPT2_SHAPE + ["model.bias=false", "model.tie_embeddings=false"]),
+    ],
+    ids=["llama-biases", "gpt2-biases", "gpt2-no-biases-untied"],
+)
+def test_other_shapes_export_with_the_checkpoints_logits(demo_family, tmp_path, shape, overrides):
+    train_tiny(demo_family, tmp_path / "run", *overrides)
+    hf_logits_match(tmp_path / "run", tmp_path / "hf")
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == shape
 
 
 @pytest.mark.parametrize(
-    "field, value", [("normalization", "LayerNorm"), ("activation", "gelu"), ("bias", True)]
+    "fields, message",
+    [
+        ({"normalization": "LayerNorm"}, "only Llama-style"),
+        ({"activation": "gelu"}, "only Llama-style"),
+        ({"position_embedding": "learned"}, "model.position_embedding='learned'"),
+        (
+            dict(
+                position_embedding="learned",
+                normalization="LayerNorm",
+                activation="gelu",
+                num_query_groups=2,
+            ),
+            "GPT-2 has no grouped-query attention",
+        ),  # fmt: skip
+    ],
 )
-def test_models_hugging_face_llama_cannot_hold_are_refused(field, value):
-    with pytest.raises(ConfigError, match=f"model.{field}=.*only Llama-style"):
-        llama_config(ModelConfig(vocab_size=256, **{field: value}), eod_id=0, epsilon=1e-5)
+def test_models_without_a_hugging_face_counterpart_are_refused(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        hf_config(ModelConfig(vocab_size=256, num_attention_heads=4, **fields), 0, 1e-5)
