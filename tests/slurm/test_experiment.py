@@ -45,12 +45,14 @@ def test_plan_is_trunk_then_a_branch_array_and_an_eval_per_split(demo_family, tm
         plan(experiment(demo_family, tmp_path, "[6,13]"))
 
 
-@pytest.mark.parametrize(("name", "jobs"), [("experiment_tiny", 5), ("ladder_tiny", 4 * 7 + 1)])
+@pytest.mark.parametrize(
+    ("name", "jobs"), [("experiment_tiny", 5), ("ladder_tiny", 4 * 7 + 1), ("ladder_gpu", 29)]
+)
 def test_shipped_experiments_plan(demo_family, tmp_path, name, jobs):
     overrides = [f"clusters={demo_family / 'clusters'}", f"out={tmp_path}"]
     planned = plan(load_config(ExperimentConfig, f"configs/{name}.yaml", overrides))
     assert len(planned) == jobs
-    assert planned[-1].kind == ("laws" if name == "ladder_tiny" else "eval")
+    assert planned[-1].kind == ("eval" if name == "experiment_tiny" else "laws")
 
 
 def test_split_fractions_follow_each_rungs_own_trunk_length(demo_family, tmp_path):
