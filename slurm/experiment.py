@@ -85,6 +85,16 @@ class LawsStage:
     bootstrap: int = 0
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
+    def validate(self) -> None:
+        """Refuse at submission what would otherwise fail after the whole ladder has run."""
+        from laws.forms import FORMS
+        from laws.select import HOLDOUTS
+
+        if self.form != "auto" and self.form not in FORMS:
+            raise ConfigError(f"laws.form={self.form!r}: auto or one of {', '.join(FORMS)}")
+        if self.holdout not in HOLDOUTS:
+            raise ConfigError(f"laws.holdout={self.holdout!r}: one of {', '.join(HOLDOUTS)}")
+
     def argvs(self, out: Path, k: int) -> list[list[str]]:
         fit = out / "laws" / "fit.json"
         return [
@@ -172,6 +182,7 @@ def plan(cfg: ExperimentConfig) -> list[PlannedJob]:
         )  # fmt: skip
     ]
     if cfg.laws.fit and len(cfg.ladder) > 1:
+        cfg.laws.validate()
         evals = [job.name for job in jobs if job.kind == "eval"]
         jobs.append(PlannedJob("laws", "laws", cfg.laws.argvs(out, clusters.k),
                                _with_folder(cfg.laws.slurm, out), evals, [],

@@ -112,6 +112,9 @@ def test_a_ladder_repeats_the_graph_per_rung_with_its_overrides(demo_family, tmp
     ]  # fmt: skip
     assert jobs[4].after == ["h96/trunk"]
     assert jobs[6].after == ["h64/split_12/eval", "h96/split_12/eval"]  # the law: after all
+    cfg.laws.holdout = "largest-n"  # a typo fails now, not after the whole ladder has run
+    with pytest.raises(ConfigError, match="laws.holdout='largest-n'"):
+        plan(cfg)
     for trunk, branches in ((jobs[0], jobs[1]), (jobs[3], jobs[4])):
         size = trunk.name.split("/")[0].removeprefix("h")
         assert f"model.hidden_size={size}" in trunk.argvs[0]
