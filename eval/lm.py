@@ -7,8 +7,8 @@ tokenizer in the manifest of the shards it trained on. It then scores:
 
 - ``loglikelihood([(context, continuation), ...])``: sum of log p(continuation | context)
   and whether the continuation is the greedy one, as lm-evaluation-harness defines them;
-- ``generate(contexts, max_new_tokens, until)``: greedy continuations, stopped at the
-  end-of-document token or at a stop string;
+- ``generate(contexts, max_new_tokens, until)``: greedy continuations through megatron's
+  KV cache, stopped at the end-of-document token or at a stop string;
 - ``dataset_loss(dataset)``: token-weighted mean NLL over a megatron GPTDataset, which is the
   training loop's validation loss computed over exactly the given samples.
 """
@@ -133,8 +133,8 @@ class CheckpointLM:
         the end-of-document token or once the decoded text holds a string of ``until``.
 
         Contexts are cut from the left to leave room for the new tokens, as lm-evaluation-
-        harness does. Every step reruns the whole sequence (no KV cache): exact and simple,
-        which is what evaluation on toy and medium models needs.
+        harness does. Decoding reads megatron's static KV cache, so each new token costs one
+        position; contexts of the same length share a batch (the cache has one fill level).
         """
         if not 0 < max_new_tokens < self.seq_length:
             raise ValueError(f"max_new_tokens must lie in 1..{self.seq_length - 1}")
@@ -142,31 +142,49 @@ class CheckpointLM:
         if eod is None and not all(contexts):
             raise ValueError("an empty context needs a tokenizer's end-of-document token")
         keep = self.seq_length - max_new_tokens
-        outputs: list[list[int]] = []
-        for first in range(0, len(contexts), batch_size):
-            rows = [list(ids[-keep:]) or [eod] for ids in contexts[first : first + batch_size]]
-            new: list[list[int]] = [[] for _ in rows]
-            running = list(range(len(rows)))
-            for _ in range(max_new_tokens):
-                if not running:
-                    break
-                lengths = [len(rows[r]) + len(new[r]) for r in running]
-                tokens_BS = torch.zeros(len(running), max(lengths), dtype=torch.long)
-                for b, r in enumerate(running):  # right padding, as in scoring
-                    tokens_BS[b, : lengths[b]] = torch.tensor(rows[r] + new[r])
-                logits_BSV = self.logits(tokens_BS)
-                last_B = torch.tensor(lengths, device=self.device) - 1
-                next_B = logits_BSV[torch.arange(len(running)), last_B].argmax(dim=-1).tolist()
-                still = []
-                for r, token in zip(running, next_B, strict=True):
-                    if token == eod:
-                        continue
-                    new[r].append(token)
-                    if not (until and self._reached(new[r], until)):
-                        still.append(r)
-                running = still
-            outputs.extend(new)
+        rows = [list(ids[-keep:]) or [eod] for ids in contexts]
+        by_length: dict[int, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_length.setdefault(len(row), []).append(i)
+        outputs: list[list[int]] = [[] for _ in rows]
+        for members in by_length.values():
+            for first in range(0, len(members), batch_size):
+                batch = members[first : first + batch_size]
+                new = self._decode([rows[i] for i in batch], max_new_tokens, eod, until)
+                for i, ids in zip(batch, new, strict=True):
+                    outputs[i] = ids
         return outputs
+
+    def _decode(
+        self, rows: list[list[int]], max_new_tokens: int, eod: int | None, until: Sequence[str]
+    ) -> list[list[int]]:
+        """Greedy decoding of equal-length rows, one cached position per step."""
+        from megatron.core.inference.contexts import StaticInferenceContext
+
+        batch, length = len(rows), len(rows[0])
+        cache = StaticInferenceContext(batch, length + max_new_tokens)
+        tokens_BS = torch.tensor(rows, device=self.device)
+        positions_BS = torch.arange(length, device=self.device).expand(batch, -1)
+        new: list[list[int]] = [[] for _ in rows]
+        running = [True] * batch
+        for step in range(max_new_tokens):
+            logits_BSV = self.model(tokens_BS, positions_BS, None, inference_context=cache,
+                                    runtime_gather_output=True)  # fmt: skip
+            next_B = logits_BSV[:, -1].argmax(dim=-1)
+            for b, token in enumerate(next_B.tolist()):
+                if not running[b]:
+                    continue  # a finished row rides along: the cache keeps rows aligned
+                if token == eod:
+                    running[b] = False
+                    continue
+                new[b].append(token)
+                running[b] = not (until and self._reached(new[b], until))
+            if not any(running):
+                break
+            cache.sequence_len_offset += tokens_BS.shape[1]
+            tokens_BS = next_B[:, None]
+            positions_BS = torch.full((batch, 1), length + step, device=self.device)
+        return new
 
     def generate_text(
         self, contexts: Sequence[str], max_new_tokens: int, until: Sequence[str] = (), **kwargs
