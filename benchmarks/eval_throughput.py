@@ -1,9 +1,12 @@
-"""Zero-shot scoring throughput: `msplit eval`'s scorer on a native checkpoint, against
-lm-evaluation-harness's Hugging Face backend on the same model exported with export-hf.
+"""Zero-shot scoring and generation throughput: `msplit eval`'s scorer and generator (what
+the `msplit` lm-eval backend runs) on a native checkpoint, against lm-evaluation-harness's
+Hugging Face backend on the same model exported with export-hf.
 
-Both score the same (context, continuation) requests (MMLU questions from the assets) with
-the same batch size in this process; the JSON also records how far their log-likelihoods
-are apart (they are the same model, so only float rounding may differ).
+Both score the same (context, continuation) requests (MMLU questions from the assets) and
+greedily continue the same prompts (the questions, 32 new tokens, stopping at a blank
+line) with the same batch size in this process; the JSON also records how far their
+log-likelihoods are apart and the share of identical generations (they are the same model,
+so only float rounding may differ).
 
     python benchmarks/eval_throughput.py --json OUT.json [--checkpoint RUN] [--questions 200]
 
@@ -26,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", required=True, help="write results here")
     parser.add_argument("--checkpoint", help="a run or checkpoint (default: train a small one)")
     parser.add_argument("--questions", type=int, default=200, help="MMLU questions scored")
+    parser.add_argument("--generations", type=int, default=64, help="prompts continued")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="best of N interleaved timings")
     args = parser.parse_args(argv)
@@ -46,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = args.checkpoint or _small_trunk(Path(tmp) / "demo")
         ours = CheckpointLM.load(checkpoint)
         baseline = _harness_model(export_hf(checkpoint, Path(tmp) / "hf"), args.batch_size)
-        times: dict[str, list[float]] = {"ours": [], "baseline": []}
+        prompts = list(dict.fromkeys(context for context, _ in requests))[: args.generations]
+        generations = _instances(prompts, "generate_until")
+        times: dict[str, list[float]] = {k: [] for k in ("ours", "baseline", "gen", "gen_base")}
         for _ in range(args.repeats):  # interleaved, so that machine load hits both
             start = time.perf_counter()
             our_scores = [s.logprob for s in ours.loglikelihood(requests, args.batch_size)]
@@ -54,17 +60,31 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             their_scores = [score for score, _ in baseline.loglikelihood(_instances(requests))]
             times["baseline"].append(time.perf_counter() - start)
-    ours_s, base_s = min(times["ours"]), min(times["baseline"])
+            start = time.perf_counter()
+            our_texts = ours.generate_text(  # what the msplit backend runs per model
+                prompts, GENERATION["max_gen_toks"], GENERATION["until"], batch_size=args.batch_size
+            )
+            times["gen"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            their_texts = baseline.generate_until(generations)
+            times["gen_base"].append(time.perf_counter() - start)
+    best = {name: min(seconds) for name, seconds in times.items()}
     result = {
-        "requests_per_s": len(requests) / ours_s,
-        "baseline_requests_per_s": len(requests) / base_s,
-        "speedup_vs_baseline": base_s / ours_s,
+        "requests_per_s": len(requests) / best["ours"],
+        "baseline_requests_per_s": len(requests) / best["baseline"],
+        "speedup_vs_baseline": best["baseline"] / best["ours"],
         "max_abs_logprob_diff": max(
             abs(a - b) for a, b in zip(our_scores, their_scores, strict=True)
         ),  # fmt: skip
+        "generations_per_s": len(prompts) / best["gen"],
+        "baseline_generations_per_s": len(prompts) / best["gen_base"],
+        "generation_speedup_vs_baseline": best["gen_base"] / best["gen"],
+        "same_generation_fraction": sum(a == b for a, b in zip(our_texts, their_texts, strict=True))
+        / len(prompts),  # fmt: skip
         "requests": len(requests),
+        "generations": len(prompts),
         "batch_size": args.batch_size,
-        "seconds": {"ours": ours_s, "baseline": base_s},
+        "seconds": best,
     }
     write_result(args.json, result)
     return 0
@@ -84,10 +104,16 @@ def _harness_model(directory: Path, batch_size: int):
     return HFLM(pretrained=str(directory), batch_size=batch_size, device="cpu")
 
 
-def _instances(requests: list[tuple[str, str]]) -> list:
+GENERATION = {"until": ["\n\n"], "max_gen_toks": 32, "do_sample": False}
+
+
+def _instances(requests: list, kind: str = "loglikelihood") -> list:
+    """lm-eval's requests: (context, continuation) pairs, or prompts to continue."""
     from lm_eval.api.instance import Instance
 
-    return [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(requests)]
+    if kind == "generate_until":
+        requests = [(prompt, dict(GENERATION)) for prompt in requests]
+    return [Instance(kind, {}, args, i) for i, args in enumerate(requests)]
 
 
 if __name__ == "__main__":

@@ -133,8 +133,11 @@ class CheckpointLM:
         the end-of-document token or once the decoded text holds a string of ``until``.
 
         Contexts are cut from the left to leave room for the new tokens, as lm-evaluation-
-        harness does. Decoding reads megatron's static KV cache, so each new token costs one
-        position; contexts of the same length share a batch (the cache has one fill level).
+        harness does. Decoding reads megatron's static KV cache, one position per step.
+        Contexts of similar lengths share a batch: it reads all of them up to the shortest
+        one's length at once, then one position per step for every row, each row reading
+        the rest of its own context before it starts to generate. Every row thus sees
+        exactly its own tokens at its own positions, with no padding.
         """
         if not 0 < max_new_tokens < self.seq_length:
             raise ValueError(f"max_new_tokens must lie in 1..{self.seq_length - 1}")
@@ -143,48 +146,50 @@ class CheckpointLM:
             raise ValueError("an empty context needs a tokenizer's end-of-document token")
         keep = self.seq_length - max_new_tokens
         rows = [list(ids[-keep:]) or [eod] for ids in contexts]
-        by_length: dict[int, list[int]] = {}
-        for i, row in enumerate(rows):
-            by_length.setdefault(len(row), []).append(i)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         outputs: list[list[int]] = [[] for _ in rows]
-        for members in by_length.values():
-            for first in range(0, len(members), batch_size):
-                batch = members[first : first + batch_size]
-                new = self._decode([rows[i] for i in batch], max_new_tokens, eod, until)
-                for i, ids in zip(batch, new, strict=True):
-                    outputs[i] = ids
+        for first in range(0, len(order), batch_size):
+            batch = order[first : first + batch_size]
+            new = self._decode([rows[i] for i in batch], max_new_tokens, eod, until)
+            for i, ids in zip(batch, new, strict=True):
+                outputs[i] = ids
         return outputs
 
     def _decode(
         self, rows: list[list[int]], max_new_tokens: int, eod: int | None, until: Sequence[str]
     ) -> list[list[int]]:
-        """Greedy decoding of equal-length rows, one cached position per step."""
+        """Greedy decoding of a batch of contexts through one static KV cache."""
         from megatron.core.inference.contexts import StaticInferenceContext
 
-        batch, length = len(rows), len(rows[0])
-        cache = StaticInferenceContext(batch, length + max_new_tokens)
-        tokens_BS = torch.tensor(rows, device=self.device)
-        positions_BS = torch.arange(length, device=self.device).expand(batch, -1)
+        lengths = [len(row) for row in rows]
+        batch, position = len(rows), min(lengths)  # the next position to read or predict
+        cache = StaticInferenceContext(batch, max(lengths) + max_new_tokens)
+        tokens_BS = torch.tensor([row[:position] for row in rows], device=self.device)
+        positions_BS = torch.arange(position, device=self.device).expand(batch, -1)
         new: list[list[int]] = [[] for _ in rows]
         running = [True] * batch
-        for step in range(max_new_tokens):
+        while True:
             logits_BSV = self.model(tokens_BS, positions_BS, None, inference_context=cache,
                                     runtime_gather_output=True)  # fmt: skip
-            next_B = logits_BSV[:, -1].argmax(dim=-1)
-            for b, token in enumerate(next_B.tolist()):
-                if not running[b]:
-                    continue  # a finished row rides along: the cache keeps rows aligned
-                if token == eod:
-                    running[b] = False
-                    continue
-                new[b].append(token)
-                running[b] = not (until and self._reached(new[b], until))
+            feed = logits_BSV[:, -1].argmax(dim=-1).tolist()  # each row's next token
+            for b, token in enumerate(feed):
+                if position < lengths[b]:  # still reading its context
+                    feed[b] = rows[b][position]
+                elif running[b]:
+                    if token == eod:
+                        running[b] = False
+                        continue
+                    new[b].append(token)
+                    done = len(new[b]) == max_new_tokens
+                    running[b] = not (done or (until and self._reached(new[b], until)))
             if not any(running):
-                break
+                return new
+            # finished rows ride along (their tokens are never read): the cache keeps rows
+            # aligned at one position
             cache.sequence_len_offset += tokens_BS.shape[1]
-            tokens_BS = next_B[:, None]
-            positions_BS = torch.full((batch, 1), length + step, device=self.device)
-        return new
+            tokens_BS = torch.tensor(feed, device=self.device)[:, None]
+            positions_BS = torch.full((batch, 1), position, device=self.device)
+            position += 1
 
     def generate_text(
         self, contexts: Sequence[str], max_new_tokens: int, until: Sequence[str] = (), **kwargs

@@ -78,7 +78,8 @@ def test_choices_of_one_question_share_a_forward_pass_and_score_as_alone(trunk, 
 
 def test_generation_is_the_greedy_chain_whatever_the_batch(trunk, texts):
     encoded = [trunk.tokenizer.encode(text) for text in texts[:4]]
-    # two lengths, so rows of one length share a batch and its KV cache
+    # sorted by length and batched in pairs: (10, 10) and (10, 25), a row reading its
+    # context while the other generates
     contexts = [encoded[0][:10], encoded[1][:25], encoded[2][:10], encoded[3][:10]]
     batched = trunk.generate(contexts, max_new_tokens=12, batch_size=2)
     alone = [trunk.generate([c], max_new_tokens=12)[0] for c in contexts]
