@@ -331,6 +331,8 @@ def status(cfg: ExperimentConfig) -> list[dict[str, str]]:
         if job.kind == "train":
             steps = [f"{finished_step(run)}/{target}" for run, target in job.targets]
             progress = " ".join(steps) + " steps"
+        elif job.kind == "laws" and job.done:
+            progress = _law_summary(Path(cfg.out).resolve() / "laws" / "fit.json")
         else:
             progress = f"{job.results.name} written" if job.done else "not written yet"
         job_id = ids.get(job.name)
@@ -339,3 +341,12 @@ def status(cfg: ExperimentConfig) -> list[dict[str, str]]:
                      "progress": progress, "slurm_id": job_id or "-",
                      "state": state or "-"})  # fmt: skip
     return rows
+
+
+def _law_summary(fit: Path) -> str:
+    """The fitted law in a few words: its form, fit and (when scored) held-out R^2."""
+    record = json.loads(fit.read_text())
+    summary = f"{record['form']}: R^2 {record['r2']:.3f} on {record['n_points']} points"
+    if "heldout_r2" in record:
+        summary += f", held-out R^2 {record['heldout_r2']:.3f} ({record['heldout']['split']})"
+    return summary

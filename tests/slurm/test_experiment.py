@@ -145,7 +145,9 @@ def test_without_slurm_a_ladder_runs_stage_by_stage_and_ends_with_a_fitted_law(
         )
     ]
     assert list(submit(cfg)) == [*names, "laws"]  # fmt: skip
-    assert all(row["done"] == "yes" for row in status(cfg))
+    rows = status(cfg)
+    assert all(row["done"] == "yes" for row in rows)
+    assert rows[-1]["progress"].startswith("chinchilla_total: R^2 ")  # the law, in brief
     lines = (tmp_path / "h64" / "split_12" / "eval" / "law_points.jsonl").read_text()
     points = [json.loads(line) for line in lines.splitlines()]
     # the trunk on each of 2 clusters, each specialist on its own at steps 2 and 4
