@@ -143,38 +143,31 @@ def _gpt2_weights(megatron: dict[str, torch.Tensor], model: ModelConfig) -> dict
     out = {
         "transformer.wte.weight": megatron["embedding.word_embeddings.weight"],
         "transformer.wpe.weight": megatron["embedding.position_embeddings.weight"],
+        "transformer.ln_f.weight": megatron["decoder.final_layernorm.weight"],
+        "transformer.ln_f.bias": megatron["decoder.final_layernorm.bias"],
     }
-
-    def linear(name: str, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weight, bias) of a megatron linear layer; a zero bias where the model has none."""
-        weight = megatron[f"{name}.weight"]
-        return weight, megatron.get(f"{name}.bias", torch.zeros(rows, dtype=weight.dtype))
-
+    norms = {"ln_1": "input", "ln_2": "pre_mlp"}  # GPT-2 name -> megatron's norm
+    linears = {  # GPT-2 name -> (megatron layer, output rows)
+        "attn.c_attn": ("self_attention.linear_qkv", 3 * hidden),
+        "attn.c_proj": ("self_attention.linear_proj", hidden),
+        "mlp.c_fc": ("mlp.linear_fc1", model.ffn_size),
+        "mlp.c_proj": ("mlp.linear_fc2", hidden),
+    }
     for i in range(model.num_layers):
         src, dst = f"decoder.layers.{i}.", f"transformer.h.{i}."
-        qkv_w, qkv_b = linear(src + "self_attention.linear_qkv", 3 * hidden)
-        # per head [q, k, v] rows -> [q of every head; k; v], then Conv1D's (in, out)
-        qkv_w = qkv_w.view(heads, 3, head_dim, hidden).transpose(0, 1).reshape(3 * hidden, -1)
-        qkv_b = qkv_b.view(heads, 3, head_dim).transpose(0, 1).reshape(-1)
-        proj_w, proj_b = linear(src + "self_attention.linear_proj", hidden)
-        fc1_w, fc1_b = linear(src + "mlp.linear_fc1", model.ffn_size)
-        fc2_w, fc2_b = linear(src + "mlp.linear_fc2", hidden)
-        out |= {
-            dst + "ln_1.weight": _norm(megatron, src, "input", "weight"),
-            dst + "ln_1.bias": _norm(megatron, src, "input", "bias"),
-            dst + "attn.c_attn.weight": qkv_w.t(),
-            dst + "attn.c_attn.bias": qkv_b,
-            dst + "attn.c_proj.weight": proj_w.t(),
-            dst + "attn.c_proj.bias": proj_b,
-            dst + "ln_2.weight": _norm(megatron, src, "pre_mlp", "weight"),
-            dst + "ln_2.bias": _norm(megatron, src, "pre_mlp", "bias"),
-            dst + "mlp.c_fc.weight": fc1_w.t(),
-            dst + "mlp.c_fc.bias": fc1_b,
-            dst + "mlp.c_proj.weight": fc2_w.t(),
-            dst + "mlp.c_proj.bias": fc2_b,
-        }
-    out["transformer.ln_f.weight"] = megatron["decoder.final_layernorm.weight"]
-    out["transformer.ln_f.bias"] = megatron["decoder.final_layernorm.bias"]
+        for name, which in norms.items():
+            for kind in ("weight", "bias"):
+                out[f"{dst}{name}.{kind}"] = _norm(megatron, src, which, kind)
+        for name, (layer, rows) in linears.items():
+            weight = megatron[f"{src}{layer}.weight"]
+            # a zero bias where the model has none: GPT-2's layers always add one
+            bias = megatron.get(f"{src}{layer}.bias", torch.zeros(rows, dtype=weight.dtype))
+            if name == "attn.c_attn":  # per head [q, k, v] rows -> [q of every head; k; v]
+                weight = weight.view(heads, 3, head_dim, hidden).transpose(0, 1)
+                weight, bias = weight.reshape(rows, hidden), bias.view(heads, 3, head_dim)
+                bias = bias.transpose(0, 1).reshape(rows)
+            out[f"{dst}{name}.weight"] = weight.t()  # Conv1D stores (in, out)
+            out[f"{dst}{name}.bias"] = bias
     if not model.tie_embeddings:
         out["lm_head.weight"] = megatron["output_layer.weight"]
     return out
