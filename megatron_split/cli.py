@@ -14,7 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("megatron_split.train_cli", "pretrain a trunk (or any GPT run) from a YAML config"),
     "branch": ("megatron_split.branch_cli", "continue a trunk checkpoint on one cluster"),
     "data": ("data_prep.cli", "corpora, tokenizers, indexed shards, embeddings, clusters"),
-    "experiment": ("slurm.cli", "submit a whole split experiment to Slurm as one job graph"),
+    "experiment": ("slurm.cli", "plan, run or submit a split experiment: one graph to the law"),
     "eval": ("eval.cli", "held-out loss and routed zero-shot tasks of a trunk and its branches"),
     "export-hf": (
         "megatron_split.checkpoint.hf_export",
@@ -22,10 +22,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "laws": ("laws.cli", "fit scaling laws L(N, D, D') and plan the compute split"),
     "phonebook": (
-        "megatron_split.phonebook",
+        "slurm.phonebook",
         "the synthetic facts experiment: recall against the split step",
     ),
-    "demo": ("megatron_split.demo", "run the embedded end-to-end example on this machine"),
+    "demo": ("slurm.demo", "run the embedded end-to-end example on this machine"),
 }
 
 

@@ -118,8 +118,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None, overrides: list[str] = ()) -> T:
-    """Read ``path`` (YAML) into ``cls``, apply dotted overrides, and validate."""
+def load_config(
+    cls: type[T], path: str | Path | None, overrides: list[str] = (), **validate_args: Any
+) -> T:
+    """Read ``path`` (YAML) into ``cls``, apply dotted overrides, and validate (passing
+    ``validate_args`` to the config's ``validate``)."""
     data: dict[str, Any] = {}
     source = "<overrides>"
     if path is not None:
@@ -137,7 +140,7 @@ def load_config(cls: type[T], path: str | Path | None, overrides: list[str] = ()
         cfg = from_dict(cls, data)
         validate = getattr(cfg, "validate", None)
         if validate is not None:
-            validate()
+            validate(**validate_args)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return cfg

@@ -1,18 +1,25 @@
-"""`msplit experiment`: submit a split experiment to Slurm as one graph of jobs, and follow it.
+"""`msplit experiment`: a split experiment as one graph, from the corpus to the law.
 
-    msplit experiment submit EXPERIMENT.yaml [dotted.key=value ...] [--wait]
+    msplit experiment plan EXPERIMENT.yaml [dotted.key=value ...] [--tokens-per-s X]
+    msplit experiment run EXPERIMENT.yaml [dotted.key=value ...]      # on this machine
+    msplit experiment submit EXPERIMENT.yaml [dotted.key=value ...] [--wait]   # on Slurm
     msplit experiment status EXPERIMENT.yaml [dotted.key=value ...]
 
-See slurm/experiment.py (and configs/experiment_tiny.yaml) for the file's fields.
+`plan` prints every node with its tokens, FLOPs and the checkpoints it keeps, and the
+totals per arm (with --tokens-per-s, the wall time). `run` executes the graph here in
+dependency order; `submit` sends it to Slurm as job arrays chained by afterok. Both skip
+what is complete, so the same command resumes after a failure or an interruption. See
+slurm/experiment.py and configs/demo.yaml for the file's fields.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from collections import defaultdict
 
 from megatron_split.config import ConfigError, load_config
+from megatron_split.train_cli import setup_logging
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -22,36 +29,123 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    parser.add_argument("action", choices=["submit", "status"])
+    parser.add_argument("action", choices=["plan", "run", "submit", "status"])
     parser.add_argument("experiment", help="experiment YAML")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides of the file")
     parser.add_argument("--wait", action="store_true", help="submit, then wait for every job")
+    parser.add_argument(
+        "--tokens-per-s", type=float, help="plan: training throughput, for the wall time"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from slurm.experiment import ExperimentConfig, status, submit
+    from slurm.executors import require_slurm, run_local, submit_slurm
+    from slurm.experiment import ExperimentConfig, build_graph
 
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(rank=0)
     try:
-        cfg = load_config(ExperimentConfig, args.experiment, args.overrides)
-        if args.action == "submit":
-            ids = submit(cfg, wait=args.wait)
+        graph = build_graph(load_config(ExperimentConfig, args.experiment, args.overrides))
+        if args.action == "plan":
+            print(plan_table(graph, args.tokens_per_s))
+        elif args.action == "run":
+            states = run_local(graph)
+            print(status_table(graph))
+            unfinished = [name for name, state in states.items()
+                          if state not in ("complete", "succeeded")]  # fmt: skip
+            if unfinished or len(states) < len(graph.nodes):
+                print(f"msplit experiment: not complete: {', '.join(unfinished)} (rerun to "
+                      "resume)", file=sys.stderr)  # fmt: skip
+                return 1
+        elif args.action == "submit":
+            require_slurm()
+            ids = submit_slurm(graph, wait=args.wait)
             if not ids:
-                print("nothing to submit: every job is complete")
+                print("nothing to submit: every node is complete or still queued")
             for name, job_id in ids.items():
-                print(f"{name:<28} {job_id}")
-            return 0
-        rows = status(cfg)
+                print(f"{name:<32} {job_id}")
+        else:
+            print(status_table(graph))
     except (ConfigError, FileNotFoundError, RuntimeError) as error:
         print(f"msplit experiment: {error}", file=sys.stderr)
         return 2
-    print(f"{'job':<28} {'done':<5} {'slurm id':<10} {'state':<18} progress")
-    for row in rows:
-        print(f"{row['job']:<28} {row['done']:<5} {row['slurm_id']:<10} {row['state']:<18} "
-              f"{row['progress']}")  # fmt: skip
     return 0
+
+
+def plan_table(graph, tokens_per_s: float | None = None) -> str:
+    """Every node with its tokens, FLOPs and kept checkpoints, and the totals per arm."""
+    from laws.plots import human
+
+    header = f"{'node':<34} {'tasks':>5} {'tokens':>9} {'FLOPs':>9} {'ckpts':>5} {'disk':>9}"
+    lines = [header + (f" {'time':>8}" if tokens_per_s else ""), "-" * len(header)]
+    per_arm: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    checkpoints = disk = 0
+    for node in graph:
+        runs = node.trainings
+        tokens = sum(t.tokens for t in runs)
+        flops = sum(t.flops for t in runs)
+        kept = sum(t.checkpoints for t in runs)
+        size = sum(t.checkpoints * t.checkpoint_bytes for t in runs)
+        for t in runs:
+            per_arm[t.arm][0] += t.tokens
+            per_arm[t.arm][1] += t.flops
+        checkpoints, disk = checkpoints + kept, disk + size
+        cells = [f"{human(tokens):>9}", f"{flops:>9.3g}", f"{kept:>5}", f"{_bytes(size):>9}"]
+        if not runs:
+            cells = [f"{'-':>9}"] * 2 + [f"{'-':>5}", f"{'-':>9}"]
+        line = f"{node.name:<34} {len(node.tasks):>5} " + " ".join(cells)
+        if tokens_per_s and runs:
+            line += f" {_duration(tokens / tokens_per_s):>8}"
+        lines.append(line)
+    lines += ["", "per arm:"]
+    for arm, (tokens, flops) in per_arm.items():
+        line = f"  {arm:<20} {human(tokens):>9} tokens {flops:>10.3g} FLOPs"
+        lines.append(line + (f"  {_duration(tokens / tokens_per_s)}" if tokens_per_s else ""))
+    total_tokens = sum(v[0] for v in per_arm.values())
+    total_flops = sum(v[1] for v in per_arm.values())
+    lines.append(
+        f"  {'total':<20} {human(total_tokens):>9} tokens {total_flops:>10.3g} FLOPs"
+        + (f"  {_duration(total_tokens / tokens_per_s)}" if tokens_per_s else "")
+    )
+    lines.append(f"checkpoints kept: {checkpoints}, about {_bytes(disk)}")
+    return "\n".join(lines)
+
+
+def status_table(graph) -> str:
+    """One line per node: complete or not, its last state, job id, Slurm state, progress."""
+    from slurm.executors import StateFile, slurm_state
+    from slurm.graph import finished_step
+
+    known = StateFile(graph).nodes
+    lines = [f"{'node':<34} {'done':<5} {'state':<18} {'job':<9} progress"]
+    for node in graph:
+        done = node.done
+        record = known.get(node.name, {})
+        job = record.get("job_id", "")
+        state = "complete" if done else record.get("state", "-")
+        if job and not done:
+            state = slurm_state(job) or state
+        if node.trainings:
+            progress = " ".join(f"{finished_step(t.marker)}/{t.steps}" for t in node.trainings)
+            progress += " steps"
+        else:
+            progress = "written" if done else record.get("error", "not written yet")
+        lines.append(f"{node.name:<34} {'yes' if done else 'no':<5} {state:<18} {job or '-':<9} "
+                     f"{progress}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _bytes(size: float) -> str:
+    for scale, unit in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size:.0f} B"
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(round(seconds)), 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 if __name__ == "__main__":

@@ -1,65 +1,132 @@
-"""A whole split experiment as Slurm jobs: trunk -> branches per split point -> evaluation.
+"""A split experiment as one graph, from the corpus to the law.
 
-An experiment YAML names a cluster directory, a base run config and the split points:
+An experiment YAML (configs/demo.yaml, configs/repro_small.yaml, ...) names a base run
+config, its data, the budgets in tokens and the split points, and becomes this graph:
 
-    out: runs/exp
-    clusters: runs/demo/clusters
-    config: configs/tiny.yaml
-    split_steps: [100, 200]          # trunk steps to branch from (default: its last)
-    # or split_fractions: [0.5, 1.0]  # of each trunk's steps (a ladder's rungs may differ)
-    trunk: {overrides: ["train.steps=200"], slurm: {gpus_per_node: 8, nodes: 2}}
-    branches: {steps: 40, slurm: {gpus_per_node: 8}}
-    eval: {tasks: ["mmlu=/data/mmlu.jsonl"], limit: 500}
+    corpus -> tokenizer -> shards -> embeddings -> clusters          (or given: clusters:)
+      -> trunk (D tokens, stable LR, kept at every split point)
+      -> per split point D_j: branches (k runs of D' tokens, one per cluster)
+                              standard (the mixture for k D' tokens: equal compute)
+                           -> eval (every model on every cluster's held-out set)
+      -> results (one table) -> laws/fit -> laws/report (with two sizes or more) -> report
 
-and becomes this graph of jobs, submitted at once with ``afterok`` dependencies:
+A ``ladder`` (rung name -> model-size overrides, budgets) repeats the trunk and its split
+points per rung under ``out/<rung>/``, and ``seeds`` repeats everything under
+``out/seed_<s>/``: the points the law L(N, D, D') is fitted to. The graph runs here
+(``msplit experiment run``: the default, in dependency order, finished nodes skipped,
+interrupted ones resumed) or on Slurm (``msplit experiment submit``: job arrays chained by
+``afterok``, requeued on preemption).
 
-    trunk ──> split_100/branches (an array of k jobs) ──> split_100/eval
-          └─> split_200/branches (an array of k jobs) ──> split_200/eval
-
-A ``ladder`` (rung name -> overrides such as model sizes) repeats that graph once per rung
-under ``out/<rung>/``: the runs a scaling law L(N, D, D') is fitted to. Every evaluation
-writes its points, and a last job (after every evaluation) fits the law to them all and
-writes ``out/laws/fit.json`` and a report with the optimal split (``laws:`` settings).
-
-Training jobs requeue themselves on preemption or time-out and resume from their last
-checkpoint; the trunk keeps the split points' checkpoints whatever ``keep_last`` says.
-Resubmitting skips every job whose outputs are complete, so after a failure the same
-command submits just what is left. Without Slurm (the local executor) the jobs run one
-stage after another on this machine.
+Schedules are fixed by the method, so that the arms are compared fairly: the trunk keeps a
+constant LR after its warmup (its stable phase), so every split checkpoint is un-annealed;
+every run that continues it (each branch and the standard arm) starts from the trunk's LR
+and optimizer state and ends with the same decay (the base config's WSD decay: fraction,
+shape, final LR). A branch taken mid-cosine would also gain from annealing, which the trunk
+checkpoint it is compared with never had. The standard arm takes the branches' very steps
+and LR at k times their global batch: at each step it has trained exactly the tokens the k
+branches have together, and only its data differ (the mixture, not one cluster).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
-import subprocess
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-import submitit
-
-from megatron_split.branching import branch_overrides, trunk_overrides
-from megatron_split.checkpoint import latest_checkpoint, read_meta, step_dir_name
+from megatron_split.branching import branch_overrides, standard_overrides, trunk_overrides
 from megatron_split.config import ConfigError, load_config
-from megatron_split.data.clusters import ClusterData, ClusterDataConfig
+from megatron_split.data.clusters import ClusterDataConfig
+from megatron_split.model import ModelConfig
 from megatron_split.train.config import RunConfig
-from slurm.launch import SlurmConfig, TrainingJob
+from slurm.graph import Arm, Command, Graph, Node, Training
+from slurm.launch import SlurmConfig
 
-log = logging.getLogger(__name__)
+# The trunk stays in its stable phase; every continuation carries its LR and optimizer on
+# and ends with the base config's decay (see the module docstring: why).
+TRUNK_SCHEDULE = ["optim.schedule.kind=constant"]
+CONTINUATION_SCHEDULE = [
+    "optim.schedule.kind=wsd",
+    "optim.schedule.warmup_steps=0",
+    "init.load_optimizer=true",
+]
+# Set by the graph from the experiment's budgets and layout; an override would be lost.
+PLANNED_KEYS = ("train.steps", "run_dir", "init.checkpoint", "data.clusters", "data.cluster")
+
+
+@dataclass
+class DataStage:
+    """The data nodes, under ``out/``: corpus -> tokenizer -> shards -> embeddings -> clusters."""
+
+    inputs: list[str] = field(default_factory=list)  # JSONL documents; none: bundled corpus
+    max_mb: float = 3.0  # size of the bundled multi-domain corpus (all sources)
+    label_key: str = "source"  # carried into the document table (cluster purity)
+    vocab_size: int = 4096  # of the byte-level BPE trained on the documents
+    embedder: Literal["tfidf", "minilm"] = "tfidf"
+    k: int = 4  # clusters, one branch each (with by_label: the number of labels)
+    by_label: bool = False  # one cluster per label_key value, not k-means
+    heldout: str = "90,10,0"  # train, held-out, test shares of each cluster's documents
+    workers: int = 2  # tokenization processes
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+    def nodes(self, out: Path) -> list[Node]:
+        corpus, tokenizer = out / "corpus", out / "tokenizer.json"
+        shards, embeddings, clusters = (
+            out / "shards" / "corpus",
+            out / "embeddings",
+            out / "clusters",
+        )
+        inputs = [str(Path(p).resolve()) for p in self.inputs] or [str(corpus / "corpus-*.jsonl")]
+
+        def node(name: str, argv: list[str], marker: Path, after: list[str]) -> Node:
+            return Node(name, [Command("data_prep.cli", argv, marker)], after, self.slurm)
+
+        built = [] if self.inputs else [
+            node("corpus", ["corpus", "build", "--output", str(corpus), "--max-mb",
+                            str(self.max_mb), "--shards", "1"],
+                 corpus / "corpus.manifest.json", [])
+        ]  # fmt: skip
+        return [
+            *built,
+            node("tokenizer", ["train-tokenizer", "--input", *inputs, "--output", str(tokenizer),
+                               "--vocab-size", str(self.vocab_size)],
+                 tokenizer, [n.name for n in built]),
+            node("shards", ["tokenize", "--input", *inputs, "--output-prefix", str(shards),
+                            "--tokenizer", f"hf:{tokenizer}", "--append-eod", "--label-key",
+                            self.label_key, "--workers", str(self.workers)],
+                 Path(f"{shards}.manifest.json"), ["tokenizer"]),
+            node("embeddings", ["embed", "--shards", str(shards), "--output", str(embeddings),
+                                "--embedder", self.embedder, "--no-progress"],
+                 embeddings / "embeddings.manifest.json", ["shards"]),
+            node("clusters", ["cluster", "--embeddings", str(embeddings), "--output",
+                              str(clusters), *(["--by-label"] if self.by_label else
+                                               ["--k", str(self.k)]),
+                              "--split", self.heldout, "--no-progress"],
+                 clusters / "clusters.json", ["embeddings"]),
+        ]  # fmt: skip
 
 
 @dataclass
 class TrunkStage:
-    overrides: list[str] = field(default_factory=list)  # dotted overrides of the base config
+    tokens: int | None = None  # D of the whole trunk (default: the base config's steps)
+    overrides: list[str] = field(default_factory=list)  # of the base config
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
 @dataclass
 class BranchStage:
-    steps: int = 100  # continued-pretraining steps of each branch
+    tokens: int = 0  # D': continued-pretraining tokens of each branch
     overrides: list[str] = field(default_factory=list)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+
+@dataclass
+class StandardStage:
+    """The same trunk checkpoint continued on the trunk's mixture at each split point."""
+
+    enabled: bool = True  # k D' tokens: the family's compute (split vs standard)
+    per_model: bool = False  # also D' tokens: what one specialist costs
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
@@ -86,7 +153,7 @@ class LawsStage:
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def validate(self) -> None:
-        """Refuse at submission what would otherwise fail after the whole ladder has run."""
+        """Refuse at planning what would otherwise fail after the whole ladder has run."""
         from laws.forms import FORMS
         from laws.select import HOLDOUTS
 
@@ -95,258 +162,259 @@ class LawsStage:
         if self.holdout not in HOLDOUTS:
             raise ConfigError(f"laws.holdout={self.holdout!r}: one of {', '.join(HOLDOUTS)}")
 
-    def argvs(self, out: Path, k: int) -> list[list[str]]:
-        fit = out / "laws" / "fit.json"
-        return [
-            ["fit", str(out), "--form", self.form, "--holdout", self.holdout,
-             "--bootstrap", str(self.bootstrap), "--json", str(fit),
-             *(["--per-domain", ",".join(self.per_domain)] if self.per_domain else [])],
-            ["report", "--fit", str(fit), "--data", str(out), "--out",
-             str(out / "laws" / "report"), "--k", str(k)],
-        ]  # fmt: skip
+    def fit_argv(self, points: Path, fit: Path) -> list[str]:
+        per_domain = ["--per-domain", ",".join(self.per_domain)] if self.per_domain else []
+        return ["fit", str(points), "--form", self.form, "--holdout", self.holdout,
+                "--bootstrap", str(self.bootstrap), "--json", str(fit), *per_domain]  # fmt: skip
+
+
+@dataclass
+class ReportStage:
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+
+@dataclass
+class Rung:
+    """One size of a ladder: overrides of every run (model size, ...) and its budgets."""
+
+    overrides: list[str] = field(default_factory=list)
+    trunk_tokens: int | None = None  # default: trunk.tokens
+    branch_tokens: int | None = None  # default: branches.tokens
 
 
 @dataclass
 class ExperimentConfig:
-    out: str  # runs, job logs and results, all under here
-    clusters: str  # cluster directory (`msplit data cluster`)
-    config: str  # base run config (YAML) of the trunk and the branches
-    split_steps: list[int] = field(default_factory=list)  # default: the trunk's last step
-    split_fractions: list[float] = field(default_factory=list)  # or fractions of its steps
-    # A model ladder for fitting L(N, D, D'): rung name -> overrides of the trunk and the
-    # branches alike (sizes, trunk steps), applied after the stages' own; each rung is a
-    # whole experiment under out/<rung>/.
-    ladder: dict[str, list[str]] = field(default_factory=dict)
+    out: str  # every node's outputs, job logs and the report, under here
+    config: str  # base run config (YAML) of the trunk, the branches and the standard arm
+    data: DataStage | None = None  # the data nodes; or give an existing cluster directory:
+    clusters: str | None = None
+    overrides: list[str] = field(default_factory=list)  # of every run, before a stage's own
+    seeds: list[int] = field(default_factory=list)  # one experiment each; none: the config's
+    split_tokens: list[int] = field(default_factory=list)  # trunk tokens to branch at,
+    split_fractions: list[float] = field(default_factory=list)  # or fractions of the trunk
+    ladder: dict[str, Rung] = field(default_factory=dict)
     trunk: TrunkStage = field(default_factory=TrunkStage)
     branches: BranchStage = field(default_factory=BranchStage)
+    standard: StandardStage = field(default_factory=StandardStage)
     eval: EvalStage = field(default_factory=EvalStage)
     laws: LawsStage = field(default_factory=LawsStage)
+    report: ReportStage = field(default_factory=ReportStage)
+
+    def validate(self) -> None:
+        if (self.data is None) == (self.clusters is None):
+            raise ConfigError("give data (the graph makes the clusters) or clusters (a directory)")
+        if self.split_tokens and self.split_fractions:
+            raise ConfigError("give split_tokens or split_fractions, not both")
+        if any(not 0 < f <= 1 for f in self.split_fractions):
+            raise ConfigError(f"split_fractions {self.split_fractions} must lie in (0, 1]")
+        lists = {"overrides": self.overrides, "trunk.overrides": self.trunk.overrides,
+                 "branches.overrides": self.branches.overrides}  # fmt: skip
+        lists |= {f"ladder.{name}.overrides": rung.overrides for name, rung in self.ladder.items()}
+        for where, overrides in lists.items():
+            for item in overrides:
+                if item.partition("=")[0] in PLANNED_KEYS:
+                    raise ConfigError(
+                        f"{where}: {item} is set by the experiment (budgets go in "
+                        "trunk.tokens and branches.tokens, in tokens)"
+                    )
+        if len(self.ladder) > 1 and self.laws.fit:
+            self.laws.validate()
+
+
+def derive_seed(seed: int, split_tokens: int, run: str) -> int:
+    """A run's own seed, from the experiment's seed, its split point and its name."""
+    digest = hashlib.sha256(f"{seed}/{split_tokens}/{run}".encode()).hexdigest()
+    return int(digest[:8], 16) % 2**31
+
+
+def steps_of(tokens: int, tokens_per_step: int, where: str) -> int:
+    """The steps of a budget; a budget that is not a whole number of steps is refused."""
+    if tokens <= 0 or tokens % tokens_per_step:
+        below = tokens // tokens_per_step * tokens_per_step
+        raise ConfigError(
+            f"{where}={tokens} is not a positive multiple of the {tokens_per_step} tokens of a "
+            f"step (train.global_batch x model.seq_length): use {below or tokens_per_step} or "
+            f"{below + tokens_per_step}"
+        )
+    return tokens // tokens_per_step
+
+
+def checkpoint_bytes(model: ModelConfig) -> int:
+    """About the size of one checkpoint: the weights and Adam's two moments (fp32), plus
+    bf16 weights' fp32 main copy."""
+    per_param = 2 + 4 + 8 if model.params_dtype == "bf16" else 4 + 8
+    return model.parameter_counts()["total"] * per_param
 
 
 @dataclass
-class PlannedJob:
-    name: str  # "trunk", "split_100/branches", "split_100/eval", "laws"
-    kind: Literal["train", "eval", "laws"]
-    argvs: list[list[str]]  # train: one per task (an array); eval, laws: commands in turn
-    slurm: SlurmConfig
-    after: list[str]  # names of the jobs this one waits for
-    targets: list[tuple[Path, int]]  # (run dir, final step) per training task
-    results: Path | None = None  # what an eval or laws job writes last
+class _Context:
+    """What every family of the experiment shares."""
 
-    @property
-    def done(self) -> bool:
-        if self.kind == "train":
-            return all(finished_step(run) >= steps for run, steps in self.targets)
-        return self.results is not None and self.results.is_file()
+    cfg: ExperimentConfig
+    out: Path
+    config: str  # the base run config, absolute
+    clusters: Path
+    k: int
+    vocab_size: int
 
-
-class CommandJob:
-    """Commands of ``msplit eval`` or ``laws`` run in turn as one submitit job; on
-    preemption it starts again (it is short)."""
-
-    def __init__(self, kind: Literal["eval", "laws"], argvs: list[list[str]]):
-        self.kind, self.argvs = kind, [list(argv) for argv in argvs]
-
-    def __call__(self) -> int:
-        if self.kind == "eval":
-            from eval.cli import main
-        else:
-            from laws.cli import main
-        for argv in self.argvs:
-            if code := main(argv):
-                return code
-        return 0
-
-    def checkpoint(self) -> submitit.helpers.DelayedSubmission:
-        return submitit.helpers.DelayedSubmission(CommandJob(self.kind, self.argvs))
-
-
-def finished_step(run_dir: Path) -> int:
-    latest = latest_checkpoint(run_dir / "checkpoints")
-    return read_meta(latest)["step"] if latest is not None else 0
-
-
-def plan(cfg: ExperimentConfig) -> list[PlannedJob]:
-    """The experiment's jobs in submission order (each after the jobs it waits for)."""
-    # Absolute paths: a job may start in another directory, on another node.
-    out, config = Path(cfg.out).resolve(), str(Path(cfg.config).resolve())
-    clusters_dir = str(Path(cfg.clusters).resolve())
-    clusters = ClusterDataConfig(clusters_dir).build()
-    if not cfg.ladder:
-        return _plan_family(cfg, config, clusters_dir, clusters, out, "", [])
-    jobs = [
-        job
-        for rung, overrides in cfg.ladder.items()
-        for job in _plan_family(
-            cfg, config, clusters_dir, clusters, out / rung, f"{rung}/", overrides
+    def training(self, overrides: list[str], arm: Arm, run_dir: Path) -> Training:
+        """A planned training run; its config is checked now, all but its inputs on disk."""
+        run = load_config(RunConfig, self.config, overrides, inputs=False)
+        model = (
+            run.model if run.model.vocab_size else replace(run.model, vocab_size=self.vocab_size)
+        )
+        tokens = run.train.steps * run.train.global_batch * run.model.seq_length
+        return Training(
+            argv=[self.config, *overrides], marker=run_dir, steps=run.train.steps, arm=arm,
+            tokens=tokens, flops=tokens * model.flops_per_token(run.parallel.tensor),
+            checkpoints=len(run.checkpoint.kept_steps(run.train.steps)),
+            checkpoint_bytes=checkpoint_bytes(model),
         )  # fmt: skip
-    ]
-    if cfg.laws.fit and len(cfg.ladder) > 1:
-        cfg.laws.validate()
-        evals = [job.name for job in jobs if job.kind == "eval"]
-        jobs.append(PlannedJob("laws", "laws", cfg.laws.argvs(out, clusters.k),
-                               _with_folder(cfg.laws.slurm, out), evals, [],
-                               results=out / "laws" / "report" / "report.md"))  # fmt: skip
-    return jobs
 
 
-def _plan_family(
-    cfg: ExperimentConfig,
-    config: str,
-    clusters_dir: str,
-    clusters: ClusterData,
-    out: Path,
-    prefix: str,
-    rung: list[str],
-) -> list[PlannedJob]:
-    """One trunk, its branch arrays and evaluations, under ``out``; names start ``prefix``."""
+def build_graph(cfg: ExperimentConfig) -> Graph:
+    """The experiment's nodes, each after the nodes it needs."""
+    out = Path(cfg.out).resolve()  # absolute: a job may start elsewhere, on another node
+    nodes = cfg.data.nodes(out) if cfg.data is not None else []
+    if cfg.data is not None:
+        clusters, k, vocab = out / "clusters", cfg.data.k, cfg.data.vocab_size
+    else:
+        clusters = Path(cfg.clusters).resolve()
+        manifest = ClusterDataConfig(str(clusters)).build().manifest
+        k, vocab = int(manifest["k"]), int(manifest["vocab_size"])
+    ctx = _Context(cfg, out, str(Path(cfg.config).resolve()), clusters, k, vocab)
+    data_after = [nodes[-1].name] if nodes else []
+    seeds = cfg.seeds or [None]
+    rungs = cfg.ladder or {"": Rung()}
+    evals: list[Node] = []
+    for seed in seeds:
+        for name, rung in rungs.items():
+            parts = [f"seed_{seed}"] * (len(seeds) > 1) + [name] * bool(name)
+            family = _plan_trunk_and_splits(ctx, "/".join(parts), name, rung, seed, data_after)
+            nodes += family
+            evals += [node for node in family if node.name.endswith("/eval")]
+    results, laws = out / "results", out / "laws"
+    nodes.append(Node("results", [Command("slurm.report", [
+        "table", "--root", str(out), "--out", str(results),
+        *(arg for node in evals for arg in ("--eval", str(node.tasks[0].marker.parent)))],
+        results / "law_points.csv")], [node.name for node in evals], cfg.report.slurm))  # fmt: skip
+    report_after = ["results"]
+    if cfg.laws.fit and len(rungs) > 1:
+        points, fit = results / "law_points.csv", laws / "fit.json"
+        nodes.append(Node("laws/fit", [Command("laws.cli", cfg.laws.fit_argv(points, fit), fit)],
+                          ["results"], cfg.laws.slurm))  # fmt: skip
+        report_argv = ["report", "--fit", str(fit), "--data", str(points), "--out",
+                       str(laws / "report"), "--k", str(k)]  # fmt: skip
+        nodes.append(Node("laws/report",
+                          [Command("laws.cli", report_argv, laws / "report" / "report.md")],
+                          ["laws/fit"], cfg.laws.slurm))  # fmt: skip
+        report_after.append("laws/report")
+    nodes.append(Node("report", [Command("slurm.report", [
+        "write", "--root", str(out), "--k", str(k)], out / "report.md")],
+        report_after, cfg.report.slurm))  # fmt: skip
+    return Graph(nodes, out)
+
+
+def _plan_trunk_and_splits(
+    ctx: _Context, prefix: str, rung_name: str, rung: Rung, seed: int | None, after: list[str]
+) -> list[Node]:
+    """One trunk, and per split point its branches, standard arm and evaluation."""
+    cfg, out = ctx.cfg, ctx.out / prefix
+    at = f"{prefix}/" if prefix else ""
+    trunk_user = [*cfg.overrides, *cfg.trunk.overrides, *rung.overrides]
+    base = load_config(RunConfig, ctx.config, trunk_user, inputs=False)
+    seed = base.seed if seed is None else seed
+    tokens_per_step = base.train.global_batch * base.model.seq_length
+    trunk_tokens = rung.trunk_tokens or cfg.trunk.tokens or base.train.steps * tokens_per_step
+    where = f"ladder.{rung_name}.trunk_tokens" if rung.trunk_tokens else "trunk.tokens"
+    trunk_steps = steps_of(trunk_tokens, tokens_per_step, where)
+    split_steps = _split_steps(cfg, trunk_tokens, tokens_per_step)
     trunk_dir = out / "trunk"
-    trunk = [*trunk_overrides(clusters, trunk_dir), *cfg.trunk.overrides, *rung]
-    trunk_steps = load_config(RunConfig, config, trunk).train.steps
-    split_steps = _split_steps(cfg, trunk_steps, prefix)
-    trunk_argv = [config, *trunk, f"checkpoint.keep_steps={json.dumps(split_steps)}"]
-    trunk_slurm = _with_folder(cfg.trunk.slurm, out)
-    jobs = [PlannedJob(f"{prefix}trunk", "train", [trunk_argv], trunk_slurm, [],
-                       [(trunk_dir, trunk_steps)])]  # fmt: skip
+    trunk = ctx.training(
+        [*TRUNK_SCHEDULE, *trunk_user, f"seed={seed}",
+         f"data.seed={seed}", f"train.steps={trunk_steps}",
+         f"checkpoint.keep_steps={json.dumps(split_steps)}",
+         *trunk_overrides(ctx.clusters, trunk_dir)],
+        "trunk", trunk_dir,
+    )  # fmt: skip
+    nodes = [Node(f"{at}trunk", [trunk], after, cfg.trunk.slurm)]
     for step in split_steps:
-        parent = trunk_dir / "checkpoints" / step_dir_name(step)
-        split_dir = out / f"split_{step}"
-        runs = [split_dir / f"cluster_{c}" for c in range(clusters.k)]
-        argvs = [
-            [config, *cfg.branches.overrides, *rung,
-             *branch_overrides(clusters, c, parent, run, cfg.branches.steps)]
-            for c, run in enumerate(runs)
-        ]  # fmt: skip
-        branches = f"{prefix}split_{step}/branches"
-        jobs.append(PlannedJob(branches, "train", argvs, _with_folder(cfg.branches.slurm, out),
-                               [f"{prefix}trunk"],
-                               [(run, cfg.branches.steps) for run in runs]))  # fmt: skip
-        eval_argv = ["--clusters", clusters_dir, "--trunk", str(parent),
-                     "--branches", *map(str, runs), "--out", str(split_dir / "eval"),
-                     "--heldout-samples", str(cfg.eval.heldout_samples),
-                     "--top-k", str(cfg.eval.top_k), "--no-progress"]  # fmt: skip
-        eval_argv += [arg for task in cfg.eval.tasks for arg in ("--task", task)]
-        eval_argv += ["--limit", str(cfg.eval.limit)] if cfg.eval.limit else []
-        eval_argv += ["--branch-history"] if cfg.eval.branch_history else []
-        jobs.append(PlannedJob(f"{prefix}split_{step}/eval", "eval", [eval_argv],
-                               _with_folder(cfg.eval.slurm, out), [branches], [],
-                               results=split_dir / "eval" / "results.jsonl"))  # fmt: skip
-    return jobs
+        split = step * tokens_per_step
+        parent = trunk_dir / "checkpoints" / f"step_{step:07d}"
+        family, name = out / f"split_{step}", f"{at}split_{step}"
+        runs = [(f"cluster_{c}", "specialist") for c in range(ctx.k)]
+        runs += [("standard", "standard")] * cfg.standard.enabled
+        runs += [("standard_per_model", "standard_per_model")] * cfg.standard.per_model
+        planned = [_continuation(ctx, rung_name, rung, seed, split, parent, family / run, arm)
+                   for run, arm in runs]  # fmt: skip
+        branches, standard = planned[: ctx.k], planned[ctx.k :]
+        nodes.append(Node(f"{name}/branches", branches, [f"{at}trunk"], cfg.branches.slurm))
+        eval_after = [f"{name}/branches"]
+        if standard:
+            nodes.append(Node(f"{name}/standard", standard, [f"{at}trunk"], cfg.standard.slurm))
+            eval_after.append(f"{name}/standard")
+        nodes.append(Node(f"{name}/eval", [Command("eval.cli", _eval_argv(
+            ctx, parent, branches, standard, family / "eval"), family / "eval" / "results.jsonl")],
+            eval_after, cfg.eval.slurm))  # fmt: skip
+    return nodes
 
 
-def _split_steps(cfg: ExperimentConfig, trunk_steps: int, prefix: str) -> list[int]:
-    """The trunk steps to branch from: given, as fractions of the trunk, or its last."""
-    if cfg.split_steps and cfg.split_fractions:
-        raise ConfigError("give split_steps or split_fractions, not both")
-    if any(not 0 < f <= 1 for f in cfg.split_fractions):
-        raise ConfigError(f"split_fractions {cfg.split_fractions} must lie in (0, 1]")
-    fractions = [max(1, round(f * trunk_steps)) for f in cfg.split_fractions]
-    steps = sorted(set(cfg.split_steps or fractions or [trunk_steps]))
-    if steps[0] < 1 or steps[-1] > trunk_steps:
-        raise ConfigError(f"{prefix}split_steps {steps} must lie in 1..{trunk_steps} (trunk steps)")
-    return steps
+def _continuation(
+    ctx: _Context,
+    rung_name: str,
+    rung: Rung,
+    seed: int,
+    split: int,
+    parent: Path,
+    run_dir: Path,
+    arm: Arm,
+) -> Training:
+    """One run continued for D' tokens from the trunk checkpoint ``parent`` (at ``split``
+    trunk tokens): the specialist of cluster c (``run_dir`` cluster_c) or a standard arm."""
+    cfg = ctx.cfg
+    own = derive_seed(seed, split, run_dir.name)
+    overrides = [*CONTINUATION_SCHEDULE, *cfg.overrides, *cfg.branches.overrides,
+                 *rung.overrides, f"seed={own}", f"data.seed={own}"]  # fmt: skip
+    probe = load_config(RunConfig, ctx.config, overrides, inputs=False)
+    tokens_per_step = probe.train.global_batch * probe.model.seq_length
+    where = f"ladder.{rung_name}.branch_tokens" if rung.branch_tokens else "branches.tokens"
+    steps = steps_of(rung.branch_tokens or cfg.branches.tokens, tokens_per_step, where)
+    if arm == "specialist":
+        cluster = int(run_dir.name.removeprefix("cluster_"))
+        made = branch_overrides(ctx.clusters, cluster, parent, run_dir, steps)
+    else:  # at equal compute: the branches' steps at k times their batch
+        batch = probe.train.global_batch * (ctx.k if arm == "standard" else 1)
+        made = standard_overrides(ctx.clusters, parent, run_dir, steps, batch, arm)
+    return ctx.training([*overrides, *made], arm, run_dir)
 
 
-def _with_folder(slurm: SlurmConfig, out: Path) -> SlurmConfig:
-    """The stage's Slurm settings, with submitit's logs under the experiment by default."""
-    if slurm.folder != SlurmConfig().folder:
-        return slurm
-    return replace(slurm, folder=str(out / "jobs" / "%j"))
+def _split_steps(cfg: ExperimentConfig, trunk_tokens: int, tokens_per_step: int) -> list[int]:
+    """The trunk steps to branch at: given in tokens, as fractions of the trunk, or its last."""
+    if cfg.split_fractions:
+        points = [(f"split_fractions[{i}]", f * trunk_tokens)
+                  for i, f in enumerate(cfg.split_fractions)]  # fmt: skip
+    else:
+        points = [(f"split_tokens[{i}]", t) for i, t in enumerate(cfg.split_tokens)]
+    points = points or [("trunk.tokens", trunk_tokens)]
+    steps = set()
+    for where, tokens in points:
+        whole = round(tokens)  # a fraction's product, up to rounding error
+        if abs(tokens - whole) > 1e-9 * trunk_tokens or not 0 < whole <= trunk_tokens:
+            raise ConfigError(f"{where}: {tokens:g} tokens is not a trunk step in 1..{trunk_tokens}")
+        steps.add(steps_of(whole, tokens_per_step, where))
+    return sorted(steps)
 
 
-def submit(cfg: ExperimentConfig, wait: bool = False) -> dict[str, str]:
-    """Submit every unfinished job; returns {job name: Slurm job id} of those submitted.
-
-    On Slurm everything is submitted at once, chained by ``afterok``; a job that an earlier
-    submission left queued or running is not submitted twice, and its successors wait for
-    it. With the local executor each stage runs to its end before the next starts.
-    """
-    state = Path(cfg.out).resolve() / "experiment.json"
-    previous = json.loads(state.read_text())["jobs"] if state.is_file() else {}
-    ids: dict[str, str] = {}  # this submission's jobs and the earlier ones still queued
-    submitted: dict[str, list[submitit.Job]] = {}
-    for job in plan(cfg):
-        if job.done:
-            log.info("%s: complete, not submitted", job.name)
-            continue
-        local = job.slurm.resolved_cluster() != "slurm"
-        if not local and job.name in previous and still_queued(previous[job.name]):
-            ids[job.name] = previous[job.name]
-            log.info("%s: still queued as %s, not submitted again", job.name, ids[job.name])
-            continue
-        after = [ids[name] for name in job.after if name in ids]
-        dependency = f"afterok:{':'.join(after)}" if after and not local else None
-        executor = job.slurm.executor(dependency=dependency)
-        with executor.batch():
-            if job.kind == "train":
-                array = [executor.submit(TrainingJob(argv)) for argv in job.argvs]
-            else:
-                array = [executor.submit(CommandJob(job.kind, job.argvs))]
-        submitted[job.name], ids[job.name] = array, _array_id(array)
-        log.info("%s: submitted %s", job.name, ids[job.name])
-        if local:  # no dependencies without Slurm: each stage ends before the next starts
-            _wait(array)
-    state.parent.mkdir(parents=True, exist_ok=True)
-    state.write_text(json.dumps({"jobs": {**previous, **ids}, "time": time.time()}, indent=2))
-    if wait:
-        for array in submitted.values():
-            _wait(array)
-    return {name: ids[name] for name in submitted}
-
-
-def still_queued(job_id: str) -> bool:
-    """Whether Slurm still holds the job (pending, running or requeued)."""
-    return bool(slurm_state(job_id))
-
-
-def slurm_state(job_id: str) -> str:
-    """The states squeue shows for a job (its array tasks'), or "" when it holds none."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"],
-                             capture_output=True, text=True, timeout=30)  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    if out.returncode != 0:
-        return ""
-    return ",".join(sorted(set(out.stdout.split())))
-
-
-def _array_id(array: list[submitit.Job]) -> str:
-    return str(array[0].job_id).split("_")[0]
-
-
-def _wait(array: list[submitit.Job]) -> None:
-    for job in array:
-        code = job.result()
-        if code:
-            raise RuntimeError(f"job {job.job_id} exited with code {code}; see {job.paths.stderr}")
-
-
-def status(cfg: ExperimentConfig) -> list[dict[str, str]]:
-    """One row per job: its progress read from its outputs, and its last Slurm job id."""
-    state = Path(cfg.out) / "experiment.json"
-    ids = json.loads(state.read_text())["jobs"] if state.is_file() else {}
-    rows = []
-    for job in plan(cfg):
-        if job.kind == "train":
-            steps = [f"{finished_step(run)}/{target}" for run, target in job.targets]
-            progress = " ".join(steps) + " steps"
-        elif job.kind == "laws" and job.done:
-            progress = _law_summary(Path(cfg.out).resolve() / "laws" / "fit.json")
-        else:
-            progress = f"{job.results.name} written" if job.done else "not written yet"
-        job_id = ids.get(job.name)
-        state = slurm_state(job_id) if job_id and not job.done else ""
-        rows.append({"job": job.name, "done": "yes" if job.done else "no",
-                     "progress": progress, "slurm_id": job_id or "-",
-                     "state": state or "-"})  # fmt: skip
-    return rows
-
-
-def _law_summary(fit: Path) -> str:
-    """The fitted law in a few words: its form, fit and (when scored) held-out R^2."""
-    record = json.loads(fit.read_text())
-    summary = f"{record['form']}: R^2 {record['r2']:.3f} on {record['n_points']} points"
-    if "heldout_r2" in record:
-        summary += f", held-out R^2 {record['heldout_r2']:.3f} ({record['heldout']['split']})"
-    return summary
+def _eval_argv(
+    ctx: _Context, parent: Path, branches: list[Training], standard: list[Training], out: Path
+) -> list[str]:
+    stage = ctx.cfg.eval
+    argv = ["--clusters", str(ctx.clusters), "--trunk", str(parent),
+            "--branches", *(str(t.marker) for t in branches), "--out", str(out),
+            "--heldout-samples", str(stage.heldout_samples), "--top-k", str(stage.top_k),
+            "--no-progress"]  # fmt: skip
+    argv += ["--standard", *(str(t.marker) for t in standard)] if standard else []
+    argv += [arg for task in stage.tasks for arg in ("--task", task)]
+    argv += ["--limit", str(stage.limit)] if stage.limit else []
+    argv += ["--branch-history"] if stage.branch_history else []
+    return argv

@@ -14,8 +14,6 @@ from typing import Literal
 
 import submitit
 
-from megatron_split import train_cli
-
 
 @dataclass
 class SlurmConfig:
@@ -37,10 +35,14 @@ class SlurmConfig:
             return self.cluster
         return "slurm" if slurm_available() else "local"
 
-    def executor(self, dependency: str | None = None) -> submitit.AutoExecutor:
-        """An executor with these parameters; ``dependency`` is sbatch's (``afterok:ID:...``),
-        and needs Slurm (the local executor would ignore it)."""
-        executor = submitit.AutoExecutor(folder=self.folder, cluster=self.resolved_cluster())
+    def executor(
+        self, cluster: str | None = None, dependency: str | None = None
+    ) -> submitit.AutoExecutor:
+        """An executor with these parameters (on ``cluster``, default: the configured one);
+        ``dependency`` is sbatch's (``afterok:ID:...``) and needs Slurm."""
+        executor = submitit.AutoExecutor(
+            folder=self.folder, cluster=cluster or self.resolved_cluster()
+        )
         params = dict(
             nodes=self.nodes,
             tasks_per_node=self.tasks_per_node,
@@ -74,25 +76,13 @@ def slurm_available() -> bool:
         return False
 
 
-class TrainingJob:
-    """``msplit train`` as a submitit job that survives preemption and time limits.
+def submit_training(config: str | Path | None, overrides: list[str], slurm: SlurmConfig):
+    """Submit one training run; returns the submitit Job (``job.results()``: exit codes).
 
     On SIGUSR2 the run saves a checkpoint at the next step boundary and hands the signal to
-    submitit, which calls :meth:`checkpoint` and requeues the job; the requeued job runs the
-    same command, which resumes from that checkpoint.
-    """
+    submitit, which requeues the job (``Command.checkpoint``); the requeued job runs the same
+    command, which resumes from that checkpoint."""
+    from slurm.graph import Training
 
-    def __init__(self, argv: list[str]):
-        self.argv = list(argv)
-
-    def __call__(self) -> int:
-        return train_cli.main(self.argv)
-
-    def checkpoint(self) -> submitit.helpers.DelayedSubmission:
-        return submitit.helpers.DelayedSubmission(TrainingJob(self.argv))
-
-
-def submit_training(config: str | Path | None, overrides: list[str], slurm: SlurmConfig):
-    """Submit one training run; returns the submitit Job (``job.results()``: exit codes)."""
     argv = ([str(config)] if config is not None else []) + list(overrides)
-    return slurm.executor().submit(TrainingJob(argv))
+    return slurm.executor().submit(Training(argv=argv))

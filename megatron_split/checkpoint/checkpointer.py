@@ -3,7 +3,8 @@
 Layout of ``<run>/checkpoints``::
 
     step_000100/          model + optimizer (torch_dist, loadable at any TP/PP/DP)
-        meta.json         step, consumed samples, tokens, parallel layout, config, lineage
+        meta.json         step, consumed samples, tokens, parallel layout, config, lineage,
+                          and the run's identity (arm, D, D', config hash, code version)
         rng/rank_00000.pt every RNG of each rank (restored when the layout is unchanged)
     latest                the name of the newest complete checkpoint
 
@@ -44,6 +45,9 @@ class CheckpointConfig:
     keep_last: int = 3  # complete checkpoints kept (older ones are deleted)
     save_at_end: bool = True
     resume: bool = True  # resume from <run>/checkpoints/latest when it exists
+    # Resume even when the config or the parent checkpoint differs from the saved run's
+    # (a resumed run is otherwise refused with the differing fields).
+    allow_changes: bool = False
     # Steps always saved and never deleted: the split points that branches start from.
     keep_steps: list[int] = field(default_factory=list)
 
@@ -57,6 +61,13 @@ class CheckpointConfig:
 
     def saves_at(self, step: int) -> bool:
         return bool(self.every and step % self.every == 0) or step in self.keep_steps
+
+    def kept_steps(self, steps: int) -> list[int]:
+        """The checkpoints a run of ``steps`` steps ends with (after pruning)."""
+        saved = {s for s in range(1, steps + 1) if self.saves_at(s)}
+        saved |= {steps} if self.save_at_end else set()
+        pinned = saved & set(self.keep_steps)
+        return sorted(pinned | set(sorted(saved - pinned)[-self.keep_last :]))
 
 
 @dataclass
@@ -156,7 +167,16 @@ class Checkpointer:
         self.root = Path(root)
 
     # ---- save ------------------------------------------------------------------------
-    def save(self, model, optimizer, state: TrainState, run_config: dict[str, Any]) -> Path:
+    def save(
+        self,
+        model,
+        optimizer,
+        state: TrainState,
+        run_config: dict[str, Any],
+        identity: dict[str, Any],
+    ) -> Path:
+        """Save a checkpoint of ``state``; ``identity`` (what the run is: arm, D, D', config
+        hash, code version) goes into its meta.json beside the config."""
         from megatron.core import dist_checkpointing
 
         rank = dist.get_rank()
@@ -184,6 +204,7 @@ class Checkpointer:
                 "consumed_samples": state.consumed_samples,
                 "tokens": state.tokens,
                 "lineage": state.lineage,
+                "run": identity,
                 "layout": _layout(),
                 "world_size": dist.get_world_size(),
                 "config": run_config,

@@ -7,7 +7,7 @@ unchanged, so the sample order, the cached indices and the held-out split are me
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from megatron_split.config import ConfigError
@@ -20,13 +20,44 @@ class DataConfig:
     paths: list[str] = field(default_factory=list)  # shard prefixes (PREFIX.bin / PREFIX.idx)
     weights: list[float] | None = None  # None: each shard in proportion to its size
     split: str = "98,2,0"  # train, validation, test shares of every shard's documents
-    seed: int = 1234
+    seed: int = 1234  # the order of the training samples
+    heldout_seed: int = 1234  # of the validation samples: the same in every run
     cache_dir: str | None = None  # None: <run dir>/data_cache
     eod_mask_loss: bool = False
+    # Or a cluster directory (`msplit data cluster`): its mixture at natural token shares
+    # (or at ``weights``, one per cluster), or ``cluster`` alone. Paths, weights and split
+    # are read from its manifest when the run starts (resolve()), so a run can be planned
+    # before its clusters exist; paths, once given, are used as they are.
+    clusters: str | None = None
+    cluster: int | None = None
+
+    def resolve(self) -> DataConfig:
+        """This config with paths, weights and split read from ``clusters`` (when given)."""
+        if self.clusters is None or self.paths:
+            return self
+        from megatron_split.data.clusters import ClusterDataConfig
+
+        try:
+            data = ClusterDataConfig(self.clusters, self.seed, self.cache_dir).build()
+            chosen = data.trunk(self.weights) if self.cluster is None else data.branch(self.cluster)
+        except ConfigError as error:
+            raise ConfigError(f"data: {error}") from None
+        return replace(
+            chosen,
+            heldout_seed=self.heldout_seed,
+            clusters=self.clusters,
+            cluster=self.cluster,
+            eod_mask_loss=self.eod_mask_loss,
+        )
 
     def validate(self) -> None:
+        if self.clusters is not None and not self.paths:
+            self.resolve().validate()
+            return
         if not self.paths:
-            raise ConfigError("data.paths is empty: give at least one shard prefix")
+            raise ConfigError(
+                "data.paths is empty: give at least one shard prefix (or data.clusters)"
+            )
         for prefix in self.paths:
             if not Path(prefix + ".bin").is_file():
                 raise ConfigError(
@@ -73,29 +104,36 @@ class DataConfig:
         valid_samples: int,
         cache_dir: str | Path,
     ):
-        """Return (train, validation) GPTDatasets; validation is None when its share is 0."""
+        """Return (train, validation) GPTDatasets; validation is None when its share is 0.
+
+        The training samples are shuffled with ``seed``, the validation samples always with
+        ``heldout_seed``: every run of the same shards validates on the same samples."""
         from megatron.core.datasets.blended_megatron_dataset_builder import (
             BlendedMegatronDatasetBuilder,
         )
         from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
         weights = self.weights if self.weights is None else [float(w) for w in self.weights]
-        config = GPTDatasetConfig(
-            random_seed=self.seed,
-            sequence_length=seq_length,
-            blend=(list(self.paths), weights),
-            split=self.split,
-            path_to_cache=str(self.cache_dir or cache_dir),
-            tokenizer=tokenizer,
-            reset_position_ids=False,
-            reset_attention_mask=False,
-            eod_mask_loss=self.eod_mask_loss,
-            create_attention_mask=False,  # causal attention needs no mask tensor
-            mid_level_dataset_surplus=0.005,
-        )
-        train, valid, _ = BlendedMegatronDatasetBuilder(
-            GPTDataset, [train_samples, valid_samples, 0], lambda: True, config
-        ).build()
+
+        def build(seed: int, sizes: list[int]):
+            config = GPTDatasetConfig(
+                random_seed=seed,
+                sequence_length=seq_length,
+                blend=(list(self.paths), weights),
+                split=self.split,
+                path_to_cache=str(self.cache_dir or cache_dir),
+                tokenizer=tokenizer,
+                reset_position_ids=False,
+                reset_attention_mask=False,
+                eod_mask_loss=self.eod_mask_loss,
+                create_attention_mask=False,  # causal attention needs no mask tensor
+                mid_level_dataset_surplus=0.005,
+            )
+            return BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
+
+        train, valid, _ = build(self.seed, [train_samples, valid_samples, 0])
+        if self.seed != self.heldout_seed:
+            _, valid, _ = build(self.heldout_seed, [1, valid_samples, 0])
         return train, valid
 
 

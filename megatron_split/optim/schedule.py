@@ -48,17 +48,21 @@ def _decay(progress: float, shape: str) -> float:
 
 
 def lr_at(step: int, peak_lr: float, total_steps: int, cfg: ScheduleConfig) -> float:
-    """The learning rate of optimizer step ``step`` (0-based) of ``total_steps``."""
+    """The learning rate of optimizer step ``step`` (0-based) of ``total_steps``.
+
+    Each phase is measured at the end of the step, so warmup reaches the peak on its last
+    step and a decay reaches the final LR on the run's last step (step total_steps - 1)."""
+    done = step + 1
     if step < cfg.warmup_steps:
-        return cfg.start_lr + (peak_lr - cfg.start_lr) * (step + 1) / cfg.warmup_steps
+        return cfg.start_lr + (peak_lr - cfg.start_lr) * done / cfg.warmup_steps
     if cfg.kind == "constant":
         return peak_lr
     min_lr = peak_lr * cfg.min_lr_ratio
     if cfg.kind == "cosine":
         span = max(total_steps - cfg.warmup_steps, 1)
-        return min_lr + (peak_lr - min_lr) * _decay((step - cfg.warmup_steps) / span, "cosine")
+        return min_lr + (peak_lr - min_lr) * _decay((done - cfg.warmup_steps) / span, "cosine")
     decay_steps = max(round(cfg.decay_fraction * total_steps), 1)
     decay_start = total_steps - decay_steps
     if step < decay_start:
         return peak_lr
-    return min_lr + (peak_lr - min_lr) * _decay((step - decay_start) / decay_steps, cfg.decay_shape)
+    return min_lr + (peak_lr - min_lr) * _decay((done - decay_start) / decay_steps, cfg.decay_shape)

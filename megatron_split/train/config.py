@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from megatron_split.checkpoint import CheckpointConfig, resolve_checkpoint
 from megatron_split.config import ConfigError
@@ -69,6 +70,23 @@ class InitConfig:
 
 
 @dataclass
+class RoleConfig:
+    """What this run is in a split experiment. Changes nothing in training; recorded in every
+    checkpoint, with the run's place in L(N, D, D') that follows from it (see
+    megatron_split.train.identity.law_coordinates)."""
+
+    arm: Literal["run", "trunk", "specialist", "standard", "standard_per_model"] = "run"
+    cluster: int | None = None  # a specialist's cluster
+
+    def validate(self) -> None:
+        if (self.arm == "specialist") != (self.cluster is not None):
+            raise ConfigError(
+                f"role.cluster={self.cluster} with role.arm={self.arm}: a specialist names its "
+                "cluster, and only a specialist does"
+            )
+
+
+@dataclass
 class RunConfig:
     run_dir: str = "runs/default"
     seed: int = 1234
@@ -79,14 +97,34 @@ class RunConfig:
     train: LoopConfig = field(default_factory=LoopConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     init: InitConfig = field(default_factory=InitConfig)
+    role: RoleConfig = field(default_factory=RoleConfig)
 
-    def validate(self, world_size: int | None = None) -> None:
-        """Check everything that can be checked before a process group exists."""
+    def resolve(self) -> RunConfig:
+        """Fill in what the run's inputs decide, in place: the shards of ``data.clusters``,
+        and ``model.vocab_size`` from the shards' manifests unless given."""
+        from megatron_split.data.datasets import shard_vocab
+
+        self.data = self.data.resolve()
+        vocab_size, _ = shard_vocab(self.data.paths)
+        if self.model.vocab_size is None:
+            self.model.vocab_size = vocab_size
+        elif self.model.vocab_size < vocab_size:
+            raise ConfigError(
+                f"model.vocab_size={self.model.vocab_size} is smaller than the shards' {vocab_size}"
+            )
+        return self
+
+    def validate(self, world_size: int | None = None, inputs: bool = True) -> None:
+        """Check everything that can be checked before a process group exists; with
+        ``inputs=False``, all but what needs the run's inputs on disk (its data and parent
+        checkpoint), so that a run can be planned before they exist."""
+        self.role.validate()
         self.parallel.validate()
         self.train.validate()
         self.checkpoint.validate()
-        self.init.validate()
-        self.data.validate()
+        if inputs:
+            self.init.validate()
+            self.data.validate()
         self.optim.validate(self.train.steps)
         self.model.validate(self.parallel.tensor, self.parallel.pipeline)
         if world_size is not None:

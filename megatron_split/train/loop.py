@@ -30,6 +30,7 @@ from megatron_split.data import step_microbatches
 from megatron_split.data.datasets import dataset_tokenizer
 from megatron_split.runtime import Runtime, init_distributed, seed_everything
 from megatron_split.train.config import RunConfig
+from megatron_split.train.identity import code_version, config_diff, config_hash, law_coordinates
 from megatron_split.train.metrics import MetricsSink
 from megatron_split.train.signals import PreemptionFlag
 
@@ -139,10 +140,47 @@ def _check_same_model(cfg: RunConfig, meta: dict[str, Any], path: Path) -> None:
         raise ConfigError(f"{path} was saved with a different model ({'; '.join(diffs)})")
 
 
-def _check_resumable(cfg: RunConfig, meta: dict[str, Any], path: Path) -> None:
+def check_resumable(cfg: RunConfig, meta: dict[str, Any], path: Path) -> None:
+    """Refuse to resume a checkpoint that is not this run: another model shape or global
+    batch always, another semantic config or parent unless ``checkpoint.allow_changes``."""
     _check_same_model(cfg, meta, path)
     if meta["config"]["train"]["global_batch"] != cfg.train.global_batch:
         raise ConfigError(f"{path}: train.global_batch changed; the data position would not match")
+    if cfg.checkpoint.allow_changes:
+        return
+    diffs = config_diff(meta["config"], asdict(cfg), asdict(RunConfig()))
+    diffs += _parent_changes(cfg, meta.get("lineage") or {})
+    if diffs:
+        raise ConfigError(
+            f"{path} was saved by a different run ({'; '.join(diffs)}): resume with the saved "
+            "config, use a new run_dir, or set checkpoint.allow_changes=true"
+        )
+
+
+def _parent_changes(cfg: RunConfig, lineage: dict[str, Any]) -> list[str]:
+    """How this run's parent checkpoint differs from the one it was started from."""
+    if cfg.init.checkpoint is None:
+        return ["init.checkpoint: {} -> None".format(lineage["parent"])] if lineage else []
+    try:
+        parent = resolve_checkpoint(cfg.init.checkpoint)
+    except FileNotFoundError:
+        log.warning("parent %s is gone: resuming without checking it", cfg.init.checkpoint)
+        return []
+    now = _parent_record(parent, read_meta(parent))
+    return [
+        f"lineage.{key}: {lineage.get(key)} -> {value}"
+        for key, value in now.items()
+        if lineage.get(key) != value
+    ]
+
+
+def _parent_record(parent: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "parent": str(parent.resolve()),
+        "parent_step": meta["step"],
+        "parent_tokens": meta["tokens"],
+        "parent_config_hash": (meta.get("run") or {}).get("config_hash"),
+    }
 
 
 class Trainer:
@@ -151,20 +189,13 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
 
     def run(self) -> dict[str, Any]:
-        cfg = self.cfg
+        cfg = self.cfg.resolve()  # recorded resolved: the shards and vocabulary it trains on
         runtime = init_distributed(cfg.parallel.tensor, cfg.parallel.pipeline)
         cfg.validate(world_size=runtime.env.world_size)
         from megatron.core import parallel_state as ps
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
         tokenizer = dataset_tokenizer(cfg.data.paths)
-        vocab_size = tokenizer.vocab_size
-        if cfg.model.vocab_size is None:
-            cfg.model.vocab_size = vocab_size
-        elif cfg.model.vocab_size < vocab_size:
-            raise ConfigError(
-                f"model.vocab_size={cfg.model.vocab_size} is smaller than the shards' {vocab_size}"
-            )
         seed_everything(cfg.seed)
         ddp, gpt = build_model(cfg, runtime)
         seed_everything(cfg.seed + 1)  # training RNG streams independent of how init drew
@@ -195,7 +226,7 @@ class Trainer:
         state = TrainState()
         latest = latest_checkpoint(checkpointer.root) if cfg.checkpoint.resume else None
         if latest is not None:
-            _check_resumable(cfg, read_meta(latest), latest)
+            check_resumable(cfg, read_meta(latest), latest)
             state = checkpointer.resume(latest, gpt, optimizer)
             if runtime.is_main:
                 log.info("resumed from %s (step %d)", latest, state.step)
@@ -204,9 +235,7 @@ class Trainer:
             _check_same_model(cfg, read_meta(parent), parent)
             meta = checkpointer.load_weights(parent, gpt, optimizer, cfg.init.load_optimizer)
             state.lineage = {
-                "parent": str(parent.resolve()),
-                "parent_step": meta["step"],
-                "parent_tokens": meta["tokens"],
+                **_parent_record(parent, meta),
                 "optimizer_from_parent": cfg.init.load_optimizer,
                 "parent_lineage": meta.get("lineage", {}),
             }
@@ -214,6 +243,12 @@ class Trainer:
                 log.info("initialised from %s (step %d)", parent, meta["step"])
 
         run_config = asdict(cfg)
+        identity = {
+            "arm": cfg.role.arm,
+            "cluster": cfg.role.cluster,
+            "config_hash": config_hash(run_config),
+            "code_version": code_version(),
+        }
         metrics = MetricsSink(
             self.run_dir,
             loop.steps,
@@ -254,7 +289,14 @@ class Trainer:
             return sum(losses) / len(losses)
 
         def save() -> None:
-            checkpointer.save(gpt, optimizer, state, run_config)
+            parent_tokens = state.lineage.get("parent_tokens")
+            coordinates = law_coordinates(cfg.role.arm, state.tokens, parent_tokens)
+            # At the end of a decaying schedule: comparable with other annealed runs.
+            annealed = state.step == loop.steps and cfg.optim.schedule.kind != "constant"
+            checkpointer.save(
+                gpt, optimizer, state, run_config,
+                {**identity, **coordinates, "annealed": annealed},
+            )  # fmt: skip
 
         preemption = PreemptionFlag()
         status = "completed"
@@ -288,6 +330,7 @@ class Trainer:
                         "lr": lr,
                         "grad_norm": float(grad_norm) if grad_norm is not None else None,
                         "tokens": state.tokens,
+                        "flops": state.tokens * flops_per_token,
                         "tokens_per_s": tokens_per_s,
                     }
                     if peak:

@@ -12,6 +12,7 @@ from eval.lm import CheckpointLM
 from eval.mc import accuracy, mix
 from eval.router import Router
 from eval.tasks import load_task
+from tests.demo_family import SPLIT, branches, heldout_loss
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +42,6 @@ def arc_file(demo_family, tmp_path_factory):
     return path
 
 
-def branches(demo_family) -> list[str]:
-    return [str(demo_family / "branches" / f"cluster_{c}") for c in (0, 1)]
-
-
 def test_branches_must_match_their_clusters(demo_family):
     from megatron_split.data.clusters import ClusterDataConfig
 
@@ -61,6 +58,7 @@ def test_cli_routes_each_item_to_its_nearest_specialist(demo_family, arc_file, t
     cmd = [sys.executable, "-m", "megatron_split.cli", "eval",
            "--clusters", str(demo_family / "clusters"), "--trunk", str(demo_family / "trunk"),
            "--branches", *branches(demo_family), "--task", f"arc_like:arc={arc_file}",
+           "--standard", str(demo_family / SPLIT / "standard"),
            "--heldout-samples", "16", "--out", str(out), "--no-progress"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -79,9 +77,14 @@ def test_cli_routes_each_item_to_its_nearest_specialist(demo_family, arc_file, t
     expected = accuracy(task.items, mix(per_cluster, routing.clusters, routing.weights()))
     assert got[("routed", "acc")] == pytest.approx(expected["acc"][0])
     assert got[("routed", "acc_norm")] == pytest.approx(expected["acc_norm"][0])
-    assert 0 <= got[("trunk", "acc")] <= 1
-    heldout = {(r["model"], r["metric"]) for r in rows if r["eval"] == "heldout"}
-    assert {("trunk", "loss_mixture"), ("routed", "loss_mixture")} <= heldout
+    assert 0 <= got[("trunk", "acc")] <= 1 and 0 <= got[("standard", "acc")] <= 1
+    heldout = {(r["model"], r["arm"], r["metric"]) for r in rows if r["eval"] == "heldout"}
+    assert {("trunk", "trunk", "loss_mixture"), ("routed", "specialist", "loss_mixture"),
+            ("standard", "standard", "loss_cluster_mean")} <= heldout  # fmt: skip
+    standard = [r for r in rows if r["model"] == "standard" and r["metric"] == "loss"]
+    assert [r["cluster"] for r in standard] == [0, 1] and standard[0]["arm"] == "standard"
+    # the standard arm scored on the first 16 held-out samples vs the demo's 64: close, not equal
+    assert standard[1]["value"] == pytest.approx(heldout_loss(demo_family, "standard", 1), rel=0.1)
     assert (out / "heldout_loss.png").stat().st_size > 0
 
 

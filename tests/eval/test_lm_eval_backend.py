@@ -11,6 +11,7 @@ from eval.family import FamilyEvalConfig, evaluate_family  # noqa: E402
 from eval.lm import CheckpointLM  # noqa: E402
 from eval.mc import ChoiceScores, accuracy, requests_of  # noqa: E402
 from eval.tasks import load_task  # noqa: E402
+from tests.demo_family import branches  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -87,15 +88,15 @@ def test_one_checkpoint_scores_as_our_own_evaluation(demo_family, local_arc, mon
 
 
 def test_routed_family_scores_as_msplit_eval(demo_family, local_arc, monkeypatch, tmp_path):
-    branches = [str(demo_family / "branches" / f"cluster_{c}") for c in (0, 1)]
+    runs = branches(demo_family)
     got = harness(
-        local_arc, monkeypatch, clusters=str(demo_family / "clusters"), branches=":".join(branches)
+        local_arc, monkeypatch, clusters=str(demo_family / "clusters"), branches=":".join(runs)
     )
     rows = evaluate_family(
         FamilyEvalConfig(
             clusters=str(demo_family / "clusters"),
             trunk=str(demo_family / "trunk"),
-            branches=branches,
+            branches=runs,
             out=str(tmp_path),
             heldout_samples=8,
             progress=False,
@@ -165,9 +166,8 @@ def test_generation_tasks_answer_with_greedy_text(demo_family, tmp_path, monkeyp
     data.write_text("".join(json.dumps({"prompt": p, "answer": "x"}) + "\n" for p in prompts))
     (tmp_path / "local_gen.yaml").write_text(GENERATION_YAML.format(path=data))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    branches = [str(demo_family / "branches" / f"cluster_{c}") for c in (0, 1)]
     model_args = (
-        {"clusters": str(demo_family / "clusters"), "branches": ":".join(branches)}
+        {"clusters": str(demo_family / "clusters"), "branches": ":".join(branches(demo_family))}
         if family
         else {"checkpoint": str(demo_family / "trunk")}
     )
@@ -180,7 +180,7 @@ def test_generation_tasks_answer_with_greedy_text(demo_family, tmp_path, monkeyp
     got = {s["doc"]["prompt"]: s["resps"][0][0] for s in out["samples"]["local_gen"]}
     nearest = Router.from_clusters(demo_family / "clusters").route(prompts).clusters[:, 0]
     for model in set(nearest.tolist()) if family else [None]:
-        lm = CheckpointLM.load(branches[model] if family else demo_family / "trunk")
+        lm = CheckpointLM.load(branches(demo_family)[model] if family else demo_family / "trunk")
         asked = [p for p, c in zip(prompts, nearest, strict=True) if not family or c == model]
         expected = lm.generate_text(asked, max_new_tokens=10, until=["."])
         assert [got[p] for p in asked] == expected

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tests.demo_family import heldout_loss
+
 pytestmark = pytest.mark.slow
 
 
@@ -27,11 +29,10 @@ def test_branch_starts_from_the_trunk_on_its_cluster(demo_family, tmp_path):
     # step 0 is the trunk on cluster 1's held-out set: what the demo's evaluation measured
     records = [json.loads(x) for x in (tmp_path / "b1" / "metrics.jsonl").read_text().splitlines()]
     at_start = next(r["val_loss"] for r in records if r.get("step") == 0 and "val_loss" in r)
-    summary = json.loads((demo_family / "summary.json").read_text())
-    assert at_start == pytest.approx(summary["clusters"][1]["trunk"], abs=1e-5)
+    assert at_start == pytest.approx(heldout_loss(demo_family, "trunk", 1), abs=1e-5)
 
 
 def test_a_cluster_outside_the_manifest_is_refused(demo_family, tmp_path):
     done = branch(demo_family, tmp_path / "b9", cluster=9)
     assert done.returncode == 2
-    assert "cluster 9 out of range: the manifest has k=2" in done.stderr
+    assert "data: cluster 9 out of range: the manifest has k=2" in done.stderr

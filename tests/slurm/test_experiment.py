@@ -1,164 +1,296 @@
-"""A split experiment as a graph of Slurm jobs: trunk -> branch arrays -> evaluations."""
+"""The experiment graph: its plan, budgets in tokens, seeds, the standard arm, and runs of it
+on this machine (interrupted and resumed) and on a real Slurm."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from megatron_split.config import ConfigError, load_config
-from slurm.experiment import ExperimentConfig, plan, status, still_queued, submit
+from megatron_split.optim.schedule import lr_at
+from megatron_split.train.config import RunConfig
+from slurm.cli import plan_table, status_table
+from slurm.executors import run_local, slurm_state, submit_slurm
+from slurm.experiment import ExperimentConfig, Rung, build_graph, derive_seed
 from slurm.launch import slurm_available
 
 pytestmark = pytest.mark.slow
 
+TOKENS_PER_STEP = 8 * 64  # train.global_batch x model.seq_length below
 TINY = ["model.seq_length=64", "train.global_batch=8", "train.micro_batch=4",
-        "train.log_every=2", "train.eval_batches=1", "train.progress=false",
+        "train.log_every=1", "train.eval_batches=1", "train.progress=false",
         "train.tensorboard=false", "checkpoint.every=0"]  # fmt: skip
 
 
-def experiment(demo_family, out, split_steps="[6,12]") -> ExperimentConfig:
-    trunk = [*TINY, "train.steps=12", "optim.schedule.warmup_steps=2", "checkpoint.keep_last=1"]
-    overrides = [
+def experiment(demo_family, out, *overrides: str) -> ExperimentConfig:
+    base = [
         f"out={out}", f"clusters={demo_family / 'clusters'}", "config=configs/tiny.yaml",
-        f"split_steps={split_steps}", f"trunk.overrides={json.dumps(trunk)}",
-        "branches.steps=4", f"branches.overrides={json.dumps(TINY)}", "eval.heldout_samples=8",
+        f"overrides={json.dumps(TINY)}",
+        f"split_tokens=[{6 * TOKENS_PER_STEP},{12 * TOKENS_PER_STEP}]",
+        f"trunk.tokens={12 * TOKENS_PER_STEP}",
+        'trunk.overrides=["optim.schedule.warmup_steps=2","checkpoint.keep_last=1"]',
+        f"branches.tokens={4 * TOKENS_PER_STEP}", "eval.heldout_samples=8",
     ]  # fmt: skip
-    return load_config(ExperimentConfig, "configs/experiment_tiny.yaml", overrides)
+    return load_config(ExperimentConfig, "configs/experiment_tiny.yaml", [*base, *overrides])
 
 
-def test_plan_is_trunk_then_a_branch_array_and_an_eval_per_split(demo_family, tmp_path):
-    jobs = plan(experiment(demo_family, tmp_path))
-    assert [(j.name, j.after, len(j.argvs)) for j in jobs] == [
+def resolved(task) -> RunConfig:
+    return load_config(RunConfig, task.argv[0], task.argv[1:], inputs=False)
+
+
+def test_the_graph_of_one_experiment(demo_family, tmp_path):
+    graph = build_graph(experiment(demo_family, tmp_path))
+    assert [(node.name, node.after, len(node.tasks)) for node in graph] == [
         ("trunk", [], 1),
         ("split_6/branches", ["trunk"], 2),
-        ("split_6/eval", ["split_6/branches"], 1),
+        ("split_6/standard", ["trunk"], 1),
+        ("split_6/eval", ["split_6/branches", "split_6/standard"], 1),
         ("split_12/branches", ["trunk"], 2),
-        ("split_12/eval", ["split_12/branches"], 1),
+        ("split_12/standard", ["trunk"], 1),
+        ("split_12/eval", ["split_12/branches", "split_12/standard"], 1),
+        ("results", ["split_6/eval", "split_12/eval"], 1),
+        ("report", ["results"], 1),
     ]
-    assert jobs[0].argvs[0][-1] == "checkpoint.keep_steps=[6, 12]"
-    branch = jobs[1].argvs[1]
-    assert f"init.checkpoint={tmp_path}/trunk/checkpoints/step_0000006" in branch
-    assert f"run_dir={tmp_path}/split_6/cluster_1" in branch
-    assert not any(job.done for job in jobs)
-    with pytest.raises(ConfigError, match=r"split_steps \[6, 13\] must lie in 1..12"):
-        plan(experiment(demo_family, tmp_path, "[6,13]"))
+    trunk = resolved(graph["trunk"].tasks[0])
+    assert (trunk.train.steps, trunk.checkpoint.keep_steps) == (12, [6, 12])
+    assert trunk.optim.schedule.kind == "constant" and trunk.role.arm == "trunk"
+    branch = resolved(graph["split_6/branches"].tasks[1])
+    assert branch.init.checkpoint == str(tmp_path / "trunk" / "checkpoints" / "step_0000006")
+    assert (branch.data.cluster, branch.role.arm, branch.role.cluster) == (1, "specialist", 1)
+    assert branch.run_dir == str(tmp_path / "split_6" / "cluster_1")
+    assert not any(node.done for node in graph)
+
+
+def test_the_standard_arm_trains_k_times_d_prime_with_the_branches_schedule(demo_family, tmp_path):
+    graph = build_graph(experiment(demo_family, tmp_path, "standard.per_model=true"))
+    branch_task = graph["split_6/branches"].tasks[0]
+    standard_task, per_model_task = graph["split_6/standard"].tasks
+    k = len(graph["split_6/branches"].tasks)
+    assert standard_task.tokens == k * branch_task.tokens == k * 4 * TOKENS_PER_STEP
+    assert per_model_task.tokens == branch_task.tokens
+    branch, standard, per_model = map(resolved, (branch_task, standard_task, per_model_task))
+    assert standard.data.cluster is None and standard.role.arm == "standard"
+    assert per_model.role.arm == "standard_per_model"
+    assert standard.train.global_batch == k * branch.train.global_batch
+    for run in (branch, standard, per_model):  # on from the trunk's LR and optimizer, decayed
+        assert run.optim.schedule.kind == "wsd" and run.optim.schedule.warmup_steps == 0
+        assert run.init.load_optimizer and run.init.checkpoint == branch.init.checkpoint
+    lrs = [[lr_at(s, run.optim.lr, run.train.steps, run.optim.schedule) for s in range(4)]
+           for run in (branch, standard, per_model)]  # fmt: skip
+    assert lrs[0] == lrs[1] == lrs[2] and lrs[0][-1] < lrs[0][0]
+
+
+def test_budgets_are_tokens_in_whole_steps(demo_family, tmp_path):
+    with pytest.raises(ConfigError, match=r"trunk.tokens=1000 is not a positive multiple of the "
+                       r"512 tokens of a step .*use 512 or 1024"):  # fmt: skip
+        build_graph(experiment(demo_family, tmp_path, "trunk.tokens=1000"))
+    with pytest.raises(ConfigError, match=r"split_tokens\[1\]=3100 is not a positive multiple"):
+        build_graph(experiment(demo_family, tmp_path, "split_tokens=[3072,3100]"))
+    with pytest.raises(ConfigError, match=r"branches.tokens=100 is not"):
+        build_graph(experiment(demo_family, tmp_path, "branches.tokens=100"))
+    with pytest.raises(ConfigError, match=r"split_fractions\[0\]: 1843.2 tokens is not a trunk"):
+        build_graph(experiment(demo_family, tmp_path, "split_tokens=[]", "split_fractions=[0.3]"))
+    with pytest.raises(ConfigError, match=r"split_tokens\[0\]: 7168 tokens is not a trunk step"):
+        build_graph(experiment(demo_family, tmp_path, "split_tokens=[7168]"))
+    with pytest.raises(
+        ConfigError, match=r"trunk.overrides: train.steps=5 is set by the experiment"
+    ):
+        experiment(demo_family, tmp_path, 'trunk.overrides=["train.steps=5"]')
+    with pytest.raises(ConfigError, match="give data .* or clusters"):
+        experiment(demo_family, tmp_path, "data={}")
+    graph = build_graph(experiment(demo_family, tmp_path, "split_tokens=[]",
+                                   "split_fractions=[0.5,1.0]"))  # fmt: skip
+    assert [n.name for n in graph if n.name.endswith("eval")] == ["split_6/eval", "split_12/eval"]
+
+
+def test_every_run_has_its_own_seed_and_seeds_repeat_the_experiment(demo_family, tmp_path):
+    graph = build_graph(experiment(demo_family, tmp_path, "seeds=[7,8]"))
+    names = [node.name for node in graph]
+    assert names[:2] == ["seed_7/trunk", "seed_7/split_6/branches"] and "seed_8/trunk" in names
+    seeds = {}
+    for node in graph:
+        for task in node.trainings:
+            run = resolved(task)
+            assert run.data.seed == run.seed
+            seeds[run.run_dir] = run.seed
+    assert seeds[str(tmp_path / "seed_7" / "trunk")] == 7
+    assert seeds[str(tmp_path / "seed_8" / "split_6" / "cluster_1")] == derive_seed(
+        8, 6 * TOKENS_PER_STEP, "cluster_1"
+    )
+    assert len(set(seeds.values())) == len(seeds)  # no two runs share a seed
 
 
 @pytest.mark.parametrize(
-    ("name", "jobs"), [("experiment_tiny", 5), ("ladder_tiny", 4 * 7 + 1), ("ladder_gpu", 29)]
-)
-def test_shipped_experiments_plan(demo_family, tmp_path, name, jobs):
-    overrides = [f"clusters={demo_family / 'clusters'}", f"out={tmp_path}"]
-    planned = plan(load_config(ExperimentConfig, f"configs/{name}.yaml", overrides))
-    assert len(planned) == jobs
-    assert planned[-1].kind == ("eval" if name == "experiment_tiny" else "laws")
+    ("name", "nodes"),
+    [("demo", 5 + 1 + 3 + 2), ("experiment_tiny", 1 + 2 * 3 + 2),
+     ("repro_small", 5 + 4 * (1 + 4 * 3) + 4), ("ladder_gpu", 4 * (1 + 3 * 3) + 4)],
+)  # fmt: skip
+def test_shipped_experiments_plan(demo_family, tmp_path, name, nodes):
+    overrides = [f"out={tmp_path}"]
+    if name in ("experiment_tiny", "ladder_gpu"):
+        overrides.append(f"clusters={demo_family / 'clusters'}")
+    graph = build_graph(load_config(ExperimentConfig, f"configs/{name}.yaml", overrides))
+    assert len(graph.nodes) == nodes
+    assert graph.nodes[-1].name == "report"
+    table = plan_table(graph, tokens_per_s=1e4)
+    assert "per arm:" in table and "standard" in table and "checkpoints kept:" in table
 
 
-def test_split_fractions_follow_each_rungs_own_trunk_length(demo_family, tmp_path):
-    cfg = experiment(demo_family, tmp_path, "[]")
-    cfg.split_fractions = [0.5, 1.0]
-    cfg.ladder = {"short": ["train.steps=8"], "long": []}  # a rung's steps beat the stage's
-    evals = [job.name for job in plan(cfg) if job.kind == "eval"]
-    assert evals == ["short/split_4/eval", "short/split_8/eval",
-                     "long/split_6/eval", "long/split_12/eval"]  # fmt: skip
-    cfg.split_steps = [6]
-    with pytest.raises(ConfigError, match="not both"):
-        plan(cfg)
-    cfg.split_steps, cfg.split_fractions = [], [0.5, 1.5]
-    with pytest.raises(ConfigError, match=r"must lie in \(0, 1\]"):
-        plan(cfg)
+def test_a_ladder_repeats_the_trunk_and_its_splits_per_rung_and_ends_with_the_law(
+    demo_family, tmp_path
+):
+    cfg = experiment(demo_family, tmp_path, f"split_tokens=[{12 * TOKENS_PER_STEP}]")
+    cfg.ladder = {"h32": Rung(["model.hidden_size=32"]), "h64": Rung(trunk_tokens=3072)}
+    with pytest.raises(ConfigError, match=r"split_tokens\[0\]: 6144 tokens is not a trunk step "
+                       r"in 1..3072"):  # fmt: skip
+        build_graph(cfg)
+    cfg.split_tokens, cfg.split_fractions = [], [1.0]
+    graph = build_graph(cfg)
+    assert [node.name for node in graph][-4:] == ["results", "laws/fit", "laws/report", "report"]
+    assert graph["h64/split_6/branches"].after == ["h64/trunk"]
+    assert graph["results"].after == ["h32/split_12/eval", "h64/split_6/eval"]
+    assert resolved(graph["h32/trunk"].tasks[0]).model.hidden_size == 32
+    assert all(resolved(t).model.hidden_size == 32 for t in graph["h32/split_12/branches"].tasks)
+    cfg.laws.holdout = "largest-n"  # a typo fails now, not after the whole ladder has run
+    with pytest.raises(ConfigError, match="laws.holdout='largest-n'"):
+        cfg.validate()
+
+
+def _final_losses(out) -> dict[str, float]:
+    losses = {}
+    for metrics in sorted(out.rglob("metrics.jsonl")):
+        records = [json.loads(line) for line in metrics.read_text().splitlines()]
+        losses[str(metrics.parent.relative_to(out))] = [r["loss"] for r in records if "loss" in r]
+    return losses
+
+
+def _ladder(demo_family, out) -> list[str]:
+    ladder = (
+        'ladder={"h32": {"overrides": ["model.hidden_size=32", '
+        '"model.num_attention_heads=2", "model.num_query_groups=1"]}, "h64": {}}'
+    )
+    return ["msplit", "experiment", "run", "configs/experiment_tiny.yaml",
+            *experiment_args(demo_family, out), ladder,
+            f"split_tokens=[{4 * TOKENS_PER_STEP},{8 * TOKENS_PER_STEP}]",
+            f"trunk.tokens={8 * TOKENS_PER_STEP}", f"branches.tokens={4 * TOKENS_PER_STEP}",
+            'branches.overrides=["checkpoint.every=1"]', "standard.per_model=true",
+            "laws.form=chinchilla_total", "laws.holdout=none"]  # fmt: skip
+
+
+def experiment_args(demo_family, out) -> list[str]:
+    return [f"out={out}", f"clusters={demo_family / 'clusters'}", "config=configs/tiny.yaml",
+            f"overrides={json.dumps(TINY)}", "eval.heldout_samples=8",
+            'trunk.overrides=["optim.schedule.warmup_steps=2"]']  # fmt: skip
+
+
+def _cli(argv: list[str]) -> list[str]:
+    return [sys.executable, "-m", "megatron_split.cli", *argv[1:]]
+
+
+def test_the_graph_runs_here_from_trunk_to_law_and_resumes_after_a_kill(demo_family, tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    done = subprocess.run(_cli(_ladder(demo_family, reference)), capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    # Killed in the middle of a branch: the rerun resumes only what is not complete.
+    proc = subprocess.Popen(_cli(_ladder(demo_family, killed)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    branch = killed / "h64" / "split_8" / "cluster_1" / "checkpoints" / "step_0000002"
+    deadline = time.monotonic() + 600
+    while not (branch / "meta.json").is_file():
+        assert proc.poll() is None, proc.stderr.read()[-4000:]
+        assert time.monotonic() < deadline, "the branch never saved its step 2"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rerun = subprocess.run(_cli(_ladder(demo_family, killed)), capture_output=True, text=True,
+                           timeout=900)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert "h32/trunk: running" not in rerun.stderr  # complete nodes are not run again
+    assert "resumed from" in rerun.stderr
+    assert _final_losses(killed) == _final_losses(reference)  # bit for bit
+
+    cfg = load_config(ExperimentConfig, "configs/experiment_tiny.yaml",
+                      _ladder(demo_family, reference)[4:])  # fmt: skip
+    graph = build_graph(cfg)
+    assert all(node.done for node in graph)
+    # What the plan says each run trains is what it logged, and what it keeps is on disk.
+    for node in graph:
+        for task in node.trainings:
+            last = [json.loads(x) for x in (task.marker / "metrics.jsonl").read_text().splitlines()
+                    if '"tokens"' in x][-1]  # fmt: skip
+            assert (last["tokens"], last["flops"]) == (task.tokens, pytest.approx(task.flops))
+            kept = [p for p in (task.marker / "checkpoints").glob("step_*")]
+            assert len(kept) == task.checkpoints, task.marker
+    # The standard arm: k D' tokens with the branches' LR at every step.
+    family = reference / "h64" / "split_4"
+    lrs = {run: [json.loads(x)["lr"] for x in (family / run / "metrics.jsonl").read_text()
+                 .splitlines() if '"lr"' in x] for run in ("cluster_0", "standard")}  # fmt: skip
+    assert lrs["standard"] == lrs["cluster_0"] and len(lrs["cluster_0"]) == 4
+    # One table, law points with the standard arms, the law, and the report.
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(reference / "results" / "results.parquet").to_pylist()
+    assert {r["arm"] for r in rows} == {"trunk", "specialist", "standard", "standard_per_model"}
+    standard = [r for r in rows if r["arm"] == "standard" and r["family"] == "h64/split_4"]
+    assert [r["cluster"] for r in standard] == [0, 1]
+    assert standard[0]["D"] == (4 + 2 * 4) * TOKENS_PER_STEP and standard[0]["D_prime"] == 0
+    assert standard[0]["perplexity"] == pytest.approx(2.718281828 ** standard[0]["loss"])
+    points = (reference / "results" / "law_points.csv").read_text().splitlines()
+    arms = [line.split(",")[-1] for line in points[1:]]
+    # 2 sizes x 2 splits x (2 specialists on their own cluster + 2 mixture arms x 2 clusters)
+    assert len(arms) == 2 * 2 * 6 and "trunk" not in arms  # the stable-phase trunk is not one
+    fit = json.loads((reference / "laws" / "fit.json").read_text())
+    assert fit["form"] == "chinchilla_total" and fit["n_points"] == 24
+    report = (reference / "report.md").read_text()
+    assert "Split vs standard at equal compute" in report and "The law L(N, D, D')" in report
+    assert "split − standard" in report and (reference / "report" / "equal_compute.png").is_file()
+    assert "report" in status_table(graph) and "8/8 steps" in status_table(graph)
+    assert run_local(graph) == {node.name: "complete" for node in graph}  # nothing left
+
+
+def test_a_complete_run_planned_with_another_config_is_refused(demo_family, tmp_path):
+    args = [
+        *experiment_args(demo_family, tmp_path),
+        f"trunk.tokens={4 * TOKENS_PER_STEP}",
+        f"split_tokens=[{4 * TOKENS_PER_STEP}]",
+        f"branches.tokens={TOKENS_PER_STEP}",
+    ]
+    cfg = load_config(ExperimentConfig, "configs/experiment_tiny.yaml", args)
+    assert set(run_local(build_graph(cfg)).values()) == {"succeeded"}
+    cfg.overrides = [*cfg.overrides, "optim.lr=0.001"]
+    with pytest.raises(ConfigError, match=r"optim.lr: 0.003 -> 0.001.*checkpoint.allow_changes"):
+        run_local(build_graph(cfg))
 
 
 @pytest.mark.slurm
-def test_submitted_graph_runs_in_order_and_is_never_submitted_twice(demo_family, tmp_path):
+def test_the_graph_submitted_to_slurm_runs_in_order_and_is_never_submitted_twice(
+    demo_family, tmp_path
+):
     if not slurm_available():
         if os.environ.get("MSPLIT_REQUIRE_SLURM"):
             pytest.fail("MSPLIT_REQUIRE_SLURM is set but no Slurm controller answers")
         pytest.skip("no Slurm cluster (start one with slurm/local_cluster.sh start)")
-    cfg = experiment(demo_family, tmp_path)
-    ids = submit(cfg)
-    assert list(ids) == ["trunk", "split_6/branches", "split_6/eval",
-                         "split_12/branches", "split_12/eval"]  # fmt: skip
-    assert submit(cfg) == {}  # all still queued or running: nothing submitted twice
-    trunk = status(cfg)[0]
-    assert trunk["slurm_id"] == ids["trunk"] and trunk["state"] in ("PENDING", "RUNNING")
+    graph = build_graph(experiment(demo_family, tmp_path))
+    ids = submit_slurm(graph)
+    assert list(ids) == [node.name for node in graph]
+    assert submit_slurm(graph) == {}  # all still queued or running: nothing submitted twice
     deadline = time.monotonic() + 600
-    while any(still_queued(job_id) for job_id in ids.values()):
+    while any(slurm_state(job_id) for job_id in ids.values()):
         assert time.monotonic() < deadline, "the experiment did not finish in 10 minutes"
         time.sleep(2)
     for split in (6, 12):
-        for cluster in (0, 1):
-            meta = json.loads(
-                (tmp_path / f"split_{split}" / f"cluster_{cluster}" / "checkpoints"
-                 / "step_0000004" / "meta.json").read_text()
-            )  # fmt: skip
+        for run in ("cluster_0", "cluster_1", "standard"):
+            meta = json.loads((tmp_path / f"split_{split}" / run / "checkpoints"
+                               / "step_0000004" / "meta.json").read_text())  # fmt: skip
             assert meta["lineage"]["parent_step"] == split
         rows = (tmp_path / f"split_{split}" / "eval" / "results.jsonl").read_text().splitlines()
-        assert {json.loads(r)["model"] for r in rows} >= {"trunk", "branch_0", "routed"}
+        assert {json.loads(r)["model"] for r in rows} >= {"trunk", "branch_0", "standard"}
     # the split point survived the trunk's pruning (keep_last=1)
     assert (tmp_path / "trunk" / "checkpoints" / "step_0000006").is_dir()
-    assert all(row["done"] == "yes" for row in status(cfg))
-    assert submit(cfg) == {}  # complete: nothing to submit
-
-
-def test_a_ladder_repeats_the_graph_per_rung_with_its_overrides(demo_family, tmp_path):
-    cfg = experiment(demo_family, tmp_path, "[12]")
-    cfg.ladder = {"h64": ["model.hidden_size=64"], "h96": ["model.hidden_size=96"]}
-    jobs = plan(cfg)
-    assert [j.name for j in jobs] == [
-        "h64/trunk", "h64/split_12/branches", "h64/split_12/eval",
-        "h96/trunk", "h96/split_12/branches", "h96/split_12/eval", "laws",
-    ]  # fmt: skip
-    assert jobs[4].after == ["h96/trunk"]
-    assert jobs[6].after == ["h64/split_12/eval", "h96/split_12/eval"]  # the law: after all
-    cfg.laws.holdout = "largest-n"  # a typo fails now, not after the whole ladder has run
-    with pytest.raises(ConfigError, match="laws.holdout='largest-n'"):
-        plan(cfg)
-    for trunk, branches in ((jobs[0], jobs[1]), (jobs[3], jobs[4])):
-        size = trunk.name.split("/")[0].removeprefix("h")
-        assert f"model.hidden_size={size}" in trunk.argvs[0]
-        assert all(f"model.hidden_size={size}" in argv for argv in branches.argvs)
-        assert f"run_dir={tmp_path}/h{size}/trunk" in trunk.argvs[0]
-
-
-def test_without_slurm_a_ladder_runs_stage_by_stage_and_ends_with_a_fitted_law(
-    demo_family, tmp_path
-):
-    cfg = experiment(demo_family, tmp_path, "[6,12]")
-    cfg.ladder = {"h32": ["model.hidden_size=32", "model.num_attention_heads=2",
-                          "model.num_query_groups=1"], "h64": []}  # fmt: skip
-    for stage in (cfg.trunk, cfg.branches, cfg.eval, cfg.laws):
-        stage.slurm.cluster = "local"
-    cfg.branches.overrides.append("checkpoint.every=2")  # branches saved at steps 2 and 4
-    cfg.eval.branch_history = True
-    cfg.laws.form, cfg.laws.holdout = "chinchilla_total", "none"  # two sizes: no extrapolation
-    names = [
-        f"{rung}/{job}"
-        for rung in ("h32", "h64")
-        for job in (
-            "trunk",
-            "split_6/branches",
-            "split_6/eval",
-            "split_12/branches",
-            "split_12/eval",
-        )
-    ]
-    assert list(submit(cfg)) == [*names, "laws"]  # fmt: skip
-    rows = status(cfg)
-    assert all(row["done"] == "yes" for row in rows)
-    assert rows[-1]["progress"].startswith("chinchilla_total: R^2 ")  # the law, in brief
-    lines = (tmp_path / "h64" / "split_12" / "eval" / "law_points.jsonl").read_text()
-    points = [json.loads(line) for line in lines.splitlines()]
-    # the trunk on each of 2 clusters, each specialist on its own at steps 2 and 4
-    tokens_per_step = 8 * 64
-    assert sorted((p["domain"], p["D_prime"]) for p in points) == [
-        ("cluster_0", 0), ("cluster_0", 2 * tokens_per_step), ("cluster_0", 4 * tokens_per_step),
-        ("cluster_1", 0), ("cluster_1", 2 * tokens_per_step), ("cluster_1", 4 * tokens_per_step),
-    ]  # fmt: skip
-    # The law is fitted to every evaluation's points: 2 sizes x 2 split points x 6
-    fit = json.loads((tmp_path / "laws" / "fit.json").read_text())
-    assert fit["form"] == "chinchilla_total" and fit["n_points"] == 24
-    assert fit["domains"] == ["cluster_0", "cluster_1"] and "E[cluster_0]" in fit["params"]
-    assert "D_split" in (tmp_path / "laws" / "report" / "report.md").read_text()
-    assert submit(cfg) == {}  # complete: nothing submitted again
+    assert all(node.done for node in graph) and (tmp_path / "report.md").is_file()
+    assert submit_slurm(graph) == {}  # complete: nothing to submit

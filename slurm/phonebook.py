@@ -75,10 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_split.branching import branch_overrides, trunk_overrides
     from megatron_split.checkpoint import step_dir_name
     from megatron_split.data.clusters import ClusterDataConfig
-    from megatron_split.demo import prepare_clusters, stage
     from megatron_split.train.config import RunConfig
     from megatron_split.train.loop import Trainer
     from megatron_split.train_cli import setup_logging
+    from slurm.executors import run_local
+    from slurm.experiment import DataStage
+    from slurm.graph import Graph
 
     args = parse_args(argv)
     setup_logging(rank=0)
@@ -86,12 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     data = out / "data"
     books = [str(data / "book_a.jsonl"), str(data / "book_b.jsonl")]
 
-    def write_books() -> int:
+    if not (data / "facts.json").is_file():
         write_phonebook(PhonebookConfig(str(data), args.entries, args.overlap, args.repeats))
-        return 0
-
-    stage("books", data / "facts.json", write_books)
-    clusters_dir = prepare_clusters(out, books, 512, "book", "tfidf", ["--by-label"])
+    # The books are the clusters: the data nodes of the experiment graph, clustered by label.
+    prepare = DataStage(inputs=books, vocab_size=512, label_key="book", by_label=True, k=2)
+    states = run_local(Graph(prepare.nodes(out), out))
+    if any(state.endswith("failed") for state in states.values()):
+        raise SystemExit(f"msplit phonebook: data preparation failed: {states}")
+    clusters_dir = out / "clusters"
     clusters = ClusterDataConfig(str(clusters_dir)).build()
     book_b = _cluster_of(clusters.manifest, "b")
     facts = json.loads((data / "facts.json").read_text())["facts"]
@@ -101,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return load_config(RunConfig, args.config, [*RUN_OVERRIDES, *args.overrides, *overrides])
 
     every_split = sorted({s for t in args.budgets for s in split_steps(t, args.fractions)} - {0})
-    trunk = config([*trunk_overrides(clusters, out / "trunk"), f"train.steps={max(args.budgets)}",
+    trunk = config([*trunk_overrides(clusters_dir, out / "trunk"),
+                    f"train.steps={max(args.budgets)}",
                     f"checkpoint.keep_steps={json.dumps(every_split)}"])  # fmt: skip
     log.info("[trunk] %d steps on both books, kept at %s", trunk.train.steps, every_split)
     Trainer(trunk).run()
@@ -119,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"msplit phonebook: {parent} is missing: the trunk was trained for "
                         f"other budgets or fractions; remove {out / 'trunk'} to retrain it"
                     )
-                overrides = branch_overrides(clusters, book_b, parent, run, budget - split)
+                steps = budget - split
+                warmup = f"optim.schedule.warmup_steps={max(1, steps // 10)}"
+                overrides = [warmup, *branch_overrides(clusters_dir, book_b, parent, run, steps)]
                 log.info("[T=%d, split at %d] %d steps on book b", budget, split, budget - split)
                 Trainer(config(overrides)).run()
                 checkpoint = run

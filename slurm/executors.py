@@ -1,0 +1,158 @@
+"""Executors of the experiment graph: this machine (the default) or Slurm through submitit.
+
+Both skip complete nodes and leave each node's state in ``OUT/experiment.json``:
+``complete``, ``succeeded``, ``failed`` (with the error), ``dependency failed`` (with the
+failed node upstream) or ``interrupted`` on the local executor, and the job id on Slurm.
+
+- ``run_local``: nodes in dependency order, their tasks in turn, in this process (so a run
+  of many small jobs pays the start-up of torch and megatron once). A failed node fails its
+  dependents and the others go on; SIGTERM or SIGUSR2 makes the running training save and
+  stops the whole run; rerunning runs only what is not complete, and an interrupted
+  training run resumes from its last checkpoint.
+- ``submit_slurm``: every unfinished node at once, as a job array chained to the nodes it
+  needs by ``afterok``; a job that an earlier submission left queued or running is not
+  submitted again, and its dependents wait for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+import traceback
+from typing import Any
+
+import submitit
+
+from megatron_split.checkpoint.checkpointer import write_atomic
+from megatron_split.config import ConfigError
+from slurm.graph import Graph, Node
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(Exception):
+    """A task that stopped cleanly before its end (a preemption signal): the run stops."""
+
+
+class StateFile:
+    """The last known state of every node, kept in ``OUT/experiment.json``."""
+
+    def __init__(self, graph: Graph):
+        self.path = graph.state_file
+        self.nodes: dict[str, dict[str, Any]] = (
+            json.loads(self.path.read_text())["nodes"] if self.path.is_file() else {}
+        )
+
+    def set(self, name: str, **record: Any) -> None:
+        self.nodes[name] = {**record, "time": time.time()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, json.dumps({"nodes": self.nodes}, indent=2) + "\n")
+
+
+def _check_complete(node: Node) -> None:
+    for task in node.tasks:
+        task.check()
+
+
+def run_local(graph: Graph) -> dict[str, str]:
+    """Run every unfinished node here; returns {node: state}. Raises nothing for a failed
+    node (its state says why); the caller decides the exit code."""
+    states: dict[str, str] = {}
+    record = StateFile(graph)
+    pending = [node for node in graph if not node.done]
+    for node in graph:
+        if node.done:
+            _check_complete(node)
+            states[node.name] = "complete"
+    for i, node in enumerate(pending, 1):
+        failed = [name for name in node.after if states.get(name, "").endswith("failed")]
+        if failed:
+            states[node.name] = "dependency failed"
+            record.set(node.name, state=states[node.name], upstream=failed)
+            log.error("[%d/%d] %s: not run, %s failed", i, len(pending), node.name, failed[0])
+            continue
+        log.info("[%d/%d] %s: running %d task(s)", i, len(pending), node.name, len(node.tasks))
+        record.set(node.name, state="running")
+        start = time.monotonic()
+        try:
+            for task in node.tasks:
+                if task.done():
+                    task.check()
+                    continue
+                code = task()
+                if code:
+                    raise RuntimeError(f"{task.module} {' '.join(task.argv)} exited with {code}")
+                if not task.done():  # a run that saved and stopped on SIGTERM or SIGUSR2
+                    raise Interrupted(f"{task.marker} stopped before its end")
+        except Interrupted as stop:
+            states[node.name] = "interrupted"
+            record.set(node.name, state="interrupted", error=str(stop))
+            log.warning("%s: %s; stopping here, a rerun resumes it", node.name, stop)
+            break
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - any failure fails the node
+            states[node.name] = "failed"
+            record.set(node.name, state="failed", error=f"{type(error).__name__}: {error}")
+            log.error("%s failed:\n%s", node.name, traceback.format_exc())
+            continue
+        states[node.name] = "succeeded"
+        record.set(node.name, state="succeeded", seconds=round(time.monotonic() - start, 1))
+        log.info("[%d/%d] %s: done in %.0f s", i, len(pending), node.name,
+                 time.monotonic() - start)  # fmt: skip
+    return states
+
+
+def submit_slurm(graph: Graph, wait: bool = False) -> dict[str, str]:
+    """Submit every unfinished node; returns {node: Slurm job id} of those submitted."""
+    record = StateFile(graph)
+    ids: dict[str, str] = {}  # this submission's jobs and the earlier ones still queued
+    submitted: dict[str, list[submitit.Job]] = {}
+    for node in graph:
+        if node.done:
+            _check_complete(node)
+            continue
+        previous = record.nodes.get(node.name, {}).get("job_id")
+        if previous and slurm_state(previous):
+            ids[node.name] = previous
+            log.info("%s: still queued as %s, not submitted again", node.name, previous)
+            continue
+        after = [ids[name] for name in node.after if name in ids]
+        executor = node.slurm.executor(
+            cluster="slurm", dependency=f"afterok:{':'.join(after)}" if after else None
+        )
+        with executor.batch():
+            jobs = [executor.submit(task) for task in node.tasks]
+        submitted[node.name] = jobs
+        ids[node.name] = str(jobs[0].job_id).split("_")[0]
+        record.set(node.name, state="submitted", job_id=ids[node.name])
+        log.info("%s: submitted %s (%d task(s))", node.name, ids[node.name], len(jobs))
+    if wait:
+        for name, jobs in submitted.items():
+            for job in jobs:
+                if code := job.result():
+                    raise RuntimeError(f"{name}: job {job.job_id} exited with {code}; "
+                                       f"see {job.paths.stderr}")  # fmt: skip
+    return {name: ids[name] for name in submitted}
+
+
+def slurm_state(job_id: str) -> str:
+    """The states squeue shows for a job (its array tasks'), or "" when it holds none."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    if out.returncode != 0:
+        return ""
+    return ",".join(sorted(set(out.stdout.split())))
+
+
+def require_slurm() -> None:
+    from slurm.launch import slurm_available
+
+    if not slurm_available():
+        raise ConfigError(
+            "no Slurm controller answers (scontrol ping): run the graph on this machine with "
+            "`msplit experiment run`, or start a cluster (slurm/local_cluster.sh start)"
+        )

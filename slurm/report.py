@@ -1,0 +1,374 @@
+"""The experiment's results table and report: split against standard at equal compute.
+
+    python -m slurm.report table --root OUT --out OUT/results --eval OUT/split_400/eval ...
+    python -m slurm.report write --root OUT --k 4
+    python -m slurm.report publish --root OUT --to benchmarks/results/NAME
+
+``table`` gathers every evaluation of the experiment into one table, one row per (run,
+cluster): the run, its arm (trunk, specialist, standard, standard_per_model), its family
+(the split point it belongs to), N (non-embedding and total), D, D', the tokens evaluated,
+the held-out loss and perplexity; as ``results.parquet`` and ``results.csv``, and the rows
+a law is fitted to as ``law_points.csv`` (annealed checkpoints only).
+
+``publish`` copies what a reader needs of an experiment (the report and its plots, the
+tables, the law and its report, the nodes' states and times; no checkpoints) to a folder
+of the same layout, e.g. benchmarks/results/repro_small for `make repro`.
+
+``write`` turns it into ``OUT/report.md`` with plots under ``OUT/report/``: per family,
+the trunk, the standard arm (k D' tokens) and the split family (each cluster scored by its
+own specialist) at equal compute D + k D'; from which budget on split beats standard; and,
+when the graph fitted a law (``OUT/laws``), its held-out extrapolation and what it says
+about the optimal split, each stated with its numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from laws.plots import human
+
+COLUMNS = ("family", "run", "step", "model", "arm", "cluster", "split_tokens", "N", "N_total", "D",
+           "D_prime", "tokens_evaluated", "loss", "perplexity", "annealed")  # fmt: skip
+ARMS = ("trunk", "standard", "specialist", "standard_per_model")
+MRE_BAR = 0.02  # the mean relative error a law must reach on the held-out largest size
+
+
+# ---- the table ---------------------------------------------------------------------------
+def gather(root: Path, evals: list[Path]) -> list[dict[str, Any]]:
+    """One row per (run, cluster) of every evaluation: each model on each held-out set."""
+    rows = []
+    for directory in evals:
+        family = str(directory.parent.relative_to(root))
+        for line in (directory / "results.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            if r["eval"] != "heldout" or r["metric"] != "loss":
+                continue
+            checkpoint = Path(r["run"])
+            rows.append({
+                "family": family, "run": str(checkpoint.parent.parent.relative_to(root)),
+                "step": r["step"], "model": r["model"], "arm": r["arm"], "cluster": r["cluster"],
+                "split_tokens": r["split_tokens"] if r["arm"] != "trunk" else r["D"],
+                "N": r["N"], "N_total": r["N_total"], "D": r["D"], "D_prime": r["D_prime"],
+                "tokens_evaluated": r["tokens"], "loss": r["value"],
+                "perplexity": math.exp(r["value"]), "annealed": r["annealed"],
+            })  # fmt: skip
+    return rows
+
+
+def law_point_rows(root: Path, evals: list[Path]) -> list[dict[str, Any]]:
+    """Every evaluation's law points (eval.family.law_points), runs named from ``root``."""
+    rows = []
+    for directory in evals:
+        for line in (directory / "law_points.jsonl").read_text().splitlines():
+            point = json.loads(line)
+            rows.append({**point, "run": str(Path(point["run"]).relative_to(root))})
+    return rows
+
+
+def write_table(root: Path, evals: list[Path], out: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from megatron_split.checkpoint.checkpointer import write_atomic
+
+    rows = gather(root, evals)
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), out / "results.parquet")
+    write_atomic(out / "results.csv", _csv(rows, COLUMNS))
+    points = law_point_rows(root, evals)  # written last: its presence means the table is done
+    columns = ("N", "D", "D_prime", "loss", "domain", "run", "arm")
+    write_atomic(out / "law_points.csv", _csv(points, columns))
+    return rows
+
+
+def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def read_table(path: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+# ---- equal compute -----------------------------------------------------------------------
+def families(rows: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """Per family: each arm's mean held-out loss over the clusters (the specialist arm:
+    each cluster scored by its own branch), and its compute in tokens."""
+    by_family: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_family[r["family"]].append(r)
+    summary = []
+    for family, members in by_family.items():
+        per_arm: dict[str, dict[int, float]] = defaultdict(dict)
+        for r in members:  # a specialist stands for its own cluster only
+            if r["arm"] != "specialist" or r["model"] == f"branch_{r['cluster']}":
+                per_arm[r["arm"]][r["cluster"]] = r["loss"]
+        trunk = next(r for r in members if r["arm"] == "trunk")
+        specialist = next(r for r in members if r["arm"] == "specialist")
+        D, Dp = trunk["D"], specialist["D_prime"]
+        record = {"family": family, "N": trunk["N"], "N_total": trunk["N_total"], "D": D,
+                  "D_prime": Dp, "compute": D + k * Dp,
+                  "per_cluster": {arm: per_arm[arm] for arm in ARMS if arm in per_arm}}  # fmt: skip
+        for arm, losses in record["per_cluster"].items():
+            record[arm] = sum(losses.values()) / len(losses)
+        if "standard" in record:
+            record["split_minus_standard"] = record["specialist"] - record["standard"]
+        summary.append(record)
+    return sorted(summary, key=lambda f: (f["N"], f["compute"], f["family"]))
+
+
+def split_verdict(summary: list[dict[str, Any]]) -> list[str]:
+    """Per model size: whether split beats standard at equal compute, and from which
+    budget on (the smallest budget from which it wins at every larger one)."""
+    lines = []
+    for n in sorted({f["N"] for f in summary}):
+        points = [(f["compute"], f["split_minus_standard"]) for f in summary
+                  if f["N"] == n and "split_minus_standard" in f]  # fmt: skip
+        if not points:
+            continue
+        wins = [c for c, d in points if d < 0]
+        cells = ", ".join(f"{human(c)}: {d:+.3f}" for c, d in points)
+        if len(wins) == len(points):
+            verdict = f"split beats standard at every budget measured (from {human(points[0][0])})"
+        elif not wins:
+            verdict = "standard beats split at every budget measured"
+        else:
+            first = next((c for i, (c, _) in enumerate(points)
+                          if all(d < 0 for _, d in points[i:])), None)  # fmt: skip
+            verdict = (
+                f"split beats standard from {human(first)} tokens on"
+                if first is not None
+                else f"mixed: split wins at {', '.join(human(c) for c in wins)}"
+            )
+        lines.append(f"- N = {human(n)}: {verdict} (split − standard, nats: {cells})")
+    return lines
+
+
+def plot_equal_compute(summary: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({f["N"] for f in summary})
+    cmap = plt.get_cmap("viridis")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, n in enumerate(sizes):
+        color = cmap(i / max(len(sizes) - 1, 1) * 0.9)
+        group = [f for f in summary if f["N"] == n]
+        compute = [f["compute"] for f in group]
+        left.plot(compute, [f["specialist"] for f in group], "o-", color=color,
+                  label=f"split, N={human(n)}")  # fmt: skip
+        if all("standard" in f for f in group):
+            left.plot(compute, [f["standard"] for f in group], "s--", color=color, alpha=0.7,
+                      label=f"standard, N={human(n)}")  # fmt: skip
+            right.plot(compute, [f["split_minus_standard"] for f in group], "o-", color=color,
+                       label=f"N={human(n)}")  # fmt: skip
+    left.set(xscale="log", xlabel="compute D + k D' (tokens)",
+             ylabel="mean held-out loss over clusters (nats)",
+             title="Split vs standard at equal compute")  # fmt: skip
+    left.legend(fontsize=7)
+    right.axhline(0.0, color="grey", lw=1)
+    right.set(xscale="log", xlabel="compute D + k D' (tokens)",
+              ylabel="split − standard (nats; < 0: split wins)", title="Difference")  # fmt: skip
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ---- the law -----------------------------------------------------------------------------
+def law_section(laws: Path, root: Path) -> list[str]:
+    fit_path, curves_path = laws / "fit.json", laws / "report" / "curves.json"
+    if not fit_path.is_file():
+        return []
+    fit = json.loads(fit_path.read_text())
+    images = laws.relative_to(root) / "report"
+    lines = ["## The law L(N, D, D')", "",
+             f"Fitted to {fit['n_points']} law points (`results/law_points.csv`: annealed "
+             "runs only: each specialist on its own cluster, the standard arms on every "
+             f"cluster). Chosen form: **{fit['form']}** (in-sample R^2 "
+             f"{fit['r2']:.3f}).", ""]  # fmt: skip
+    heldout = fit.get("heldout")
+    if heldout:
+        verdict = "meets" if heldout["mre"] <= MRE_BAR else "misses"
+        lines += [f"Held out ({heldout['split']}, {heldout['n_test']} points), fitted on the "
+                  f"rest: R^2 {heldout['r2']:.3f}, mean relative error {heldout['mre']:.2%}, "
+                  f"max error {heldout['max_err']:.3f} nats: it {verdict} the "
+                  f"{MRE_BAR:.0%} bar.", ""]  # fmt: skip
+    if fit.get("selection"):
+        lines += ["| form | params | fit R^2 | held-out R^2 | held-out mean rel. err | max err |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for row in fit["selection"]:
+            h = row.get("heldout") or {}
+            cells = [f"{h[key]:.4g}" if key in h else "-" for key in ("r2", "mre", "max_err")]
+            lines.append(f"| {row['form']} | {row['n_params']} | {row.get('fit_r2', 0):.4g} | "
+                         + " | ".join(cells) + " |")  # fmt: skip
+        lines += ["", f"{fit['form']} won: the lowest held-out mean relative error of the "
+                  "forms compared (the criterion is extrapolation to the held-out size, not "
+                  "the in-sample fit).", ""]  # fmt: skip
+    lines += [f"![predicted vs observed]({images}/predicted_vs_observed.png)", ""]
+    if curves_path.is_file():
+        lines += allocation_findings(json.loads(curves_path.read_text()), images)
+    return lines
+
+
+def allocation_findings(curves: dict[str, Any], images: Path) -> list[str]:
+    """What the law says of the optimal split, per N: does the optimal pretraining fraction
+    fall as the budget grows while the optimal D grows; does D_split grow with N."""
+    lines = ["### What the law says of the split", ""]
+    for n, splits in curves["curves"].items():
+        fractions = [s["fraction"] for s in splits]
+        d_star = [s["D_star"] for s in splits]
+        falls = all(b <= a + 1e-9 for a, b in zip(fractions, fractions[1:], strict=False))
+        grows = all(b >= a for a, b in zip(d_star, d_star[1:], strict=False))
+        lines.append(
+            f"- N = {human(float(n))}: optimal pretraining fraction {fractions[0]:.3f} at "
+            f"T = {human(splits[0]['budget'])} -> {fractions[-1]:.3f} at "
+            f"{human(splits[-1]['budget'])} ({'falls' if falls else 'does not fall'} "
+            f"monotonically); optimal D {human(d_star[0])} -> {human(d_star[-1])} "
+            f"({'grows' if grows else 'does not grow'}); compute multiplier "
+            f"{splits[0]['multiplier']:.3g} -> {splits[-1]['multiplier']:.3g}"
+        )
+    d_split = [(float(n), v) for n, v in curves["d_split"].items()]
+    cells = ", ".join(f"N={human(n)}: {'never' if v is None else human(v)}" for n, v in d_split)
+    known = [v for _, v in d_split if v is not None]
+    grows = len(known) == len(d_split) and all(
+        b > a for a, b in zip(known, known[1:], strict=False)
+    )
+    lines += ["", f"D_split {'grows' if grows else 'does not grow'} with N ({cells}).", ""]
+    for title, image in (("optimal fraction vs budget", "optimal_fraction.png"),
+                         ("D_split vs N", "d_split.png"),
+                         ("compute multiplier vs budget", "multiplier.png")):  # fmt: skip
+        lines += [f"![{title}]({images}/{image})", ""]
+    return lines
+
+
+# ---- the report --------------------------------------------------------------------------
+def write_report(root: Path, k: int) -> Path:
+    from megatron_split.checkpoint.checkpointer import write_atomic
+
+    rows = read_table(root / "results" / "results.parquet")
+    summary = families(rows, k)
+    arms = [arm for arm in ARMS if any(arm in f for f in summary)]
+    lines = ["# Split vs standard at equal compute", "",
+             f"k = {k} clusters; each family is a trunk checkpoint at D tokens, its k "
+             "specialists of D' tokens each (compute D + k D') and the standard arm: the "
+             "same checkpoint continued on the mixture for k D' tokens. Losses are held-out "
+             "nats per token, averaged over the clusters (the split family: each cluster "
+             "scored by its own specialist). The trunk is shown at D, in its stable phase.",
+             ""]  # fmt: skip
+    header = ["family", "N", "D", "D'", "compute", *arms]
+    lines += ["| " + " | ".join(header + (["split − standard"] if "standard" in arms else []))
+              + " |", "|" + "---|" * (len(header) + ("standard" in arms)), ]  # fmt: skip
+    for f in summary:
+        cells = [
+            f["family"],
+            human(f["N"]),
+            human(f["D"]),
+            human(f["D_prime"]),
+            human(f["compute"]),
+            *(f"{f[arm]:.4f}" if arm in f else "-" for arm in arms),
+        ]
+        if "standard" in arms:
+            cells.append(f"{f['split_minus_standard']:+.4f}" if "standard" in f else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    image = plot_equal_compute(summary, root / "report" / "equal_compute.png")
+    lines += ["", f"![split vs standard]({image.relative_to(root)})", ""]
+    if "standard" in arms:
+        lines += ["### Does split beat standard at equal compute?", "", *split_verdict(summary), ""]
+    if len(summary) <= 4:
+        lines += ["### Per cluster", ""]
+        for f in summary:
+            shown = [arm for arm in arms if arm in f["per_cluster"]]
+            lines += [
+                f"{f['family']} (compute {human(f['compute'])} tokens):",
+                "",
+                "| cluster | " + " | ".join(shown) + " |",
+                "|---|" + "---|" * len(shown),
+            ]
+            for cluster in range(k):
+                values = [f["per_cluster"][arm].get(cluster) for arm in shown]
+                lines.append(f"| {cluster} | " + " | ".join(
+                    "-" if v is None else f"{v:.4f}" for v in values) + " |")  # fmt: skip
+            lines.append("")
+    lines += law_section(root / "laws", root)
+    lines += wall_time(root / "experiment.json")
+    lines += ["Every row, per run and cluster: `results/results.csv` (and `.parquet`).", ""]
+    path = root / "report.md"
+    write_atomic(path, "\n".join(lines))
+    return path
+
+
+def wall_time(state: Path) -> list[str]:
+    """The graph's time on this machine, from the executor's record of each node."""
+    if not state.is_file():
+        return []
+    nodes = json.loads(state.read_text())["nodes"]
+    seconds = sum(n.get("seconds", 0.0) for n in nodes.values() if n["state"] == "succeeded")
+    return [f"Wall time of the graph's nodes on this machine: {seconds / 60:.0f} min "
+            f"(`experiment.json`, the sum over {len(nodes)} nodes run).", ""]  # fmt: skip
+
+
+# What a reader needs of an experiment, relative to its out directory.
+PUBLISHED = ("report.md", "report/*.png", "results/results.csv", "results/results.parquet",
+             "results/law_points.csv", "laws/fit.json", "laws/report/*",
+             "experiment.json")  # fmt: skip
+
+
+def publish(root: Path, to: Path) -> list[Path]:
+    import shutil
+
+    copied = []
+    for pattern in PUBLISHED:
+        for path in sorted(root.glob(pattern)):
+            target = to / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            copied.append(target)
+    return copied
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m slurm.report", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    table = commands.add_parser("table", help="gather the evaluations into one table")
+    table.add_argument("--root", required=True, help="the experiment's out directory")
+    table.add_argument("--out", required=True, help="where the tables go")
+    table.add_argument("--eval", action="append", required=True, help="an evaluation directory")
+    write = commands.add_parser("write", help="write OUT/report.md from the table (and law)")
+    write.add_argument("--root", required=True, help="the experiment's out directory")
+    write.add_argument("--k", type=int, required=True, help="clusters")
+    published = commands.add_parser("publish", help="copy the report, tables and law elsewhere")
+    published.add_argument("--root", required=True, help="the experiment's out directory")
+    published.add_argument("--to", required=True, help="the folder to copy them to")
+    args = parser.parse_args(argv)
+    root = Path(args.root)
+    if args.command == "publish":
+        copied = publish(root, Path(args.to))
+        print(f"{len(copied)} files under {args.to}")
+    elif args.command == "table":
+        rows = write_table(root, [Path(e) for e in args.eval], Path(args.out))
+        print(f"{len(rows)} rows: {Path(args.out) / 'results.csv'}")
+    else:
+        print(f"written: {write_report(root, args.k)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

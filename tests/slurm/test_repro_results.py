@@ -1,0 +1,64 @@
+"""The committed reproduction (benchmarks/results/repro_small, `make repro`) is what its own
+tables produce: refitting the committed law points gives the committed law, and the law's
+allocation curves and the report follow from them, so the committed numbers cannot drift
+from what produced them."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from laws.cli import main as laws_main
+from megatron_split.config import load_config
+from slurm.experiment import ExperimentConfig
+from slurm.report import write_report
+
+pytestmark = pytest.mark.slow
+
+REPRO = Path("benchmarks/results/repro_small")
+# Settings of the fit (not its result): where it read, how long it took.
+NOT_RESULTS = ("data", "fit_seconds", "bootstrap_seconds")
+
+
+def _numbers_equal(got, want, where: str = "fit") -> None:
+    if isinstance(want, dict):
+        assert set(got) == set(want), where
+        for key in want:
+            if key not in NOT_RESULTS:
+                _numbers_equal(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), where
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            _numbers_equal(a, b, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-12), where
+    else:
+        assert got == want, where
+
+
+@pytest.fixture(scope="module")
+def refit(tmp_path_factory) -> Path:
+    """The committed results, with the law refitted and its report rewritten from them."""
+    copy = tmp_path_factory.mktemp("repro") / "repro_small"
+    shutil.copytree(REPRO, copy)
+    laws = load_config(ExperimentConfig, "configs/repro_small.yaml").laws
+    points, fit = copy / "results" / "law_points.csv", copy / "laws" / "fit.json"
+    assert laws_main(laws.fit_argv(points, fit)) == 0
+    report = ["report", "--fit", str(fit), "--data", str(points), "--out",
+              str(copy / "laws" / "report"), "--k", "4"]  # fmt: skip
+    assert laws_main(report) == 0
+    write_report(copy, k=4)
+    return copy
+
+
+def test_the_committed_law_is_the_fit_of_the_committed_points(refit):
+    got = json.loads((refit / "laws" / "fit.json").read_text())
+    want = json.loads((REPRO / "laws" / "fit.json").read_text())
+    _numbers_equal(got, want)
+
+
+def test_the_committed_allocation_and_report_follow_from_the_tables(refit):
+    got = json.loads((refit / "laws" / "report" / "curves.json").read_text())
+    _numbers_equal(got, json.loads((REPRO / "laws" / "report" / "curves.json").read_text()))
+    assert (refit / "report.md").read_text() == (REPRO / "report.md").read_text()
