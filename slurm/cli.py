@@ -3,6 +3,7 @@
     msplit experiment plan EXPERIMENT.yaml [dotted.key=value ...] [--tokens-per-s X]
     msplit experiment run EXPERIMENT.yaml [dotted.key=value ...]      # on this machine
     msplit experiment submit EXPERIMENT.yaml [dotted.key=value ...] [--wait]   # on Slurm
+    msplit experiment submit EXPERIMENT.yaml --dry-run DIR    # the sbatch scripts only
     msplit experiment status EXPERIMENT.yaml [dotted.key=value ...]
 
 `plan` prints every node with its tokens, FLOPs and the checkpoints it keeps, and the
@@ -15,8 +16,10 @@ slurm/experiment.py and configs/demo.yaml for the file's fields.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 from megatron_split.config import ConfigError, load_config
 from megatron_split.train_cli import setup_logging
@@ -34,13 +37,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides of the file")
     parser.add_argument("--wait", action="store_true", help="submit, then wait for every job")
     parser.add_argument(
+        "--dry-run",
+        metavar="DIR",
+        help="submit: write every node's sbatch script and the graph under DIR, submit nothing",
+    )
+    parser.add_argument(
         "--tokens-per-s", type=float, help="plan: training throughput, for the wall time"
     )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from slurm.executors import require_slurm, run_local, submit_slurm
+    from slurm.executors import require_slurm, run_local, submit_slurm, write_sbatch_scripts
     from slurm.experiment import ExperimentConfig, build_graph
 
     args = parse_args(argv)
@@ -58,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"msplit experiment: not complete: {', '.join(unfinished)} (rerun to "
                       "resume)", file=sys.stderr)  # fmt: skip
                 return 1
+        elif args.action == "submit" and args.dry_run:
+            scripts = write_sbatch_scripts(graph, Path(args.dry_run))
+            graph_file = Path(args.dry_run) / "graph.json"
+            graph_file.write_text(json.dumps({n.name: n.after for n in graph}, indent=2) + "\n")
+            print(f"{len(scripts)} sbatch scripts and {graph_file.name} under {args.dry_run}")
         elif args.action == "submit":
             require_slurm()
             ids = submit_slurm(graph, wait=args.wait)

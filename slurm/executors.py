@@ -21,6 +21,8 @@ import logging
 import subprocess
 import time
 import traceback
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import submitit
@@ -28,6 +30,7 @@ import submitit
 from megatron_split.checkpoint.checkpointer import write_atomic
 from megatron_split.config import ConfigError
 from slurm.graph import Graph, Node
+from slurm.launch import SlurmConfig
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,30 @@ def run_local(graph: Graph) -> dict[str, str]:
     return states
 
 
+def _executor(graph: Graph, node: Node, after: list[str]) -> submitit.AutoExecutor:
+    """The node's Slurm executor, submitit's logs under the experiment unless set."""
+    slurm = node.slurm
+    if slurm.folder == SlurmConfig().folder:
+        slurm = replace(slurm, folder=str(graph.out / "jobs" / "%j"))
+    dependency = f"afterok:{':'.join(after)}" if after else None
+    return slurm.executor(cluster="slurm", dependency=dependency, name=f"msplit:{node.name}")
+
+
+def write_sbatch_scripts(graph: Graph, folder: Path) -> list[Path]:
+    """Every node's sbatch script, as ``submit_slurm`` would send it, without submitting
+    (dependencies name the nodes, ``afterok:<trunk>``, since no job id exists yet)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scripts = []
+    for node in graph:
+        slurm = _executor(graph, node, [f"<{name}>" for name in node.after])._executor
+        if len(node.tasks) > 1:  # submitted as one array of its tasks
+            slurm.parameters["map_count"] = len(node.tasks)
+        path = folder / f"{node.name.replace('/', '.')}.sbatch"
+        path.write_text(slurm._make_submission_file_text(slurm._submitit_command_str, "dry-run"))
+        scripts.append(path)
+    return scripts
+
+
 def submit_slurm(graph: Graph, wait: bool = False) -> dict[str, str]:
     """Submit every unfinished node; returns {node: Slurm job id} of those submitted."""
     record = StateFile(graph)
@@ -117,10 +144,7 @@ def submit_slurm(graph: Graph, wait: bool = False) -> dict[str, str]:
             ids[node.name] = previous
             log.info("%s: still queued as %s, not submitted again", node.name, previous)
             continue
-        after = [ids[name] for name in node.after if name in ids]
-        executor = node.slurm.executor(
-            cluster="slurm", dependency=f"afterok:{':'.join(after)}" if after else None
-        )
+        executor = _executor(graph, node, [ids[name] for name in node.after if name in ids])
         with executor.batch():
             jobs = [executor.submit(task) for task in node.tasks]
         submitted[node.name] = jobs

@@ -289,30 +289,36 @@ def build_graph(cfg: ExperimentConfig) -> Graph:
     evals: list[Node] = []
     for seed in seeds:
         for name, rung in rungs.items():
-            parts = [f"seed_{seed}"] * (len(seeds) > 1) + [name] * bool(name)
+            parts = ([f"seed_{seed}"] if len(seeds) > 1 else []) + ([name] if name else [])
             family = _plan_trunk_and_splits(ctx, "/".join(parts), name, rung, seed, data_after)
             nodes += family
             evals += [node for node in family if node.name.endswith("/eval")]
+    return Graph(nodes + _summary_nodes(cfg, out, evals, k, len(rungs) > 1), out)
+
+
+def _summary_nodes(
+    cfg: ExperimentConfig, out: Path, evals: list[Node], k: int, several_sizes: bool
+) -> list[Node]:
+    """results (one table) -> laws/fit -> laws/report (with several sizes) -> report."""
     results, laws = out / "results", out / "laws"
-    nodes.append(Node("results", [Command("slurm.report", [
-        "table", "--root", str(out), "--out", str(results),
-        *(arg for node in evals for arg in ("--eval", str(node.tasks[0].marker.parent)))],
-        results / "law_points.csv")], [node.name for node in evals], cfg.report.slurm))  # fmt: skip
-    report_after = ["results"]
-    if cfg.laws.fit and len(rungs) > 1:
-        points, fit = results / "law_points.csv", laws / "fit.json"
-        nodes.append(Node("laws/fit", [Command("laws.cli", cfg.laws.fit_argv(points, fit), fit)],
-                          ["results"], cfg.laws.slurm))  # fmt: skip
-        report_argv = ["report", "--fit", str(fit), "--data", str(points), "--out",
-                       str(laws / "report"), "--k", str(k)]  # fmt: skip
-        nodes.append(Node("laws/report",
-                          [Command("laws.cli", report_argv, laws / "report" / "report.md")],
-                          ["laws/fit"], cfg.laws.slurm))  # fmt: skip
-        report_after.append("laws/report")
-    nodes.append(Node("report", [Command("slurm.report", [
-        "write", "--root", str(out), "--k", str(k)], out / "report.md")],
-        report_after, cfg.report.slurm))  # fmt: skip
-    return Graph(nodes, out)
+    points, fit = results / "law_points.csv", laws / "fit.json"
+    table = ["table", "--root", str(out), "--out", str(results)]
+    table += [arg for node in evals for arg in ("--eval", str(node.tasks[0].marker.parent))]
+    nodes = [Node("results", [Command("slurm.report", table, points)],
+                  [node.name for node in evals], cfg.report.slurm)]  # fmt: skip
+    if cfg.laws.fit and several_sizes:
+        law_report = ["report", "--fit", str(fit), "--data", str(points),
+                      "--out", str(laws / "report"), "--k", str(k)]  # fmt: skip
+        nodes += [
+            Node("laws/fit", [Command("laws.cli", cfg.laws.fit_argv(points, fit), fit)],
+                 ["results"], cfg.laws.slurm),
+            Node("laws/report", [Command("laws.cli", law_report, laws / "report" / "report.md")],
+                 ["laws/fit"], cfg.laws.slurm),
+        ]  # fmt: skip
+    report = Command(
+        "slurm.report", ["write", "--root", str(out), "--k", str(k)], out / "report.md"
+    )
+    return [*nodes, Node("report", [report], [nodes[-1].name], cfg.report.slurm)]
 
 
 def _plan_trunk_and_splits(
@@ -342,9 +348,11 @@ def _plan_trunk_and_splits(
         split = step * tokens_per_step
         parent = trunk_dir / "checkpoints" / f"step_{step:07d}"
         family, name = out / f"split_{step}", f"{at}split_{step}"
-        runs = [(f"cluster_{c}", "specialist") for c in range(ctx.k)]
-        runs += [("standard", "standard")] * cfg.standard.enabled
-        runs += [("standard_per_model", "standard_per_model")] * cfg.standard.per_model
+        runs: list[tuple[str, Arm]] = [(f"cluster_{c}", "specialist") for c in range(ctx.k)]
+        if cfg.standard.enabled:
+            runs.append(("standard", "standard"))
+        if cfg.standard.per_model:
+            runs.append(("standard_per_model", "standard_per_model"))
         planned = [_continuation(ctx, rung_name, rung, seed, split, parent, family / run, arm)
                    for run, arm in runs]  # fmt: skip
         branches, standard = planned[: ctx.k], planned[ctx.k :]
@@ -400,7 +408,9 @@ def _split_steps(cfg: ExperimentConfig, trunk_tokens: int, tokens_per_step: int)
     for where, tokens in points:
         whole = round(tokens)  # a fraction's product, up to rounding error
         if abs(tokens - whole) > 1e-9 * trunk_tokens or not 0 < whole <= trunk_tokens:
-            raise ConfigError(f"{where}: {tokens:g} tokens is not a trunk step in 1..{trunk_tokens}")
+            raise ConfigError(
+                f"{where}: {tokens:g} tokens is not a trunk step in 1..{trunk_tokens}"
+            )
         steps.add(steps_of(whole, tokens_per_step, where))
     return sorted(steps)
 

@@ -36,14 +36,16 @@ class SlurmConfig:
         return "slurm" if slurm_available() else "local"
 
     def executor(
-        self, cluster: str | None = None, dependency: str | None = None
+        self, cluster: str | None = None, dependency: str | None = None, name: str = "msplit"
     ) -> submitit.AutoExecutor:
-        """An executor with these parameters (on ``cluster``, default: the configured one);
-        ``dependency`` is sbatch's (``afterok:ID:...``) and needs Slurm."""
+        """An executor with these parameters (on ``cluster``, default: the configured one)
+        for jobs named ``name``; ``dependency`` is sbatch's (``afterok:ID:...``) and needs
+        Slurm."""
         executor = submitit.AutoExecutor(
             folder=self.folder, cluster=cluster or self.resolved_cluster()
         )
         params = dict(
+            name=name,
             nodes=self.nodes,
             tasks_per_node=self.tasks_per_node,
             cpus_per_task=self.cpus_per_task,

@@ -192,6 +192,33 @@ def plot_equal_compute(summary: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def plot_per_cluster(summary: list[dict[str, Any]], k: int, path: Path) -> Path:
+    """Per family, each cluster's held-out loss under each arm, as grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(summary), figsize=(4.5 * len(summary) + 1, 3.8), squeeze=False)
+    for ax, family in zip(axes[0], summary, strict=True):
+        arms = [arm for arm in ARMS if arm in family["per_cluster"]]
+        width = 0.8 / len(arms)
+        for i, arm in enumerate(arms):
+            losses = [family["per_cluster"][arm].get(c, np.nan) for c in range(k)]
+            ax.bar(np.arange(k) + (i - (len(arms) - 1) / 2) * width, losses, width, label=arm)
+        ax.set(xticks=range(k), xticklabels=[f"cluster {c}" for c in range(k)],
+               ylabel="held-out loss (nats)",
+               title=f"{family['family']}: compute {human(family['compute'])} tokens")  # fmt: skip
+        low = min(min(v.values()) for v in family["per_cluster"].values())
+        ax.set_ylim(bottom=low - 0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 # ---- the law -----------------------------------------------------------------------------
 def law_section(laws: Path, root: Path) -> list[str]:
     fit_path, curves_path = laws / "fit.json", laws / "report" / "curves.json"
@@ -293,7 +320,8 @@ def write_report(root: Path, k: int) -> Path:
     if "standard" in arms:
         lines += ["### Does split beat standard at equal compute?", "", *split_verdict(summary), ""]
     if len(summary) <= 4:
-        lines += ["### Per cluster", ""]
+        bars = plot_per_cluster(summary, k, root / "report" / "per_cluster.png")
+        lines += ["### Per cluster", "", f"![per cluster]({bars.relative_to(root)})", ""]
         for f in summary:
             shown = [arm for arm in arms if arm in f["per_cluster"]]
             lines += [

@@ -160,7 +160,7 @@ def check_resumable(cfg: RunConfig, meta: dict[str, Any], path: Path) -> None:
 def _parent_changes(cfg: RunConfig, lineage: dict[str, Any]) -> list[str]:
     """How this run's parent checkpoint differs from the one it was started from."""
     if cfg.init.checkpoint is None:
-        return ["init.checkpoint: {} -> None".format(lineage["parent"])] if lineage else []
+        return [f"init.checkpoint: {lineage['parent']} -> None"] if lineage else []
     try:
         parent = resolve_checkpoint(cfg.init.checkpoint)
     except FileNotFoundError:

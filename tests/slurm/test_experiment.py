@@ -3,6 +3,7 @@ on this machine (interrupted and resumed) and on a real Slurm."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from megatron_split.config import ConfigError, load_config
 from megatron_split.optim.schedule import lr_at
 from megatron_split.train.config import RunConfig
+from slurm.cli import main as experiment_cli
 from slurm.cli import plan_table, status_table
 from slurm.executors import run_local, slurm_state, submit_slurm
 from slurm.experiment import ExperimentConfig, Rung, build_graph, derive_seed
@@ -294,3 +296,21 @@ def test_the_graph_submitted_to_slurm_runs_in_order_and_is_never_submitted_twice
     assert (tmp_path / "trunk" / "checkpoints" / "step_0000006").is_dir()
     assert all(node.done for node in graph) and (tmp_path / "report.md").is_file()
     assert submit_slurm(graph) == {}  # complete: nothing to submit
+
+
+@pytest.mark.slurm
+def test_a_dry_run_writes_every_sbatch_script_and_submits_nothing(demo_family, tmp_path):
+    if shutil.which("srun") is None:
+        pytest.skip("submitit writes sbatch scripts only where srun is installed")
+    dry = tmp_path / "dry"
+    argv = ["submit", "configs/experiment_tiny.yaml", f"out={tmp_path / 'exp'}",
+            f"clusters={demo_family / 'clusters'}", "--dry-run", str(dry)]  # fmt: skip
+    assert experiment_cli(argv) == 0
+    graph = json.loads((dry / "graph.json").read_text())
+    assert graph["split_100/eval"] == ["split_100/branches", "split_100/standard"]
+    branches = (dry / "split_100.branches.sbatch").read_text()
+    assert "#SBATCH --array=0-1%2" in branches  # the k = 2 branches, one array
+    assert "--dependency='afterok:<trunk>'" in branches
+    assert "#SBATCH --job-name=msplit:split_100/branches" in branches
+    assert len(list(dry.glob("*.sbatch"))) == len(graph)
+    assert not (tmp_path / "exp" / "experiment.json").exists()  # nothing was submitted
