@@ -38,7 +38,10 @@ class ReportConfig:
     k: int = 16
     accounting: str = "total"
     sizes: tuple[float, ...] = ()  # empty: from the smallest fitted N to 100x the largest
-    tokens_per_param: tuple[float, float] = (10.0, 1e4)  # budget range of the curves
+    # Budget range of the curves, in tokens per parameter; None: from the data's smallest
+    # budget per parameter (at most 10), so the curves cover what the law was fitted on,
+    # to 1e4.
+    tokens_per_param: tuple[float, float] | None = None
     n_budgets: int = 40
     allocation: AllocationConfig = field(init=False)
 
@@ -67,8 +70,13 @@ class Report:
         return [float(f"{n:.2g}") for n in np.geomspace(lo, hi, 4)]
 
     def budgets(self, N: float) -> np.ndarray:
-        lo, hi = self.config.tokens_per_param
+        lo, hi = self.config.tokens_per_param or (min(10.0, self.fitted_budget_per_param()), 1e4)
         return N * np.geomspace(lo, hi, self.config.n_budgets)
+
+    def fitted_budget_per_param(self) -> float:
+        """The smallest budget per parameter among the fitted runs, at this accounting."""
+        t = self.table
+        return float(np.min((t.D + self.allocator.config.cost_per_dp * t.Dp) / t.N))
 
     def predictions(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Fitted predictions; held-out rows predicted by a fit that did not see them."""

@@ -127,6 +127,10 @@ class StandardStage:
 
     enabled: bool = True  # k D' tokens: the family's compute (split vs standard)
     per_model: bool = False  # also D' tokens: what one specialist costs
+    # The k D' tokens as the branches' steps at k times their batch (default: the same LR
+    # at every step), or as k times their steps at their batch (the same optimizer-step
+    # count per token as the trunk; the decay stretched over k times the steps).
+    same_batch: bool = False
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
@@ -390,8 +394,13 @@ def _continuation(
     if arm == "specialist":
         cluster = int(run_dir.name.removeprefix("cluster_"))
         made = branch_overrides(ctx.clusters, cluster, parent, run_dir, steps)
-    else:  # at equal compute: the branches' steps at k times their batch
-        batch = probe.train.global_batch * (ctx.k if arm == "standard" else 1)
+    else:  # at equal compute: k times the tokens, in bigger batches or in more steps
+        k = ctx.k if arm == "standard" else 1
+        batch = probe.train.global_batch
+        if cfg.standard.same_batch:
+            steps *= k
+        else:
+            batch *= k
         made = standard_overrides(ctx.clusters, parent, run_dir, steps, batch, arm)
     return ctx.training([*overrides, *made], arm, run_dir)
 

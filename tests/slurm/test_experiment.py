@@ -84,6 +84,14 @@ def test_the_standard_arm_trains_k_times_d_prime_with_the_branches_schedule(demo
     lrs = [[lr_at(s, run.optim.lr, run.train.steps, run.optim.schedule) for s in range(4)]
            for run in (branch, standard, per_model)]  # fmt: skip
     assert lrs[0] == lrs[1] == lrs[2] and lrs[0][-1] < lrs[0][0]
+    # or, asked for, at the branches' batch in k times their steps (the same decay shape)
+    graph = build_graph(experiment(demo_family, tmp_path, "standard.same_batch=true"))
+    (same_batch,) = graph["split_6/standard"].tasks
+    run = resolved(same_batch)
+    assert same_batch.tokens == standard_task.tokens and run.train.steps == k * 4
+    assert run.train.global_batch == branch.train.global_batch
+    stretched = [lr_at(s, run.optim.lr, run.train.steps, run.optim.schedule) for s in range(8)]
+    assert stretched[k - 1 :: k] == pytest.approx(lrs[0])  # at every point of equal compute
 
 
 def test_budgets_are_tokens_in_whole_steps(demo_family, tmp_path):
