@@ -22,9 +22,12 @@ constant LR after its warmup (its stable phase), so every split checkpoint is un
 every run that continues it (each branch and the standard arm) starts from the trunk's LR
 and optimizer state and ends with the same decay (the base config's WSD decay: fraction,
 shape, final LR). A branch taken mid-cosine would also gain from annealing, which the trunk
-checkpoint it is compared with never had. The standard arm takes the branches' very steps
-and LR at k times their global batch: at each step it has trained exactly the tokens the k
-branches have together, and only its data differ (the mixture, not one cluster).
+checkpoint it is compared with never had. The standard arm trains its k D' tokens as
+standard pretraining would, at the trunk's (and the branches') global batch in k times the
+branches' steps, with the same decay stretched over them: at every point of equal compute
+(its step k t, each branch's step t) its LR is the branches', and only its data differ
+(the mixture, not one cluster). ``standard.same_batch: false`` takes the branches' very
+steps at k times their batch instead.
 """
 
 from __future__ import annotations
@@ -127,10 +130,10 @@ class StandardStage:
 
     enabled: bool = True  # k D' tokens: the family's compute (split vs standard)
     per_model: bool = False  # also D' tokens: what one specialist costs
-    # The k D' tokens as the branches' steps at k times their batch (default: the same LR
-    # at every step), or as k times their steps at their batch (the same optimizer-step
-    # count per token as the trunk; the decay stretched over k times the steps).
-    same_batch: bool = False
+    # The k D' tokens in k times the branches' steps at their batch (default: as many
+    # optimizer steps per token as the trunk, the decay stretched over them), or in the
+    # branches' very steps at k times their batch (the same LR at every step).
+    same_batch: bool = True
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 

@@ -32,9 +32,13 @@ def test_demo_runs_end_to_end(demo_family):
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 2 and losses[-1] < losses[0]
     assert (out / "trunk" / "checkpoints" / "latest").read_text() == f"step_{TRUNK_STEPS:07d}"
-    for run in ("cluster_0", "cluster_1", "standard"):
+    for run, steps in (
+        ("cluster_0", BRANCH_STEPS),
+        ("cluster_1", BRANCH_STEPS),
+        ("standard", 2 * BRANCH_STEPS),
+    ):  # k = 2 times D', at the same batch
         latest = (out / SPLIT / run / "checkpoints" / "latest").read_text()
-        assert latest == f"step_{BRANCH_STEPS:07d}"
+        assert latest == f"step_{steps:07d}"
         meta = json.loads((out / SPLIT / run / "checkpoints" / latest / "meta.json").read_text())
         assert meta["lineage"]["parent_step"] == TRUNK_STEPS
         assert meta["run"]["annealed"] and meta["run"]["code_version"].startswith("0.1.0")

@@ -77,21 +77,26 @@ def test_the_standard_arm_trains_k_times_d_prime_with_the_branches_schedule(demo
     branch, standard, per_model = map(resolved, (branch_task, standard_task, per_model_task))
     assert standard.data.cluster is None and standard.role.arm == "standard"
     assert per_model.role.arm == "standard_per_model"
-    assert standard.train.global_batch == k * branch.train.global_batch
+    # standard pretraining: the trunk's batch, k times the branches' steps
+    assert standard.train.global_batch == branch.train.global_batch == per_model.train.global_batch
+    assert (standard.train.steps, per_model.train.steps) == (k * 4, 4)
     for run in (branch, standard, per_model):  # on from the trunk's LR and optimizer, decayed
         assert run.optim.schedule.kind == "wsd" and run.optim.schedule.warmup_steps == 0
         assert run.init.load_optimizer and run.init.checkpoint == branch.init.checkpoint
-    lrs = [[lr_at(s, run.optim.lr, run.train.steps, run.optim.schedule) for s in range(4)]
-           for run in (branch, standard, per_model)]  # fmt: skip
-    assert lrs[0] == lrs[1] == lrs[2] and lrs[0][-1] < lrs[0][0]
-    # or, asked for, at the branches' batch in k times their steps (the same decay shape)
-    graph = build_graph(experiment(demo_family, tmp_path, "standard.same_batch=true"))
-    (same_batch,) = graph["split_6/standard"].tasks
-    run = resolved(same_batch)
-    assert same_batch.tokens == standard_task.tokens and run.train.steps == k * 4
-    assert run.train.global_batch == branch.train.global_batch
-    stretched = [lr_at(s, run.optim.lr, run.train.steps, run.optim.schedule) for s in range(8)]
-    assert stretched[k - 1 :: k] == pytest.approx(lrs[0])  # at every point of equal compute
+
+    def lrs(run: RunConfig) -> list[float]:
+        return [lr_at(s, run.optim.lr, run.train.steps, run.optim.schedule)
+                for s in range(run.train.steps)]  # fmt: skip
+
+    assert lrs(branch) == lrs(per_model) and lrs(branch)[-1] < lrs(branch)[0]
+    assert lrs(standard)[k - 1 :: k] == pytest.approx(lrs(branch))  # at every equal compute
+    # or, asked for, the branches' very steps at k times their batch: the same LR each step
+    graph = build_graph(experiment(demo_family, tmp_path, "standard.same_batch=false"))
+    (big_batch,) = graph["split_6/standard"].tasks
+    run = resolved(big_batch)
+    assert big_batch.tokens == standard_task.tokens and run.train.steps == 4
+    assert run.train.global_batch == k * branch.train.global_batch
+    assert lrs(run) == lrs(branch)
 
 
 def test_budgets_are_tokens_in_whole_steps(demo_family, tmp_path):
@@ -236,11 +241,12 @@ def test_the_graph_runs_here_from_trunk_to_law_and_resumes_after_a_kill(demo_fam
             assert (last["tokens"], last["flops"]) == (task.tokens, pytest.approx(task.flops))
             kept = [p for p in (task.marker / "checkpoints").glob("step_*")]
             assert len(kept) == task.checkpoints, task.marker
-    # The standard arm: k D' tokens with the branches' LR at every step.
+    # The standard arm: k D' tokens in k times the steps, with a branch's LR at every
+    # point of equal compute (its step 2t, each branch's step t).
     family = reference / "h64" / "split_4"
     lrs = {run: [json.loads(x)["lr"] for x in (family / run / "metrics.jsonl").read_text()
                  .splitlines() if '"lr"' in x] for run in ("cluster_0", "standard")}  # fmt: skip
-    assert lrs["standard"] == lrs["cluster_0"] and len(lrs["cluster_0"]) == 4
+    assert lrs["standard"][1::2] == pytest.approx(lrs["cluster_0"]) and len(lrs["standard"]) == 8
     # One table, law points with the standard arms, the law, and the report.
     import pyarrow.parquet as pq
 
@@ -294,9 +300,9 @@ def test_the_graph_submitted_to_slurm_runs_in_order_and_is_never_submitted_twice
         assert time.monotonic() < deadline, "the experiment did not finish in 10 minutes"
         time.sleep(2)
     for split in (6, 12):
-        for run in ("cluster_0", "cluster_1", "standard"):
+        for run, steps in (("cluster_0", 4), ("cluster_1", 4), ("standard", 8)):
             meta = json.loads((tmp_path / f"split_{split}" / run / "checkpoints"
-                               / "step_0000004" / "meta.json").read_text())  # fmt: skip
+                               / f"step_{steps:07d}" / "meta.json").read_text())  # fmt: skip
             assert meta["lineage"]["parent_step"] == split
         rows = (tmp_path / f"split_{split}" / "eval" / "results.jsonl").read_text().splitlines()
         assert {json.loads(r)["model"] for r in rows} >= {"trunk", "branch_0", "standard"}
