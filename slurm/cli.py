@@ -60,11 +60,21 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "run":
             states = run_local(graph)
             print(status_table(graph))
-            unfinished = [name for name, state in states.items()
-                          if state not in ("complete", "succeeded")]  # fmt: skip
-            if unfinished or len(states) < len(graph.nodes):
-                print(f"msplit experiment: not complete: {', '.join(unfinished)} (rerun to "
-                      "resume)", file=sys.stderr)  # fmt: skip
+            left = {
+                "failed (see the log above)": [n for n, s in states.items() if s == "failed"],
+                "interrupted (rerun to resume)": [
+                    n for n, s in states.items() if s == "interrupted"
+                ],
+                "not run": [
+                    n.name
+                    for n in graph
+                    if states.get(n.name, "dependency failed") == "dependency failed"
+                ],  # fmt: skip
+            }
+            if any(left.values()):
+                for what, names in left.items():
+                    if names:
+                        print(f"msplit experiment: {what}: {', '.join(names)}", file=sys.stderr)
                 return 1
         elif args.action == "submit" and args.dry_run:
             scripts = write_sbatch_scripts(graph, Path(args.dry_run))

@@ -39,6 +39,10 @@ class Interrupted(Exception):
     """A task that stopped cleanly before its end (a preemption signal): the run stops."""
 
 
+class Failed(Exception):
+    """A task whose command exited with an error (it printed the reason itself)."""
+
+
 class StateFile:
     """The last known state of every node, kept in ``OUT/experiment.json``."""
 
@@ -85,8 +89,8 @@ def run_local(graph: Graph) -> dict[str, str]:
                     task.check()
                     continue
                 code = task()
-                if code:
-                    raise RuntimeError(f"{task.module} {' '.join(task.argv)} exited with {code}")
+                if code:  # the command has said why
+                    raise Failed(f"{task.module} {' '.join(task.argv)} exited with {code}")
                 if not task.done():  # a run that saved and stopped on SIGTERM or SIGUSR2
                     raise Interrupted(f"{task.marker} stopped before its end")
         except Interrupted as stop:
@@ -97,7 +101,8 @@ def run_local(graph: Graph) -> dict[str, str]:
         except (Exception, SystemExit) as error:  # noqa: BLE001 - any failure fails the node
             states[node.name] = "failed"
             record.set(node.name, state="failed", error=f"{type(error).__name__}: {error}")
-            log.error("%s failed:\n%s", node.name, traceback.format_exc())
+            why = str(error) if isinstance(error, Failed) else traceback.format_exc()
+            log.error("%s failed: %s", node.name, why)
             continue
         states[node.name] = "succeeded"
         record.set(node.name, state="succeeded", seconds=round(time.monotonic() - start, 1))

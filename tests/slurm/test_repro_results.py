@@ -1,7 +1,9 @@
-"""The committed reproduction (benchmarks/results/repro_small, `make repro`) is what its own
-tables produce: refitting the committed law points gives the committed law, and the law's
-allocation curves and the report follow from them, so the committed numbers cannot drift
-from what produced them."""
+"""The committed reproductions are what their own tables produce: refitting the committed
+law points gives the committed law, and the law's allocation curves and the report follow
+from them, so the committed numbers cannot drift from what produced them.
+
+benchmarks/results/repro_small is `make repro` (configs/repro_small.yaml);
+benchmarks/results/repro_small_big_batch the same with standard.same_batch=false."""
 
 import json
 import shutil
@@ -16,7 +18,7 @@ from slurm.report import write_report
 
 pytestmark = pytest.mark.slow
 
-REPRO = Path("benchmarks/results/repro_small")
+RESULTS = Path("benchmarks/results")
 # Settings of the fit (not its result): where it read, how long it took.
 NOT_RESULTS = ("data", "fit_seconds", "bootstrap_seconds")
 
@@ -37,11 +39,16 @@ def _numbers_equal(got, want, where: str = "fit") -> None:
         assert got == want, where
 
 
+@pytest.fixture(scope="module", params=["repro_small", "repro_small_big_batch"])
+def committed(request) -> Path:
+    return RESULTS / request.param
+
+
 @pytest.fixture(scope="module")
-def refit(tmp_path_factory) -> Path:
+def refit(committed, tmp_path_factory) -> Path:
     """The committed results, with the law refitted and its report rewritten from them."""
-    copy = tmp_path_factory.mktemp("repro") / "repro_small"
-    shutil.copytree(REPRO, copy)
+    copy = tmp_path_factory.mktemp("repro") / committed.name
+    shutil.copytree(committed, copy)
     laws = load_config(ExperimentConfig, "configs/repro_small.yaml").laws
     points, fit = copy / "results" / "law_points.csv", copy / "laws" / "fit.json"
     assert laws_main(laws.fit_argv(points, fit)) == 0
@@ -52,13 +59,13 @@ def refit(tmp_path_factory) -> Path:
     return copy
 
 
-def test_the_committed_law_is_the_fit_of_the_committed_points(refit):
+def test_the_committed_law_is_the_fit_of_the_committed_points(committed, refit):
     got = json.loads((refit / "laws" / "fit.json").read_text())
-    want = json.loads((REPRO / "laws" / "fit.json").read_text())
+    want = json.loads((committed / "laws" / "fit.json").read_text())
     _numbers_equal(got, want)
 
 
-def test_the_committed_allocation_and_report_follow_from_the_tables(refit):
+def test_the_committed_allocation_and_report_follow_from_the_tables(committed, refit):
     got = json.loads((refit / "laws" / "report" / "curves.json").read_text())
-    _numbers_equal(got, json.loads((REPRO / "laws" / "report" / "curves.json").read_text()))
-    assert (refit / "report.md").read_text() == (REPRO / "report.md").read_text()
+    _numbers_equal(got, json.loads((committed / "laws" / "report" / "curves.json").read_text()))
+    assert (refit / "report.md").read_text() == (committed / "report.md").read_text()
