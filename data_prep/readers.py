@@ -22,19 +22,28 @@ from typing import IO, Any
 # Reasons a record is rejected; the manifest counts skips under these names.
 INVALID_JSON = "invalid_json"
 MISSING_KEY = "missing_key"
+WRONG_TYPE = "wrong_type"
 INVALID_UTF8 = "invalid_utf8"
+NUL_CHAR = "nul_char"
 EMPTY = "empty"
 CONTROL_CHARS = "control_chars"
 TOO_LARGE = "too_large"
 TRUNCATED = "truncated"
-REASONS = (INVALID_JSON, MISSING_KEY, INVALID_UTF8, EMPTY, CONTROL_CHARS, TOO_LARGE, TRUNCATED)
+REASONS = (INVALID_JSON, MISSING_KEY, WRONG_TYPE, INVALID_UTF8, NUL_CHAR, EMPTY, CONTROL_CHARS,
+           TOO_LARGE, TRUNCATED)  # fmt: skip
+# What to do with a text's control characters other than tab, newline and carriage return
+# (form feed, BEL, backspace, ESC, DEL, ...): keep them (the tokenizer encodes them, as
+# Megatron-LM's preprocess_data.py does), strip them, or refuse the document. NUL and lone
+# surrogates are corruption whatever the policy.
+CONTROL_CHAR_POLICIES = ("keep", "strip", "error")
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 COMPRESSED_SUFFIXES = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
-# C0 controls other than tab/newline/carriage return, DEL, and lone UTF-16 surrogates
-# (which JSON "\\ud800" escapes produce and UTF-8 cannot encode): one scan finds both.
-_BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# NUL and lone UTF-16 surrogates (which JSON "\\ud800" escapes produce and UTF-8 cannot
+# encode): corruption. The other C0 controls but tab/newline/carriage return, and DEL.
+_CORRUPT_CHAR = re.compile("[\x00\ud800-\udfff]")
+_CONTROL_CHAR = re.compile("[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CHUNK = 1 << 20
 
 
@@ -46,6 +55,7 @@ class ReaderConfig:
     id_key: str = "id"
     label_key: str = "label"
     max_doc_bytes: int = 32 << 20
+    control_chars: str = "keep"  # one of CONTROL_CHAR_POLICIES
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,7 @@ class Document:
     doc_id: str
     label: str | None
     n_bytes: int
+    control_chars: bool = False  # held control characters (kept or stripped by the policy)
 
 
 @dataclass(frozen=True)
@@ -74,15 +85,15 @@ class BadRecord:
 
 
 class BadInputError(ValueError):
-    """Raised (with --on-error stop) for the first bad record."""
+    """Raised (with --on-error stop) for the first bad record; ``then`` says what to do."""
 
-    def __init__(self, record: BadRecord):
-        super().__init__(record.message())
-        self.record = record
+    def __init__(self, record: BadRecord, then: str = ""):
+        super().__init__(record.message() + then)
+        self.record, self.then = record, then
 
-    def __reduce__(self) -> tuple[type, tuple[BadRecord]]:
+    def __reduce__(self) -> tuple[type, tuple[BadRecord, str]]:
         # Worker processes send it back pickled; rebuild it from its record.
-        return type(self), (self.record,)
+        return type(self), (self.record, self.then)
 
 
 Record = Document | BadRecord
@@ -160,17 +171,24 @@ def open_binary(path: str) -> IO[bytes]:
     return open(path, "rb")  # noqa: SIM115 - the caller closes it
 
 
-def check_text(texts: Sequence[str], max_bytes: int) -> tuple[str, str] | None:
+def check_text(
+    texts: Sequence[str], max_bytes: int, control_chars: str = "keep"
+) -> tuple[str, str] | None:
     """(reason, detail) if the texts of one record are unusable, else None."""
     for text in texts:
         if not text or text.isspace():
             return EMPTY, "document is empty or only whitespace"
-        match = _BAD_CHAR.search(text)
+        match = _CORRUPT_CHAR.search(text)
         if match:
             code = ord(match.group())
-            if 0xD800 <= code <= 0xDFFF:
-                return INVALID_UTF8, f"lone UTF-16 surrogate U+{code:04X} in text"
-            return CONTROL_CHARS, f"control character U+{code:04X} in text"
+            if code == 0:
+                return NUL_CHAR, "NUL character (U+0000) in text"
+            return INVALID_UTF8, f"lone UTF-16 surrogate U+{code:04X} in text"
+        if control_chars == "error" and (match := _CONTROL_CHAR.search(text)):
+            return CONTROL_CHARS, (
+                f"control character U+{ord(match.group()):04X} in text (--control-chars keep "
+                "or strip accepts it)"
+            )
     size = sum(len(t) for t in texts)  # characters: a cheap lower bound on bytes
     if size * 4 > max_bytes and sum(len(t.encode("utf-8")) for t in texts) > max_bytes:
         return TOO_LARGE, f"document over {max_bytes} bytes"
@@ -184,11 +202,16 @@ def make_record(
     texts = []
     for key in config.json_keys:
         value = fields.get(key)
+        if value is None:
+            return BadRecord(source, line, MISSING_KEY, f"field {key!r} is missing")
         if not isinstance(value, str):
-            what = "missing" if value is None else f"not a string ({type(value).__name__})"
-            return BadRecord(source, line, MISSING_KEY, f"field {key!r} is {what}")
+            found = type(value).__name__
+            return BadRecord(source, line, WRONG_TYPE, f"field {key!r} is a {found}, not a string")
         texts.append(value)
-    problem = check_text(texts, config.max_doc_bytes)
+    controls = any(_CONTROL_CHAR.search(text) for text in texts)
+    if controls and config.control_chars == "strip":
+        texts = [_CONTROL_CHAR.sub("", text) for text in texts]
+    problem = check_text(texts, config.max_doc_bytes, config.control_chars)
     if problem:
         return BadRecord(source, line, *problem)
     doc_id = fields.get(config.id_key)
@@ -200,6 +223,7 @@ def make_record(
         doc_id=f"{Path(source).name}:{line}" if doc_id is None else str(doc_id),
         label=None if label is None else str(label),
         n_bytes=n_bytes,
+        control_chars=controls,
     )
 
 

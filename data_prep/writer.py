@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -35,6 +36,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 from data_prep import atomic
 from data_prep.plan import Plan, make_plan
 from data_prep.readers import (
+    CONTROL_CHAR_POLICIES,
     REASONS,
     BadInputError,
     BadRecord,
@@ -70,6 +72,7 @@ class TokenizeConfig:
     workers: int = 1
     partitions: int | None = None  # default: PARTITIONS_PER_WORKER per worker
     on_error: str = "stop"
+    control_chars: str = "keep"  # readers.CONTROL_CHAR_POLICIES
     executor: str = "auto"  # workers as threads or processes; see ShardWriter._executor
     max_doc_mb: float = 32.0
     batch_mb: float = 2.0  # text handed to one encode_batch call
@@ -79,6 +82,10 @@ class TokenizeConfig:
         self.json_keys = tuple(self.json_keys)
         if self.on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, not {self.on_error!r}")
+        if self.control_chars not in CONTROL_CHAR_POLICIES:
+            raise ValueError(
+                f"control_chars must be one of {CONTROL_CHAR_POLICIES}, not {self.control_chars!r}"
+            )
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}, not {self.executor!r}")
         if self.workers < 1 or (self.partitions is not None and self.partitions < 1):
@@ -90,9 +97,8 @@ class TokenizeConfig:
         return ShardWriter(self)
 
     def reader_config(self) -> ReaderConfig:
-        return ReaderConfig(
-            self.json_keys, self.id_key, self.label_key, int(self.max_doc_mb * (1 << 20))
-        )
+        return ReaderConfig(self.json_keys, self.id_key, self.label_key,
+                            int(self.max_doc_mb * (1 << 20)), self.control_chars)  # fmt: skip
 
     def shard_prefixes(self) -> list[str]:
         """One shard per json key: PREFIX alone, or PREFIX_KEY for several keys."""
@@ -110,10 +116,12 @@ class PartitionStats:
     tokens: list[int] = field(default_factory=list)  # per json key
     text_bytes: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    control_chars: int = 0  # documents written that held control characters (kept or stripped)
 
     def add(self, other: PartitionStats) -> None:
         self.documents_read += other.documents_read
         self.documents += other.documents
+        self.control_chars += other.control_chars
         self.tokens = [
             a + b for a, b in zip(self.tokens or [0] * len(other.tokens), other.tokens, strict=True)
         ]
@@ -288,6 +296,10 @@ class ShardWriter:
                 "tokens": stats.tokens[key_index],
                 "text_bytes": stats.text_bytes,
                 "skipped": {r: stats.skipped.get(r, 0) for r in REASONS if stats.skipped.get(r)},
+                "control_chars": {
+                    "policy": config.control_chars,
+                    "documents": stats.control_chars,
+                },  # fmt: skip
                 "inputs": [f.as_dict() for f in plan.inputs],
                 "partitions": len(jobs),
                 "doc_table": doc_table_path(prefix).name,
@@ -329,6 +341,7 @@ def write_partition(job: PartitionJob, report: Callable[[int, int, int], None]) 
             table_writer.write_table(_doc_rows(batch, n_tokens, pa))
             batch_tokens = int(sum(n.sum() for n in n_tokens))
             stats.documents += len(batch)
+            stats.control_chars += sum(d.control_chars for d in batch)
             stats.text_bytes += sum(d.n_bytes for d in batch)
             stats.tokens = [t + int(n.sum()) for t, n in zip(stats.tokens, n_tokens, strict=True)]
             report(len(batch), batch_tokens, sum(d.n_bytes for d in batch))
@@ -498,15 +511,27 @@ def _run_threads(jobs: list[PartitionJob], workers: int, progress: _Progress) ->
     previous = os.environ.get(_TOKENIZERS_PARALLELISM)
     os.environ[_TOKENIZERS_PARALLELISM] = "false"
     pool = ThreadPoolExecutor(min(workers, len(jobs)))
+    futures = {pool.submit(write_partition, job, report): job.index for job in jobs}
+    errors: dict[int, BadInputError] = {}
     try:
-        for future in as_completed([pool.submit(write_partition, job, report) for job in jobs]):
-            total.add(future.result())  # re-raises a partition's BadInputError here
+        for future in as_completed(futures):
+            if future.cancelled():
+                continue
+            try:
+                total.add(future.result())
+            except BadInputError as error:  # partitions after this one need not run
+                errors[futures[future]] = error
+                for other, index in futures.items():
+                    if index > min(errors):
+                        other.cancel()
     finally:
         pool.shutdown(cancel_futures=True)  # on error, start no further partition
         if previous is None:
             os.environ.pop(_TOKENIZERS_PARALLELISM)
         else:
             os.environ[_TOKENIZERS_PARALLELISM] = previous
+    if errors:  # partitions are contiguous in input order: the lowest holds the first defect
+        raise errors[min(errors)]
     return total
 
 
@@ -514,15 +539,22 @@ def _run_pool(jobs: list[PartitionJob], workers: int, progress: _Progress) -> Pa
     context = mp.get_context("fork")
     queue = context.SimpleQueue()
     total = PartitionStats(tokens=[0] * len(jobs[0].config.json_keys))
+    errors: dict[int, BadInputError] = {}
     with context.Pool(min(workers, len(jobs)), _init_worker, (queue,)) as pool:
-        pending = [pool.apply_async(_pool_write, (job,)) for job in jobs]
-        while pending:
+        pending = {job.index: pool.apply_async(_pool_write, (job,)) for job in jobs}
+        # After a bad record, only the partitions before it can hold an earlier one.
+        while any(index < min(errors, default=math.inf) for index in pending):
             while not queue.empty():
                 progress.update(*queue.get())
-            for result in [r for r in pending if r.ready()]:
-                pending.remove(result)
-                total.add(result.get())  # re-raises a worker's BadInputError here
+            for index, result in [item for item in pending.items() if item[1].ready()]:
+                del pending[index]
+                try:
+                    total.add(result.get())
+                except BadInputError as error:
+                    errors[index] = error
             time.sleep(0.05)
+        if errors:  # the pool's exit terminates the partitions still running
+            raise errors[min(errors)]
         pool.close()
         pool.join()
         while not queue.empty():

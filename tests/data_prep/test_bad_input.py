@@ -19,10 +19,11 @@ LINES = [
     (b'{"text": "good one", "id": "g1"}\n', None),
     (b'{"text": "broken\n', "invalid_json"),
     (b'{"body": "no text key"}\n', "missing_key"),
+    (b'{"text": {"not": "a string"}}\n', "wrong_type"),
     (b'{"text": "bad \xff byte"}\n', "invalid_utf8"),
     (b'{"text": ""}\n', "empty"),
-    (b'{"text": "nul\\u0000char"}\n', "control_chars"),
-    (b'{"text": "bell\\u0007char"}\n', "control_chars"),
+    (b'{"text": "nul\\u0000char"}\n', "nul_char"),
+    (b'{"text": "bell\\u0007char", "id": "bell"}\n', None),  # kept, as Megatron-LM keeps it
     (b'{"text": "good two", "id": "g2"}\n', None),
 ]
 
@@ -56,12 +57,71 @@ def test_skip_counts_every_reason_and_conserves_documents(
     tmp_path: Path, bad_jsonl: Path, bpe_spec: str
 ) -> None:
     (manifest,) = tokenize(config([bad_jsonl], tmp_path / "s", bpe_spec, on_error="skip"))
-    assert manifest["skipped"] == {
-        "invalid_json": 1, "missing_key": 1, "invalid_utf8": 1, "empty": 1, "control_chars": 2,
-    }  # fmt: skip
-    assert manifest["documents"] == 2 == len(IndexedDataset(str(tmp_path / "s")))
-    assert [r["id"] for r in read_doc_table(tmp_path / "s").to_pylist()] == ["g1", "g2"]
+    assert manifest["skipped"] == {"invalid_json": 1, "missing_key": 1, "wrong_type": 1,
+                                   "invalid_utf8": 1, "nul_char": 1, "empty": 1}  # fmt: skip
+    assert manifest["documents"] == 3 == len(IndexedDataset(str(tmp_path / "s")))
+    assert [r["id"] for r in read_doc_table(tmp_path / "s").to_pylist()] == ["g1", "bell", "g2"]
     assert manifest["documents_read"] == len(LINES)
+    assert manifest["control_chars"] == {"policy": "keep", "documents": 1}
+
+
+POLICIES = [("keep", 3, {}), ("strip", 3, {}), ("error", 1, {"control_chars": 2})]
+
+
+@pytest.mark.parametrize(("policy", "written", "skipped"), POLICIES)
+def test_control_characters_are_kept_stripped_or_refused_and_counted(
+    tmp_path: Path, bpe_spec: str, policy: str, written: int, skipped: dict
+) -> None:
+    texts = ["page one\fpage two \x07", "plain", "ansi \x1b[1mbold"]
+    path = write_jsonl(tmp_path / "c.jsonl", [{"text": text} for text in texts])
+    (manifest,) = tokenize(config([path], tmp_path / policy, bpe_spec, on_error="skip",
+                                  control_chars=policy))  # fmt: skip
+    assert manifest["documents"] == written and manifest["skipped"] == skipped
+    held = 0 if policy == "error" else 2  # written documents that held control characters
+    assert manifest["control_chars"] == {"policy": policy, "documents": held}
+    assert manifest["documents"] + sum(skipped.values()) == manifest["documents_read"] == 3
+    if policy == "strip":  # the same tokens as the text without them
+        stripped = ["page onepage two ", "plain", "ansi [1mbold"]
+        clean = write_jsonl(tmp_path / "clean.jsonl", [{"text": text} for text in stripped])
+        tokenize(config([clean], tmp_path / "clean", bpe_spec))
+        for name in ("strip.bin", "strip.idx"):
+            assert (tmp_path / name).read_bytes() == (tmp_path / f"clean{name[5:]}").read_bytes()
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_the_error_names_the_first_bad_line_whatever_the_workers(
+    tmp_path: Path, bpe_spec: str, executor: str
+) -> None:
+    lines = [json.dumps({"text": f"document {i:05d} " + "word " * 40}) + "\n" for i in range(400)]
+    lines[189] = '{"text": "late in the first partition\n'  # line 190
+    lines[204] = '{"text": "early in the second\n'  # line 205: its partition fails first
+    path = tmp_path / "two.jsonl"
+    path.write_text("".join(lines))
+    for _ in range(2):  # the same first defect however the partitions race
+        with pytest.raises(BadInputError, match=rf"{path}:190: invalid_json: "):
+            tokenize(config([path], tmp_path / "s", bpe_spec, workers=2, partitions=2,
+                            executor=executor))  # fmt: skip
+    (manifest,) = tokenize(config([path], tmp_path / "s", bpe_spec, workers=2, partitions=2,
+                                  executor=executor, on_error="skip"))  # fmt: skip
+    assert manifest["skipped"] == {"invalid_json": 2} and manifest["documents"] == 398
+
+
+def test_a_stop_says_a_rerun_resumes_from_the_finished_partitions(
+    tmp_path: Path, bpe_spec: str, capsys: pytest.CaptureFixture
+) -> None:
+    from data_prep.cli import main
+
+    good = write_jsonl(tmp_path / "a.jsonl", make_records(30))
+    bad = tmp_path / "b.jsonl"
+    bad.write_bytes(b'{"text": "fine"}\n{"text": 7}\n')
+    prefix = tmp_path / "s"
+    argv = ["tokenize", "--input", str(good), str(bad), "--output-prefix", str(prefix),
+            "--tokenizer", bpe_spec, "--partitions", "2", "--no-progress"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:2: wrong_type: field 'text' is a int, not a string" in err
+    assert f"1 partition(s) before it are kept in {prefix}.parts/: a rerun resumes" in err
+    assert f"`rm -r {prefix}.parts` starts over" in err
 
 
 def test_conservation_over_many_files_and_workers(tmp_path: Path, bpe_spec: str) -> None:

@@ -55,11 +55,12 @@ BAD_LINES = [
     (b'{"text": "fine"}\n', None),
     (b'{"text": \n', readers.INVALID_JSON),
     (b'{"other": "x"}\n', readers.MISSING_KEY),
-    (b'{"text": 3}\n', readers.MISSING_KEY),
+    (b'{"text": 3}\n', readers.WRONG_TYPE),
     (b'{"text": "caf\xe9"}\n', readers.INVALID_UTF8),
     (b'{"text": "lone \\ud800"}\n', readers.INVALID_UTF8),
     (b'{"text": "   "}\n', readers.EMPTY),
-    (b'{"text": "nul \\u0000 here"}\n', readers.CONTROL_CHARS),
+    (b'{"text": "nul \\u0000 here"}\n', readers.NUL_CHAR),
+    (b'{"text": "bell \\u0007 and form feed \\f are text"}\n', None),
     (b"[1, 2]\n", readers.INVALID_JSON),
 ]
 
@@ -76,6 +77,34 @@ def test_each_bad_record_names_file_line_and_reason(tmp_path: Path) -> None:
         else:
             assert isinstance(record, BadRecord) and record.reason == reason
             assert record.message().startswith(f"{path}:{line_no}: {reason}:")
+
+
+def test_a_wrong_type_is_named_with_the_type_found(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "t.jsonl", [{"text": ["a", "list"]}, {"text": None}])
+    wrong, missing = read_all([str(path)])
+    assert wrong.message() == f"{path}:1: wrong_type: field 'text' is a list, not a string"
+    assert missing.reason == readers.MISSING_KEY
+
+
+@pytest.mark.parametrize(
+    ("policy", "text", "reason"),
+    [("keep", "ring\x07 \x08back\x0cpage\x1b[0m\x7f", None),
+     ("strip", "ring backpage[0m", None),
+     ("error", None, readers.CONTROL_CHARS)],
+)  # fmt: skip
+def test_control_characters_follow_the_policy(tmp_path: Path, policy, text, reason) -> None:
+    original = "ring\x07 \x08back\x0cpage\x1b[0m\x7f"
+    path = write_jsonl(tmp_path / "c.jsonl", [{"text": original}, {"text": "tab\tand\nlines\r"},
+                                              {"text": "\x07\x08"}])  # fmt: skip
+    controls, plain, only_controls = read_all([str(path)], ReaderConfig(control_chars=policy))
+    if reason is None:
+        assert controls.texts == (text,) and controls.control_chars
+    else:
+        assert controls.reason == reason and "U+0007" in controls.detail
+    assert plain.texts == ("tab\tand\nlines\r",) and not plain.control_chars
+    # stripped to nothing is empty; kept, two control characters are a document
+    expected = {"keep": Document, "strip": BadRecord, "error": BadRecord}[policy]
+    assert isinstance(only_controls, expected)
 
 
 def test_oversized_line_is_measured_not_held(tmp_path: Path) -> None:
