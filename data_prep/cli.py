@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from data_prep.cluster_cli import add_commands as add_cluster_commands
 from data_prep.readers import BadInputError
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenize(commands)
     _add_train_tokenizer(commands)
     _add_corpus(commands)
+    _add_phonebook(commands)
     add_cluster_commands(commands)
     return parser
 
@@ -101,6 +103,14 @@ def _add_tokenize(commands: argparse._SubParsersAction) -> None:
                    help="bad records: stop naming file, line and reason (default), or skip "
                    "and count them by reason in the manifest")  # fmt: skip
     p.add_argument(
+        "--control-chars",
+        choices=["keep", "strip", "error"],
+        default="keep",
+        help="control characters other than tab and newline (form feed, BEL, ESC, ...): keep "
+        "them as Megatron-LM does (default), strip them, or treat the document as bad input; "
+        "NUL and invalid UTF-8 are bad input always",
+    )
+    p.add_argument(
         "--max-doc-mb",
         type=float,
         default=32.0,
@@ -141,10 +151,18 @@ def _run_tokenize(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         executor=args.executor,
         on_error=args.on_error,
+        control_chars=args.control_chars,
         max_doc_mb=args.max_doc_mb,
         progress=not args.no_progress,
     )
-    tokenize(config)
+    try:
+        tokenize(config)
+    except BadInputError as error:
+        parts = Path(f"{args.output_prefix}.parts")
+        written = len(list(parts.glob("*.done.json"))) if parts.is_dir() else 0
+        kept = (f"\n{written} partition(s) before it are kept in {parts}/: a rerun resumes "
+                f"from them (`rm -r {parts}` starts over)") if written else ""  # fmt: skip
+        raise BadInputError(error.record, kept) from None
     return 0
 
 
@@ -233,6 +251,38 @@ def _run_corpus_build(args: argparse.Namespace) -> int:
         + [(s["name"], s["domain"], str(s["documents"]), f"{s['bytes'] / 1e6:.1f}")
            for s in manifest["sources"]]
     )  # fmt: skip
+    return 0
+
+
+def _add_phonebook(commands: argparse._SubParsersAction) -> None:
+    from data_prep.phonebook import PhonebookConfig
+
+    defaults = PhonebookConfig(output="")
+    p = commands.add_parser(
+        "phonebook",
+        help="two books of random facts with a controlled overlap (the phonebook experiment)",
+        description="Write book_a.jsonl and book_b.jsonl (documents of facts 'Name: number', "
+        "labelled by book) and facts.json (every fact and the books holding it). "
+        "Deterministic for a seed.",
+    )
+    p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--entries", type=int, default=defaults.entries, help="facts per book")
+    p.add_argument("--overlap", type=float, default=defaults.overlap,
+                   help="share of book b's facts that book a holds too")  # fmt: skip
+    p.add_argument("--repeats", type=int, default=defaults.repeats,
+                   help="documents each fact appears in")  # fmt: skip
+    p.add_argument("--facts-per-doc", type=int, default=defaults.facts_per_doc)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.set_defaults(run=_run_phonebook)
+
+
+def _run_phonebook(args: argparse.Namespace) -> int:
+    from data_prep.phonebook import PhonebookConfig, write_phonebook
+
+    config = PhonebookConfig(args.output, args.entries, args.overlap, args.repeats,
+                             args.facts_per_doc, args.seed)  # fmt: skip
+    for name, path in write_phonebook(config).items():
+        print(f"{name}: {path}")
     return 0
 
 

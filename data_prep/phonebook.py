@@ -17,6 +17,8 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from data_prep.atomic import write_json
+
 SYLLABLES = ("ka", "lo", "mi", "ra", "te", "su", "no", "vi", "da", "pe", "zu", "ri", "ba", "fo")
 
 
@@ -71,7 +73,7 @@ def write_phonebook(config: PhonebookConfig) -> dict[str, Path]:
         paths[f"book_{book}"].write_text("\n".join(lines) + "\n")
     paths["facts"] = out / "facts.json"
     settings = {k: v for k, v in asdict(config).items() if k != "output"}
-    paths["facts"].write_text(json.dumps({"config": settings, "facts": facts}, indent=1))
+    write_json(paths["facts"], {"config": settings, "facts": facts})  # last: the books are done
     return paths
 
 

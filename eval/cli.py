@@ -12,8 +12,13 @@ heldout_loss.png (each model on each cluster) under --out, and prints the table.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from eval.tasks import LOADERS
 
@@ -26,7 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     parser.add_argument("--clusters", required=True, help="cluster directory")
-    parser.add_argument("--trunk", required=True, help="the trunk's run or checkpoint directory")
+    parser.add_argument(
+        "--trunk", help="the trunk's run or checkpoint directory (none: branches from scratch)"
+    )
     parser.add_argument(
         "--branches", nargs="+", required=True, help="one run per cluster, in cluster order"
     )
@@ -44,6 +51,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"a zero-shot task from local files; KIND is one of {', '.join(sorted(LOADERS))} "
         "(repeatable)",
     )
+    parser.add_argument(
+        "--facts",
+        metavar="FACTS.json",
+        help="facts to recall exactly ({name, number, books}, as `msplit data phonebook` "
+        "writes them): every model on each cluster's facts, each specialist on its own",
+    )
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="written into every result row (the family's place in its experiment; repeatable)",
+    )
     parser.add_argument("--limit", type=int, help="first N items of each task")
     parser.add_argument("--top-k", type=int, default=1, help="specialists mixed per task item")
     parser.add_argument("--temperature", type=float, default=0.1, help="ensemble temperature")
@@ -58,6 +78,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="results directory")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
+
+
+def parse_tags(items: list[str]) -> dict[str, Any]:
+    tags = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"msplit eval: --tag {item!r}: expected KEY=VALUE")
+        tags[key] = yaml.safe_load(value)
+    return tags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             temperature=args.temperature,
             progress=not args.no_progress,
             tasks=tasks,
+            facts=json.loads(Path(args.facts).read_text())["facts"] if args.facts else [],
+            tags=parse_tags(args.tag),
         )
         rows = evaluate_family(config)
     except (TaskError, FamilyError, FileNotFoundError) as error:

@@ -15,8 +15,15 @@ metric), each with its ``arm``:
   (``loss_cluster_mean``) and weighted by the clusters' token shares of the corpus
   (``loss_mixture``); with ``branch_history``, also each branch's earlier checkpoints on
   its own cluster (``heldout_history``);
+- ``facts`` (given ``facts``, as the phonebook experiment writes them): the share of each
+  cluster's facts recalled exactly by greedy decoding: a single model on every cluster, a
+  specialist on its own (each book scored by its own specialist), and the summary rows
+  ``recall_cluster_mean``; a fact belongs to the cluster that holds most documents of
+  each of its books (its labels);
 - ``<task>``: acc / acc_norm of each single model (the trunk, the standard arms) and of the
   routed family (top-k mixing).
+
+Every row carries ``tags``: the family's coordinates in its experiment (seed, budget, ...).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from eval.facts import fact_recall
 from eval.mc import ChoiceScores, accuracy, mix, requests_of
 from eval.tasks import Task
 
@@ -44,7 +52,7 @@ class FamilyError(ValueError):
 @dataclass
 class FamilyEvalConfig:
     clusters: str  # cluster directory (from `msplit data cluster`)
-    trunk: str  # run, checkpoints/ or step directory
+    trunk: str | None  # run, checkpoints/ or step directory; none: branches from scratch
     branches: list[str]  # one per cluster, in cluster order
     out: str  # results, plots, and the held-out sets' index cache
     # Runs continued on the mixture (the standard arm at equal compute, and per model):
@@ -59,6 +67,8 @@ class FamilyEvalConfig:
     temperature: float = 0.1  # c-BTM's ensemble temperature (top_k > 1)
     progress: bool = True
     tasks: list[Task] = field(default_factory=list)
+    facts: list[dict[str, Any]] = field(default_factory=list)  # {name, number, books}
+    tags: dict[str, Any] = field(default_factory=dict)  # written into every row
 
 
 def check_family(
@@ -108,13 +118,15 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
         task.name: router.route([item.query for item in task.items], top_k=config.top_k)
         for task in config.tasks
     }
+    facts_of = facts_by_cluster(config.facts, data.manifest) if config.facts else {}
     # Single models answer everything; branch i answers what is routed to cluster i.
-    singles = [("trunk", config.trunk)] + [
+    singles = [("trunk", config.trunk)] if config.trunk is not None else []
+    singles += [
         (read_meta(resolve_checkpoint(path))["run"]["arm"], path) for path in config.standard
     ]
     names = [name for name, _ in singles]
     if len(set(names)) != len(names):
-        raise FamilyError(f"standard runs {config.standard} repeat an arm: {names[1:]}")
+        raise FamilyError(f"standard runs {config.standard} repeat an arm: {names}")
     models = singles + [(f"branch_{i}", path) for i, path in enumerate(config.branches)]
     losses = np.full((len(models), data.k), np.nan)
     heldout_sets: dict[tuple[int, int], Any] = {}  # (cluster, seq_length): shared by models
@@ -127,6 +139,7 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
         for task in config.tasks
     }
     rows: list[dict[str, Any]] = []
+    recalls: dict[str, dict[int, float]] = {name: {} for name, _ in models}
     bar = tqdm(models, desc="eval", unit="model", disable=not config.progress)
     for m, (name, path) in enumerate(bar):
         bar.set_postfix_str(name)
@@ -139,6 +152,13 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
                 )
             rows.append(heldout_row(lm, name, cluster, heldout_sets[key], config))
             losses[m, cluster] = rows[-1]["value"]
+        own = [m - len(singles)] if m >= len(singles) else range(data.k)
+        for cluster in own if facts_of else ():
+            recall = fact_recall(lm, facts_of[cluster], config.batch_size)
+            rows.append({"model": name, "eval": "facts", "cluster": cluster, "metric": "recall",
+                         "value": recall, "n": len(facts_of[cluster]), "run": lm.name,
+                         "step": lm.meta["step"], **checkpoint_record(lm.meta)})  # fmt: skip
+            recalls[name][cluster] = recall
         for task in config.tasks:
             if m < len(singles):
                 item_ids = np.arange(len(task.items))
@@ -179,6 +199,12 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
         )
         rows.append({"model": name, "arm": arm, "eval": "heldout", "metric": "loss_mixture",
                      "value": float((per_cluster * token_share).sum())})  # fmt: skip
+    if facts_of:
+        routed_recall = {c: recalls[f"branch_{c}"][c] for c in range(data.k)}
+        for name, per_cluster in [*((n, recalls[n]) for n in names), ("routed", routed_recall)]:
+            rows.append({"model": name, "arm": "specialist" if name == "routed" else name,
+                         "eval": "facts", "metric": "recall_cluster_mean",
+                         "value": float(np.mean(list(per_cluster.values())))})  # fmt: skip
     for task in config.tasks:
         routing = routes[task.name]
         weights = routing.weights(config.temperature)
@@ -189,7 +215,28 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
             for metric, (value, stderr) in accuracy(task.items, scores).items():
                 rows.append({"model": name, "arm": arm, "eval": task.name, "metric": metric,
                              "value": value, "stderr": stderr, "n": len(task.items)})  # fmt: skip
-    return rows
+    return [{**row, "tags": config.tags} for row in rows]
+
+
+def facts_by_cluster(
+    facts: Sequence[dict[str, Any]], manifest: dict[str, Any]
+) -> dict[int, list[dict[str, Any]]]:
+    """Each cluster's facts: those of the books (document labels) it holds most of."""
+    home: dict[str, tuple[int, int]] = {}  # label -> (documents, cluster)
+    for cluster, info in enumerate(manifest["clusters"]):
+        for label, count in info.get("labels", {}).items():
+            home[label] = max(home.get(label, (0, cluster)), (count, cluster))
+    by_cluster: dict[int, list[dict[str, Any]]] = {c: [] for c in range(len(manifest["clusters"]))}
+    for fact in facts:
+        unknown = [book for book in fact["books"] if book not in home]
+        if unknown:
+            raise FamilyError(
+                f"fact {fact['name']!r} is in books {unknown} that label no cluster's documents "
+                f"(labels: {sorted(home)}): cluster the books with their label key"
+            )
+        for cluster in sorted({home[book][1] for book in fact["books"]}):
+            by_cluster[cluster].append(fact)
+    return by_cluster
 
 
 def heldout_row(
@@ -267,7 +314,8 @@ def results_table(rows: list[dict[str, Any]], k: int) -> str:
         if r["eval"] in ("heldout", "heldout_history") and r["metric"] == "loss":
             continue  # in the matrix above, or in results.jsonl and law_points.jsonl
         stderr = f" ± {r['stderr']:.4f}" if "stderr" in r else ""
-        lines.append(f"| {r['model']} | {r['eval']} | {r['metric']} | {r['value']:.4f}{stderr} |")
+        metric = f"{r['metric']} (cluster {r['cluster']})" if "cluster" in r else r["metric"]
+        lines.append(f"| {r['model']} | {r['eval']} | {metric} | {r['value']:.4f}{stderr} |")
     return "\n".join(lines) + "\n"
 
 

@@ -40,14 +40,15 @@ def branch_overrides(
 
 def standard_overrides(
     clusters: str | Path,
-    parent: str | Path,
+    parent: str | Path | None,
     run_dir: str | Path,
     steps: int,
     global_batch: int,
     arm: str = "standard",
 ) -> list[str]:
     """The trunk checkpoint ``parent`` continued on the trunk's own mixture: standard
-    pretraining, the arm split training is compared with at equal compute."""
+    pretraining, the arm split training is compared with at equal compute (``parent=None``:
+    the mixture alone from scratch)."""
     return [
         *_continued(parent, run_dir, steps),
         f"train.global_batch={global_batch}",

@@ -5,6 +5,7 @@
     msplit experiment submit EXPERIMENT.yaml [dotted.key=value ...] [--wait]   # on Slurm
     msplit experiment submit EXPERIMENT.yaml --dry-run DIR    # the sbatch scripts only
     msplit experiment status EXPERIMENT.yaml [dotted.key=value ...]
+    msplit experiment cancel EXPERIMENT.yaml [--node NAME ...]   # and the nodes after them
 
 `plan` prints every node with its tokens, FLOPs and the checkpoints it keeps, and the
 totals per arm (with --tokens-per-s, the wall time). `run` executes the graph here in
@@ -32,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    parser.add_argument("action", choices=["plan", "run", "submit", "status"])
+    parser.add_argument("action", choices=["plan", "run", "submit", "status", "cancel"])
     parser.add_argument("experiment", help="experiment YAML")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides of the file")
     parser.add_argument("--wait", action="store_true", help="submit, then wait for every job")
@@ -44,11 +45,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tokens-per-s", type=float, help="plan: training throughput, for the wall time"
     )
+    parser.add_argument(
+        "--node",
+        action="append",
+        metavar="NAME",
+        help="cancel: this node's jobs and its dependents' (repeatable; default: every node)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from slurm.executors import require_slurm, run_local, submit_slurm, write_sbatch_scripts
+    from slurm.executors import (
+        cancel_slurm,
+        require_slurm,
+        run_local,
+        submit_slurm,
+        write_sbatch_scripts,
+    )
     from slurm.experiment import ExperimentConfig, build_graph
 
     args = parse_args(argv)
@@ -88,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
                 print("nothing to submit: every node is complete or still queued")
             for name, job_id in ids.items():
                 print(f"{name:<32} {job_id}")
+        elif args.action == "cancel":
+            require_slurm()
+            cancelled = cancel_slurm(graph, args.node)
+            for name, job_id in cancelled.items():
+                print(f"{name:<32} {job_id} cancelled")
+            if not cancelled:
+                print("nothing to cancel: no job of these nodes is queued or running")
         else:
             print(status_table(graph))
     except (ConfigError, FileNotFoundError, RuntimeError) as error:
@@ -96,11 +116,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run_and_report(
+    argv: list[str] | None, prog: str, doc: str, experiment: Path, out: str, example: str
+) -> int:
+    """``prog [--out DIR] [--experiment FILE] [key=value ...]``: run one shipped experiment
+    file here and print its report (`msplit demo`, `msplit phonebook`)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=doc.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=doc.split("\n\n", 1)[1]
+        + f"\nExtra dotted.key=value arguments override the experiment file, e.g. {example}.",
+    )
+    parser.add_argument("--out", default=out, help="where every node writes")
+    parser.add_argument("--experiment", default=str(experiment), help="the experiment file")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value of the experiment")
+    args = parser.parse_args(argv)
+    code = main(["run", args.experiment, f"out={args.out}", *args.overrides])
+    report = Path(args.out) / "report.md"
+    if code == 0 and report.is_file():
+        print("\n" + report.read_text())
+    return code
+
+
 def plan_table(graph, tokens_per_s: float | None = None) -> str:
     """Every node with its tokens, FLOPs and kept checkpoints, and the totals per arm."""
     from laws.plots import human
 
-    header = f"{'node':<34} {'tasks':>5} {'tokens':>9} {'FLOPs':>9} {'ckpts':>5} {'disk':>9}"
+    width = _name_width(graph)
+    header = f"{'node':<{width}} {'tasks':>5} {'tokens':>9} {'FLOPs':>9} {'ckpts':>5} {'disk':>9}"
     lines = [header + (f" {'time':>8}" if tokens_per_s else ""), "-" * len(header)]
     per_arm: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     checkpoints = disk = 0
@@ -117,7 +161,7 @@ def plan_table(graph, tokens_per_s: float | None = None) -> str:
         cells = [f"{human(tokens):>9}", f"{flops:>9.3g}", f"{kept:>5}", f"{_bytes(size):>9}"]
         if not runs:
             cells = [f"{'-':>9}"] * 2 + [f"{'-':>5}", f"{'-':>9}"]
-        line = f"{node.name:<34} {len(node.tasks):>5} " + " ".join(cells)
+        line = f"{node.name:<{width}} {len(node.tasks):>5} " + " ".join(cells)
         if tokens_per_s and runs:
             line += f" {_duration(tokens / tokens_per_s):>8}"
         lines.append(line)
@@ -141,7 +185,8 @@ def status_table(graph) -> str:
     from slurm.graph import finished_step
 
     known = StateFile(graph).nodes
-    lines = [f"{'node':<34} {'done':<5} {'state':<18} {'job':<9} progress"]
+    width = _name_width(graph)
+    lines = [f"{'node':<{width}} {'done':<5} {'state':<18} {'job':<9} progress"]
     for node in graph:
         done = node.done
         record = known.get(node.name, {})
@@ -154,9 +199,13 @@ def status_table(graph) -> str:
             progress += " steps"
         else:
             progress = "written" if done else record.get("error", "not written yet")
-        lines.append(f"{node.name:<34} {'yes' if done else 'no':<5} {state:<18} {job or '-':<9} "
-                     f"{progress}")  # fmt: skip
+        done_cell = "yes" if done else "no"
+        lines.append(f"{node.name:<{width}} {done_cell:<5} {state:<18} {job or '-':<9} {progress}")
     return "\n".join(lines)
+
+
+def _name_width(graph) -> int:
+    return max(34, *(len(node.name) for node in graph))
 
 
 def _bytes(size: float) -> str:

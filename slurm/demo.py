@@ -10,39 +10,17 @@ compute.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="msplit demo",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1]
-        + "\nExtra dotted.key=value arguments override the experiment file, e.g. data.k=8 "
-        "branches.tokens=163840 'overrides=[optim.lr=1e-3]' (every run).",
-    )
-    parser.add_argument("--out", default="runs/demo", help="where every node writes")
-    parser.add_argument(
-        "--experiment", default=str(REPO_CONFIGS / "demo.yaml"), help="the experiment file"
-    )
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value of the experiment")
-    return parser.parse_args(argv)
+EXPERIMENT = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from slurm import cli
+    from slurm.cli import run_and_report
 
-    args = parse_args(argv)
-    code = cli.main(["run", args.experiment, f"out={args.out}", *args.overrides])
-    report = Path(args.out) / "report.md"
-    if code == 0 and report.is_file():
-        print("\n" + report.read_text())
-    return code
+    example = "data.k=8 branches.tokens=163840 'overrides=[optim.lr=1e-3]' (every run)"
+    return run_and_report(argv, "msplit demo", __doc__, EXPERIMENT, "runs/demo", example)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,14 @@ failed node upstream) or ``interrupted`` on the local executor, and the job id o
   stops the whole run; rerunning runs only what is not complete, and an interrupted
   training run resumes from its last checkpoint.
 - ``submit_slurm``: every unfinished node at once, as a job array chained to the nodes it
-  needs by ``afterok``; a job that an earlier submission left queued or running is not
-  submitted again, and its dependents wait for it.
+  needs by ``afterok`` (a job whose dependency failed is cancelled by Slurm); a job that an
+  earlier submission left queued or running is not submitted again, and its dependents wait
+  for it. ``cancel_slurm`` cancels the jobs of some nodes and of every node after them.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import subprocess
@@ -44,18 +46,26 @@ class Failed(Exception):
 
 
 class StateFile:
-    """The last known state of every node, kept in ``OUT/experiment.json``."""
+    """The last known state of every node, kept in ``OUT/experiment.json``.
+
+    Several processes may record states at once (jobs of one experiment, a submission while
+    another runs): each update re-reads the file under an exclusive lock on
+    ``OUT/experiment.json.lock`` and replaces it atomically, so no update is lost."""
 
     def __init__(self, graph: Graph):
         self.path = graph.state_file
-        self.nodes: dict[str, dict[str, Any]] = (
-            json.loads(self.path.read_text())["nodes"] if self.path.is_file() else {}
-        )
+        self.nodes = self._read()
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        return json.loads(self.path.read_text())["nodes"] if self.path.is_file() else {}
 
     def set(self, name: str, **record: Any) -> None:
-        self.nodes[name] = {**record, "time": time.time()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, json.dumps({"nodes": self.nodes}, indent=2) + "\n")
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            self.nodes = self._read()
+            self.nodes[name] = {**record, "time": time.time()}
+            write_atomic(self.path, json.dumps({"nodes": self.nodes}, indent=2) + "\n")
 
 
 def _check_complete(node: Node) -> None:
@@ -73,6 +83,8 @@ def run_local(graph: Graph) -> dict[str, str]:
         if node.done:
             _check_complete(node)
             states[node.name] = "complete"
+    if not pending:
+        log.info("all %d nodes are complete: nothing to run", len(states))
     for i, node in enumerate(pending, 1):
         failed = [name for name in node.after if states.get(name, "").endswith("failed")]
         if failed:
@@ -117,6 +129,8 @@ def _executor(graph: Graph, node: Node, after: list[str]) -> submitit.AutoExecut
     if slurm.folder == SlurmConfig().folder:
         slurm = replace(slurm, folder=str(graph.out / "jobs" / "%j"))
     dependency = f"afterok:{':'.join(after)}" if after else None
+    if dependency:  # a job whose dependency failed is cancelled, not left pending forever
+        slurm = replace(slurm, extra={"kill-on-invalid-dep": "yes", **slurm.extra})
     return slurm.executor(cluster="slurm", dependency=dependency, name=f"msplit:{node.name}")
 
 
@@ -163,6 +177,28 @@ def submit_slurm(graph: Graph, wait: bool = False) -> dict[str, str]:
                     raise RuntimeError(f"{name}: job {job.job_id} exited with {code}; "
                                        f"see {job.paths.stderr}")  # fmt: skip
     return {name: ids[name] for name in submitted}
+
+
+def cancel_slurm(graph: Graph, names: list[str] | None = None) -> dict[str, str]:
+    """Cancel the queued or running jobs of the nodes ``names`` (default: every node) and of
+    every node after them; returns {node: Slurm job id} of those cancelled."""
+    known = {node.name for node in graph}
+    unknown = sorted(set(names or []) - known)
+    if unknown:
+        raise ConfigError(f"no nodes named {unknown} in this experiment")
+    chosen = set(names or known)
+    for node in graph:  # in dependency order: a node's dependents come after it
+        if chosen & set(node.after):
+            chosen.add(node.name)
+    record = StateFile(graph)
+    cancelled = {}
+    for node in graph:
+        job = record.nodes.get(node.name, {}).get("job_id")
+        if node.name in chosen and job and slurm_state(job):
+            subprocess.run(["scancel", job], check=True, capture_output=True, timeout=30)
+            record.set(node.name, state="cancelled", job_id=job)
+            cancelled[node.name] = job
+    return cancelled
 
 
 def slurm_state(job_id: str) -> str:

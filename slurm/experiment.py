@@ -12,7 +12,13 @@ config, its data, the budgets in tokens and the split points, and becomes this g
 
 A ``ladder`` (rung name -> model-size overrides, budgets) repeats the trunk and its split
 points per rung under ``out/<rung>/``, and ``seeds`` repeats everything under
-``out/seed_<s>/``: the points the law L(N, D, D') is fitted to. The graph runs here
+``out/seed_<s>/``: the points the law L(N, D, D') is fitted to. ``budgets`` instead fixes
+each family's total: a budget T split at s trunk tokens leaves each of the k branches
+(T - s) / k tokens (s = 0: the branches from scratch; one trunk serves every budget), as
+the phonebook experiment (configs/phonebook.yaml) accounts for it. ``sweep`` repeats the
+whole experiment, data included, for each value of some of its fields under
+``out/<field>_<value>/``, with one table and one report over all; every evaluation tags
+its rows with its family's place (sweep values, seed, rung, budget). The graph runs here
 (``msplit experiment run``: the default, in dependency order, finished nodes skipped,
 interrupted ones resumed) or on Slurm (``msplit experiment submit``: job arrays chained by
 ``afterok``, requeued on preemption).
@@ -33,13 +39,14 @@ steps at k times their batch instead.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from megatron_split.branching import branch_overrides, standard_overrides, trunk_overrides
-from megatron_split.config import ConfigError, load_config
+from megatron_split.config import ConfigError, apply_overrides, from_dict, load_config, to_dict
 from megatron_split.data.clusters import ClusterDataConfig
 from megatron_split.model import ModelConfig
 from megatron_split.train.config import RunConfig
@@ -54,8 +61,21 @@ CONTINUATION_SCHEDULE = [
     "optim.schedule.warmup_steps=0",
     "init.load_optimizer=true",
 ]
+# A run with no trunk before it (split fraction 0 of a budget) warms up like the trunk.
+SCRATCH_SCHEDULE = ["optim.schedule.kind=wsd"]
 # Set by the graph from the experiment's budgets and layout; an override would be lost.
 PLANNED_KEYS = ("train.steps", "run_dir", "init.checkpoint", "data.clusters", "data.cluster")
+
+
+@dataclass
+class PhonebookData:
+    """Two books of random facts as the corpus (data_prep.phonebook): the two clusters."""
+
+    entries: int = 100  # facts per book
+    overlap: float = 0.0  # share of book b's facts that book a holds too
+    repeats: int = 8  # documents each fact appears in
+    facts_per_doc: int = 8
+    seed: int = 0
 
 
 @dataclass
@@ -64,6 +84,7 @@ class DataStage:
 
     inputs: list[str] = field(default_factory=list)  # JSONL documents; none: bundled corpus
     max_mb: float = 3.0  # size of the bundled multi-domain corpus (all sources)
+    phonebook: PhonebookData | None = None  # or the phonebooks as the corpus
     label_key: str = "source"  # carried into the document table (cluster purity)
     vocab_size: int = 4096  # of the byte-level BPE trained on the documents
     embedder: Literal["tfidf", "minilm"] = "tfidf"
@@ -73,23 +94,47 @@ class DataStage:
     workers: int = 2  # tokenization processes
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
-    def nodes(self, out: Path) -> list[Node]:
+    def validate(self) -> None:
+        if self.phonebook is not None:
+            wanted = {"inputs": [], "label_key": "book", "by_label": True, "k": 2}
+            wrong = {key: value for key, value in wanted.items() if getattr(self, key) != value}
+            if wrong:
+                raise ConfigError(
+                    "data.phonebook: the two books are the corpus and its two clusters, by "
+                    "label: set " + ", ".join(f"data.{key}={value}" for key, value in wrong.items())
+                )
+
+    def facts(self, out: Path) -> Path | None:
+        """The facts every model's recall is measured on (the phonebook's), if any."""
+        return out / "phonebook" / "facts.json" if self.phonebook is not None else None
+
+    def nodes(self, out: Path, at: str = "") -> list[Node]:
         corpus, tokenizer = out / "corpus", out / "tokenizer.json"
         shards, embeddings, clusters = (
             out / "shards" / "corpus",
             out / "embeddings",
             out / "clusters",
         )
-        inputs = [str(Path(p).resolve()) for p in self.inputs] or [str(corpus / "corpus-*.jsonl")]
 
         def node(name: str, argv: list[str], marker: Path, after: list[str]) -> Node:
-            return Node(name, [Command("data_prep.cli", argv, marker)], after, self.slurm)
+            return Node(at + name, [Command("data_prep.cli", argv, marker)], after, self.slurm)
 
-        built = [] if self.inputs else [
-            node("corpus", ["corpus", "build", "--output", str(corpus), "--max-mb",
-                            str(self.max_mb), "--shards", "1"],
-                 corpus / "corpus.manifest.json", [])
-        ]  # fmt: skip
+        if self.phonebook is not None:
+            book = self.phonebook
+            inputs = [str(out / "phonebook" / f"book_{b}.jsonl") for b in ("a", "b")]
+            built = [node("phonebook", ["phonebook", "--output", str(out / "phonebook"),
+                                        "--entries", str(book.entries), "--overlap",
+                                        str(book.overlap), "--repeats", str(book.repeats),
+                                        "--facts-per-doc", str(book.facts_per_doc),
+                                        "--seed", str(book.seed)],
+                          out / "phonebook" / "facts.json", [])]  # fmt: skip
+        elif self.inputs:
+            inputs, built = [str(Path(p).resolve()) for p in self.inputs], []
+        else:
+            inputs = [str(corpus / "corpus-*.jsonl")]
+            built = [node("corpus", ["corpus", "build", "--output", str(corpus), "--max-mb",
+                                     str(self.max_mb), "--shards", "1"],
+                          corpus / "corpus.manifest.json", [])]  # fmt: skip
         return [
             *built,
             node("tokenizer", ["train-tokenizer", "--input", *inputs, "--output", str(tokenizer),
@@ -98,15 +143,15 @@ class DataStage:
             node("shards", ["tokenize", "--input", *inputs, "--output-prefix", str(shards),
                             "--tokenizer", f"hf:{tokenizer}", "--append-eod", "--label-key",
                             self.label_key, "--workers", str(self.workers)],
-                 Path(f"{shards}.manifest.json"), ["tokenizer"]),
+                 Path(f"{shards}.manifest.json"), [at + "tokenizer"]),
             node("embeddings", ["embed", "--shards", str(shards), "--output", str(embeddings),
                                 "--embedder", self.embedder, "--no-progress"],
-                 embeddings / "embeddings.manifest.json", ["shards"]),
+                 embeddings / "embeddings.manifest.json", [at + "shards"]),
             node("clusters", ["cluster", "--embeddings", str(embeddings), "--output",
                               str(clusters), *(["--by-label"] if self.by_label else
                                                ["--k", str(self.k)]),
                               "--split", self.heldout, "--no-progress"],
-                 clusters / "clusters.json", ["embeddings"]),
+                 clusters / "clusters.json", [at + "embeddings"]),
         ]  # fmt: skip
 
 
@@ -134,6 +179,9 @@ class StandardStage:
     # optimizer steps per token as the trunk, the decay stretched over them), or in the
     # branches' very steps at k times their batch (the same LR at every step).
     same_batch: bool = True
+    # At every split point, or only at the first of each budget (with split fraction 0 in a
+    # budget sweep: the mixture alone for the whole budget, the no-split baseline).
+    every_split: bool = True
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
@@ -177,6 +225,9 @@ class LawsStage:
 
 @dataclass
 class ReportStage:
+    # equal_compute: split vs standard per family (slurm.report); phonebook: fact recall
+    # against the split step per budget and overlap, and the method's findings (slurm.phonebook)
+    kind: Literal["equal_compute", "phonebook"] = "equal_compute"
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
@@ -199,6 +250,13 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=list)  # one experiment each; none: the config's
     split_tokens: list[int] = field(default_factory=list)  # trunk tokens to branch at,
     split_fractions: list[float] = field(default_factory=list)  # or fractions of the trunk
+    # Total budgets in tokens, each spent as a trunk of f T tokens (f: each split fraction,
+    # 0 included: the branches from scratch) and k branches of (1 - f) T / k tokens each;
+    # one trunk, kept at every split point, serves every budget. Instead of branches.tokens.
+    budgets: list[int] = field(default_factory=list)
+    # Dotted keys of this file -> values: one whole experiment per combination, under
+    # out/<key>_<value>/ (e.g. {data.phonebook.overlap: [0, 0.25, 0.5]}), one report of all.
+    sweep: dict[str, list[Any]] = field(default_factory=dict)
     ladder: dict[str, Rung] = field(default_factory=dict)
     trunk: TrunkStage = field(default_factory=TrunkStage)
     branches: BranchStage = field(default_factory=BranchStage)
@@ -210,9 +268,13 @@ class ExperimentConfig:
     def validate(self) -> None:
         if (self.data is None) == (self.clusters is None):
             raise ConfigError("give data (the graph makes the clusters) or clusters (a directory)")
+        if self.data is not None:
+            self.data.validate()
         if self.split_tokens and self.split_fractions:
             raise ConfigError("give split_tokens or split_fractions, not both")
-        if any(not 0 < f <= 1 for f in self.split_fractions):
+        if self.budgets:
+            self._validate_budgets()
+        elif any(not 0 < f <= 1 for f in self.split_fractions):
             raise ConfigError(f"split_fractions {self.split_fractions} must lie in (0, 1]")
         lists = {"overrides": self.overrides, "trunk.overrides": self.trunk.overrides,
                  "branches.overrides": self.branches.overrides}  # fmt: skip
@@ -224,8 +286,43 @@ class ExperimentConfig:
                         f"{where}: {item} is set by the experiment (budgets go in "
                         "trunk.tokens and branches.tokens, in tokens)"
                     )
+        for key, values in self.sweep.items():
+            if key.split(".")[0] in ("out", "sweep") or not isinstance(values, list) or not values:
+                raise ConfigError(f"sweep.{key}: give a field of this file and a list of values")
+        if self.report.kind == "phonebook" and (self.data is None or self.data.phonebook is None):
+            raise ConfigError("report.kind=phonebook: the data must be data.phonebook")
         if len(self.ladder) > 1 and self.laws.fit:
             self.laws.validate()
+
+    def _validate_budgets(self) -> None:
+        if not self.split_fractions or self.split_tokens:
+            raise ConfigError("budgets: give the split points as split_fractions of each budget")
+        if any(not 0 <= f < 1 for f in self.split_fractions):
+            raise ConfigError(
+                f"split_fractions {self.split_fractions} of a budget must lie in [0, 1): at 1 "
+                "no tokens are left for the branches (the no-split baseline is the standard arm)"
+            )
+        given = {"branches.tokens": self.branches.tokens, "trunk.tokens": self.trunk.tokens}
+        given |= {f"ladder.{n}.trunk_tokens": r.trunk_tokens for n, r in self.ladder.items()}
+        given |= {f"ladder.{n}.branch_tokens": r.branch_tokens for n, r in self.ladder.items()}
+        for where, value in given.items():
+            if value:
+                raise ConfigError(
+                    f"{where}={value} with budgets: each budget sets its trunk and branch tokens"
+                )
+
+
+@dataclass
+class _Family:
+    """One split point of one budget: the trunk's first ``split`` steps (0: none), then the
+    branches of ``branch_tokens`` each (and the standard arm)."""
+
+    name: str  # "split_100", or in a budget sweep "budget_512000/split_62"
+    split: int  # trunk steps
+    branch_tokens: int  # D' of each branch
+    where: str  # the field that sets D', for errors
+    first: bool  # the first split point of its budget
+    tags: dict[str, Any]
 
 
 def derive_seed(seed: int, split_tokens: int, run: str) -> int:
@@ -255,7 +352,7 @@ def checkpoint_bytes(model: ModelConfig) -> int:
 
 @dataclass
 class _Context:
-    """What every family of the experiment shares."""
+    """What every family of one experiment (of a sweep) shares."""
 
     cfg: ExperimentConfig
     out: Path
@@ -263,6 +360,8 @@ class _Context:
     clusters: Path
     k: int
     vocab_size: int
+    facts: Path | None  # recalled by every model (the phonebook's)
+    tags: dict[str, Any]  # the experiment's place in its sweep
 
     def training(self, overrides: list[str], arm: Arm, run_dir: Path) -> Training:
         """A planned training run; its config is checked now, all but its inputs on disk."""
@@ -282,25 +381,65 @@ class _Context:
 def build_graph(cfg: ExperimentConfig) -> Graph:
     """The experiment's nodes, each after the nodes it needs."""
     out = Path(cfg.out).resolve()  # absolute: a job may start elsewhere, on another node
-    nodes = cfg.data.nodes(out) if cfg.data is not None else []
+    nodes: list[Node] = []
+    evals: list[Node] = []
+    ks = set()
+    for prefix, tags, experiment in sweep(cfg):
+        ctx, data_nodes = _context(experiment, out, prefix, tags)
+        nodes += data_nodes
+        ks.add(ctx.k)
+        data_after = [data_nodes[-1].name] if data_nodes else []
+        seeds = experiment.seeds or [None]
+        rungs = experiment.ladder or {"": Rung()}
+        for seed in seeds:
+            for name, rung in rungs.items():
+                parts = [prefix] if prefix else []
+                parts += ([f"seed_{seed}"] if len(seeds) > 1 else []) + ([name] if name else [])
+                rung_tags = tags | ({"rung": name} if name else {})
+                family = _plan_trunk_and_splits(
+                    ctx, "/".join(parts), name, rung, seed, data_after, rung_tags
+                )
+                nodes += family
+                evals += [node for node in family if node.name.endswith("/eval")]
+    if len(ks) > 1:
+        raise ConfigError(f"sweep: its experiments have different numbers of clusters {ks}")
+    return Graph(nodes + _summary_nodes(cfg, out, evals, ks.pop(), len(cfg.ladder) > 1), out)
+
+
+def sweep(cfg: ExperimentConfig) -> list[tuple[str, dict[str, Any], ExperimentConfig]]:
+    """(directory, tags, experiment) of each combination of the sweep's values."""
+    if not cfg.sweep:
+        return [("", {}, cfg)]
+    base = to_dict(replace(cfg, sweep={}))
+    combinations = []
+    for values in itertools.product(*cfg.sweep.values()):
+        chosen = dict(zip(cfg.sweep, values, strict=True))
+        overrides = [f"{key}={json.dumps(value)}" for key, value in chosen.items()]
+        data = apply_overrides(json.loads(json.dumps(base)), overrides)
+        experiment = from_dict(ExperimentConfig, data, "sweep")
+        experiment.validate()
+        tags = {key.rsplit(".", 1)[-1]: value for key, value in chosen.items()}
+        combinations.append(("_".join(f"{key}_{value}" for key, value in tags.items()), tags,
+                             experiment))  # fmt: skip
+    return combinations
+
+
+def _context(
+    cfg: ExperimentConfig, out: Path, prefix: str, tags: dict[str, Any]
+) -> tuple[_Context, list[Node]]:
+    """The shared parts of one experiment of a sweep, and its data nodes."""
+    here = out / prefix
     if cfg.data is not None:
-        clusters, k, vocab = out / "clusters", cfg.data.k, cfg.data.vocab_size
+        nodes = cfg.data.nodes(here, f"{prefix}/" if prefix else "")
+        clusters, k, vocab = here / "clusters", cfg.data.k, cfg.data.vocab_size
+        facts = cfg.data.facts(here)
     else:
+        nodes, facts = [], None
         clusters = Path(cfg.clusters).resolve()
         manifest = ClusterDataConfig(str(clusters)).build().manifest
         k, vocab = int(manifest["k"]), int(manifest["vocab_size"])
-    ctx = _Context(cfg, out, str(Path(cfg.config).resolve()), clusters, k, vocab)
-    data_after = [nodes[-1].name] if nodes else []
-    seeds = cfg.seeds or [None]
-    rungs = cfg.ladder or {"": Rung()}
-    evals: list[Node] = []
-    for seed in seeds:
-        for name, rung in rungs.items():
-            parts = ([f"seed_{seed}"] if len(seeds) > 1 else []) + ([name] if name else [])
-            family = _plan_trunk_and_splits(ctx, "/".join(parts), name, rung, seed, data_after)
-            nodes += family
-            evals += [node for node in family if node.name.endswith("/eval")]
-    return Graph(nodes + _summary_nodes(cfg, out, evals, k, len(rungs) > 1), out)
+    config = str(Path(cfg.config).resolve())
+    return _Context(cfg, out, config, clusters, k, vocab, facts, tags), nodes
 
 
 def _summary_nodes(
@@ -322,78 +461,119 @@ def _summary_nodes(
             Node("laws/report", [Command("laws.cli", law_report, laws / "report" / "report.md")],
                  ["laws/fit"], cfg.laws.slurm),
         ]  # fmt: skip
-    report = Command(
-        "slurm.report", ["write", "--root", str(out), "--k", str(k)], out / "report.md"
-    )
+    write = ["write", "--root", str(out), "--k", str(k), "--kind", cfg.report.kind]
+    report = Command("slurm.report", write, out / "report.md")
     return [*nodes, Node("report", [report], [nodes[-1].name], cfg.report.slurm)]
 
 
 def _plan_trunk_and_splits(
-    ctx: _Context, prefix: str, rung_name: str, rung: Rung, seed: int | None, after: list[str]
+    ctx: _Context,
+    prefix: str,
+    rung_name: str,
+    rung: Rung,
+    seed: int | None,
+    after: list[str],
+    tags: dict[str, Any],
 ) -> list[Node]:
-    """One trunk, and per split point its branches, standard arm and evaluation."""
+    """One trunk, and per split point (of each budget) its branches, standard arm and
+    evaluation."""
     cfg, out = ctx.cfg, ctx.out / prefix
     at = f"{prefix}/" if prefix else ""
     trunk_user = [*cfg.overrides, *cfg.trunk.overrides, *rung.overrides]
     base = load_config(RunConfig, ctx.config, trunk_user, inputs=False)
     seed = base.seed if seed is None else seed
     tokens_per_step = base.train.global_batch * base.model.seq_length
-    trunk_tokens = rung.trunk_tokens or cfg.trunk.tokens or base.train.steps * tokens_per_step
-    where = f"ladder.{rung_name}.trunk_tokens" if rung.trunk_tokens else "trunk.tokens"
-    trunk_steps = steps_of(trunk_tokens, tokens_per_step, where)
-    split_steps = _split_steps(cfg, trunk_tokens, tokens_per_step)
-    trunk_dir = out / "trunk"
-    trunk = ctx.training(
-        [*TRUNK_SCHEDULE, *trunk_user, f"seed={seed}",
-         f"data.seed={seed}", f"train.steps={trunk_steps}",
-         f"checkpoint.keep_steps={json.dumps(split_steps)}",
-         *trunk_overrides(ctx.clusters, trunk_dir)],
-        "trunk", trunk_dir,
-    )  # fmt: skip
-    nodes = [Node(f"{at}trunk", [trunk], after, cfg.trunk.slurm)]
-    for step in split_steps:
-        split = step * tokens_per_step
-        parent = trunk_dir / "checkpoints" / f"step_{step:07d}"
-        family, name = out / f"split_{step}", f"{at}split_{step}"
+    if cfg.budgets:  # the trunk goes as far as the last split point needs
+        families = _budget_families(cfg, tokens_per_step, ctx.k)
+        split_steps = sorted({family.split for family in families} - {0})
+        trunk_steps = split_steps[-1] if split_steps else 0
+    else:
+        trunk_tokens = rung.trunk_tokens or cfg.trunk.tokens or base.train.steps * tokens_per_step
+        where = f"ladder.{rung_name}.trunk_tokens" if rung.trunk_tokens else "trunk.tokens"
+        trunk_steps = steps_of(trunk_tokens, tokens_per_step, where)
+        split_steps = _split_steps(cfg, trunk_tokens, tokens_per_step)
+        where = f"ladder.{rung_name}.branch_tokens" if rung.branch_tokens else "branches.tokens"
+        d_prime = rung.branch_tokens or cfg.branches.tokens
+        families = [_Family(f"split_{step}", step, d_prime, where, i == 0, {})
+                    for i, step in enumerate(split_steps)]  # fmt: skip
+    trunk_dir, nodes = out / "trunk", []
+    if trunk_steps:
+        trunk = ctx.training(
+            [*TRUNK_SCHEDULE, *trunk_user, f"seed={seed}",
+             f"data.seed={seed}", f"train.steps={trunk_steps}",
+             f"checkpoint.keep_steps={json.dumps(split_steps)}",
+             *trunk_overrides(ctx.clusters, trunk_dir)],
+            "trunk", trunk_dir,
+        )  # fmt: skip
+        nodes.append(Node(f"{at}trunk", [trunk], after, cfg.trunk.slurm))
+    for family in families:
+        parent = trunk_dir / "checkpoints" / f"step_{family.split:07d}" if family.split else None
+        family_dir, name = out / family.name, f"{at}{family.name}"
         runs: list[tuple[str, Arm]] = [(f"cluster_{c}", "specialist") for c in range(ctx.k)]
-        if cfg.standard.enabled:
-            runs.append(("standard", "standard"))
-        if cfg.standard.per_model:
-            runs.append(("standard_per_model", "standard_per_model"))
-        planned = [_continuation(ctx, rung_name, rung, seed, split, parent, family / run, arm)
-                   for run, arm in runs]  # fmt: skip
+        if cfg.standard.every_split or family.first:
+            runs += [("standard", "standard")] if cfg.standard.enabled else []
+            runs += [("standard_per_model", "standard_per_model")] if cfg.standard.per_model else []
+        split_tokens = family.split * tokens_per_step
+        planned = [_continuation(ctx, family, split_tokens, rung, seed, parent,
+                                 family_dir / run, arm) for run, arm in runs]  # fmt: skip
         branches, standard = planned[: ctx.k], planned[ctx.k :]
-        nodes.append(Node(f"{name}/branches", branches, [f"{at}trunk"], cfg.branches.slurm))
+        needs = [f"{at}trunk"] if parent is not None else after
+        nodes.append(Node(f"{name}/branches", branches, needs, cfg.branches.slurm))
         eval_after = [f"{name}/branches"]
         if standard:
-            nodes.append(Node(f"{name}/standard", standard, [f"{at}trunk"], cfg.standard.slurm))
+            nodes.append(Node(f"{name}/standard", standard, needs, cfg.standard.slurm))
             eval_after.append(f"{name}/standard")
-        nodes.append(Node(f"{name}/eval", [Command("eval.cli", _eval_argv(
-            ctx, parent, branches, standard, family / "eval"), family / "eval" / "results.jsonl")],
-            eval_after, cfg.eval.slurm))  # fmt: skip
+        family_tags = {**tags, "seed": seed, **family.tags}
+        evaluation = Command("eval.cli", _eval_argv(ctx, parent, branches, standard,
+                                                    family_dir / "eval", family_tags),
+                             family_dir / "eval" / "results.jsonl")  # fmt: skip
+        nodes.append(Node(f"{name}/eval", [evaluation], eval_after, cfg.eval.slurm))
     return nodes
+
+
+def _budget_families(cfg: ExperimentConfig, tokens_per_step: int, k: int) -> list[_Family]:
+    """Each budget at each split fraction: the trunk to f T, its branches sharing the rest."""
+    families = []
+    first = min(cfg.split_fractions)
+    for j, budget in enumerate(cfg.budgets):
+        for i, fraction in sorted(enumerate(cfg.split_fractions), key=lambda item: item[1]):
+            where = f"split_fractions[{i}] x budgets[{j}]"
+            tokens = fraction * budget
+            whole = round(tokens)
+            if abs(tokens - whole) > 1e-9 * budget:
+                raise ConfigError(f"{where}: {tokens:g} tokens is not a whole number of tokens")
+            step = steps_of(whole, tokens_per_step, where) if whole else 0
+            rest = budget - step * tokens_per_step
+            if rest % k:
+                raise ConfigError(f"budgets[{j}]: the {rest} tokens after {where} do not divide "
+                                  f"into {k} branches")  # fmt: skip
+            name, branch_where = f"budget_{budget}/split_{step}", f"(budgets[{j}] - split) / k"
+            families.append(_Family(name, step, rest // k, f"{branch_where} at {where}",
+                                    fraction == first, {"budget": budget}))  # fmt: skip
+    return families
 
 
 def _continuation(
     ctx: _Context,
-    rung_name: str,
+    family: _Family,
+    split_tokens: int,
     rung: Rung,
     seed: int,
-    split: int,
-    parent: Path,
+    parent: Path | None,
     run_dir: Path,
     arm: Arm,
 ) -> Training:
-    """One run continued for D' tokens from the trunk checkpoint ``parent`` (at ``split``
-    trunk tokens): the specialist of cluster c (``run_dir`` cluster_c) or a standard arm."""
+    """One run of D' tokens after the trunk checkpoint ``parent`` (none: from scratch): the
+    specialist of cluster c (``run_dir`` cluster_c) or a standard arm."""
     cfg = ctx.cfg
-    own = derive_seed(seed, split, run_dir.name)
-    overrides = [*CONTINUATION_SCHEDULE, *cfg.overrides, *cfg.branches.overrides,
+    scope = family.name.rpartition("/")[0]  # the budget: its runs' seeds differ from others'
+    own = derive_seed(seed, split_tokens, f"{scope}/{run_dir.name}" if scope else run_dir.name)
+    schedule = CONTINUATION_SCHEDULE if parent is not None else SCRATCH_SCHEDULE
+    overrides = [*schedule, *cfg.overrides, *cfg.branches.overrides,
                  *rung.overrides, f"seed={own}", f"data.seed={own}"]  # fmt: skip
     probe = load_config(RunConfig, ctx.config, overrides, inputs=False)
     tokens_per_step = probe.train.global_batch * probe.model.seq_length
-    where = f"ladder.{rung_name}.branch_tokens" if rung.branch_tokens else "branches.tokens"
-    steps = steps_of(rung.branch_tokens or cfg.branches.tokens, tokens_per_step, where)
+    steps = steps_of(family.branch_tokens, tokens_per_step, family.where)
     if arm == "specialist":
         cluster = int(run_dir.name.removeprefix("cluster_"))
         made = branch_overrides(ctx.clusters, cluster, parent, run_dir, steps)
@@ -428,14 +608,21 @@ def _split_steps(cfg: ExperimentConfig, trunk_tokens: int, tokens_per_step: int)
 
 
 def _eval_argv(
-    ctx: _Context, parent: Path, branches: list[Training], standard: list[Training], out: Path
+    ctx: _Context,
+    parent: Path | None,
+    branches: list[Training],
+    standard: list[Training],
+    out: Path,
+    tags: dict[str, Any],
 ) -> list[str]:
     stage = ctx.cfg.eval
-    argv = ["--clusters", str(ctx.clusters), "--trunk", str(parent),
+    argv = ["--clusters", str(ctx.clusters), *(["--trunk", str(parent)] if parent else []),
             "--branches", *(str(t.marker) for t in branches), "--out", str(out),
             "--heldout-samples", str(stage.heldout_samples), "--top-k", str(stage.top_k),
             "--no-progress"]  # fmt: skip
     argv += ["--standard", *(str(t.marker) for t in standard)] if standard else []
+    argv += ["--facts", str(ctx.facts)] if ctx.facts is not None else []
+    argv += [arg for key, value in tags.items() for arg in ("--tag", f"{key}={value}")]
     argv += [arg for task in stage.tasks for arg in ("--task", task)]
     argv += ["--limit", str(stage.limit)] if stage.limit else []
     argv += ["--branch-history"] if stage.branch_history else []

@@ -17,17 +17,25 @@ import submitit
 
 @dataclass
 class SlurmConfig:
+    """One stage's Slurm job: what a site asks of every job, and ``extra`` for the rest."""
+
     cluster: Literal["auto", "slurm", "local"] = "auto"  # auto: slurm when the cluster answers
     folder: str = "runs/slurm/%j"  # submitit's logs and pickles (%j = job id)
     partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    reservation: str | None = None
+    constraint: str | None = None  # node features, e.g. "h100&ib"
+    exclusive: bool = False  # whole nodes
     nodes: int = 1
-    tasks_per_node: int = 1
+    tasks_per_node: int = 1  # one per GPU on GPU nodes
     cpus_per_task: int = 1
     gpus_per_node: int = 0
     mem_gb: int | None = None
     timeout_min: int = 60
     # Seconds before the time limit at which Slurm sends SIGUSR2: the run saves and exits.
     signal_delay_s: int = 120
+    max_requeues: int = 3  # after a time-out or preemption; then the job fails
     extra: dict[str, str] = field(default_factory=dict)  # more sbatch options
 
     def resolved_cluster(self) -> str:
@@ -42,7 +50,9 @@ class SlurmConfig:
         for jobs named ``name``; ``dependency`` is sbatch's (``afterok:ID:...``) and needs
         Slurm."""
         executor = submitit.AutoExecutor(
-            folder=self.folder, cluster=cluster or self.resolved_cluster()
+            folder=self.folder,
+            cluster=cluster or self.resolved_cluster(),
+            slurm_max_num_timeout=self.max_requeues,
         )
         params = dict(
             name=name,
@@ -57,9 +67,13 @@ class SlurmConfig:
             params["mem_gb"] = self.mem_gb
         if executor.cluster == "slurm":
             params["slurm_signal_delay_s"] = self.signal_delay_s
-            if self.partition:
-                params["slurm_partition"] = self.partition
-            extra = dict(self.extra) | ({"dependency": dependency} if dependency else {})
+            for key in ("partition", "account", "qos", "constraint"):
+                if getattr(self, key):
+                    params[f"slurm_{key}"] = getattr(self, key)
+            if self.exclusive:
+                params["slurm_exclusive"] = True
+            site = {"reservation": self.reservation} if self.reservation else {}
+            extra = site | dict(self.extra) | ({"dependency": dependency} if dependency else {})
             if extra:
                 params["slurm_additional_parameters"] = extra
         elif dependency:

@@ -1,178 +1,233 @@
-"""`msplit phonebook`: when to split, on facts: recall of book b against the split step.
+"""`msplit phonebook`: when to split, on facts: average fact accuracy against the split step.
 
-Two phonebooks (data_prep.phonebook) are two clusters of random facts, with a controlled
-overlap. For each total budget T (training steps) and each split fraction f, a trunk trains
-on the mixture of both books for s = f*T steps, then a branch continues on book b alone for
-the remaining T - s steps (f = 0: book b alone from scratch; f = 1: the mixture alone). The
-result is the share of book b's facts (and book a's) recalled exactly by greedy decoding,
-against f, one curve per budget: with a limited budget splitting early pays, with a
-sufficient one the split step matters less.
+Runs the experiment graph of configs/phonebook.yaml on this machine: two books of random
+facts with a controlled overlap are the corpus and its two clusters; each total budget T is
+spent as a trunk on both books for s tokens and two branches, one per book, of (T - s) / 2
+tokens each; each book is scored by its own specialist (exact greedy recall of every fact)
+and the two accuracies averaged; the baseline is the mixture alone for T tokens. Finished
+runs are skipped, so a rerun resumes. Ends with OUT/report.md, which states whether each of
+the method's findings holds, and OUT/recall.png (one panel per overlap).
 
-The trunk is one run of max(T) steps at a constant learning rate, keeping a checkpoint at
-every split step, so every (T, s) shares its first s steps. Every stage is skipped when its
-output is complete: a rerun resumes. Writes results.json and recall.png under --out.
+The report (``write_report``, the graph's report node) reads only the results table:
+``results/phonebook.csv`` has one row per (overlap, T, s, seed) with each book's accuracy
+under its specialist, their average and the baseline's.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
+import statistics
 import sys
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from megatron_split.config import load_config
+from laws.plots import human
 
-log = logging.getLogger("msplit.phonebook")
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-# Runs at a constant LR: a trunk checkpoint at step s is the same for every budget.
-RUN_OVERRIDES = [
-    "optim.schedule.kind=constant",
-    "optim.schedule.warmup_steps=10",
-    "train.eval_every=0",
-    "train.log_every=50",
-    "checkpoint.every=0",
-]
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="msplit phonebook",
-        description=__doc__.split("\n\n")[0],
-        epilog="Extra dotted.key=value arguments override the run config (configs/tiny.yaml).",
-    )
-    parser.add_argument("--out", default="runs/phonebook", help="where every stage writes")
-    parser.add_argument("--entries", type=int, default=100, help="facts per book")
-    parser.add_argument("--overlap", type=float, default=0.0, help="share of b also in a")
-    parser.add_argument("--repeats", type=int, default=8, help="documents per fact")
-    parser.add_argument(
-        "--budgets", type=_numbers(int), default=[250, 400], help="total steps, comma-separated"
-    )
-    parser.add_argument(
-        "--fractions", type=_numbers(float), default=[0.0, 0.25, 0.5, 0.75, 1.0],
-        help="split steps as fractions of each budget, comma-separated",
-    )  # fmt: skip
-    parser.add_argument("--config", default=str(REPO_CONFIGS / "tiny.yaml"), help="run config")
-    parser.add_argument("overrides", nargs="*", help="dotted.key=value for the run config")
-    return parser.parse_args(argv)
-
-
-def _numbers(kind: type):
-    def parse(text: str) -> list:
-        return [kind(x) for x in text.split(",") if x.strip()]
-
-    return parse
-
-
-def split_steps(budget: int, fractions: list[float]) -> list[int]:
-    return sorted({round(f * budget) for f in fractions})
+EXPERIMENT = Path(__file__).resolve().parent.parent / "configs" / "phonebook.yaml"
+BOOKS = ("a", "b")  # clusters by label, sorted: cluster 0 holds book a, cluster 1 book b
+COLUMNS = ("overlap", "budget", "split_tokens", "split_fraction", "seed", "recall_a", "recall_b",
+           "average", "baseline")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data_prep.phonebook import PhonebookConfig, write_phonebook
-    from eval.facts import fact_recall
-    from eval.lm import CheckpointLM
-    from megatron_split.branching import branch_overrides, trunk_overrides
-    from megatron_split.checkpoint import step_dir_name
-    from megatron_split.data.clusters import ClusterDataConfig
-    from megatron_split.train.config import RunConfig
-    from megatron_split.train.loop import Trainer
-    from megatron_split.train_cli import setup_logging
-    from slurm.executors import run_local
-    from slurm.experiment import DataStage
-    from slurm.graph import Graph
+    from slurm.cli import run_and_report
 
-    args = parse_args(argv)
-    setup_logging(rank=0)
-    out = Path(args.out)
-    data = out / "data"
-    books = [str(data / "book_a.jsonl"), str(data / "book_b.jsonl")]
-
-    if not (data / "facts.json").is_file():
-        write_phonebook(PhonebookConfig(str(data), args.entries, args.overlap, args.repeats))
-    # The books are the clusters: the data nodes of the experiment graph, clustered by label.
-    prepare = DataStage(inputs=books, vocab_size=512, label_key="book", by_label=True, k=2)
-    states = run_local(Graph(prepare.nodes(out), out))
-    if any(state.endswith("failed") for state in states.values()):
-        raise SystemExit(f"msplit phonebook: data preparation failed: {states}")
-    clusters_dir = out / "clusters"
-    clusters = ClusterDataConfig(str(clusters_dir)).build()
-    book_b = _cluster_of(clusters.manifest, "b")
-    facts = json.loads((data / "facts.json").read_text())["facts"]
-    facts_of = {book: [f for f in facts if book in f["books"]] for book in ("a", "b")}
-
-    def config(overrides: list[str]) -> RunConfig:
-        return load_config(RunConfig, args.config, [*RUN_OVERRIDES, *args.overrides, *overrides])
-
-    every_split = sorted({s for t in args.budgets for s in split_steps(t, args.fractions)} - {0})
-    trunk = config([*trunk_overrides(clusters_dir, out / "trunk"),
-                    f"train.steps={max(args.budgets)}",
-                    f"checkpoint.keep_steps={json.dumps(every_split)}"])  # fmt: skip
-    log.info("[trunk] %d steps on both books, kept at %s", trunk.train.steps, every_split)
-    Trainer(trunk).run()
-
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    for budget in args.budgets:
-        for split in split_steps(budget, args.fractions):
-            run = out / "runs" / f"T{budget}_s{split}"
-            if split == budget:  # no branch: the mixture alone
-                checkpoint = out / "trunk" / "checkpoints" / step_dir_name(split)
-            else:  # split == 0: no trunk, book b alone from scratch
-                parent = out / "trunk" / "checkpoints" / step_dir_name(split) if split else None
-                if parent is not None and not parent.is_dir():
-                    raise SystemExit(
-                        f"msplit phonebook: {parent} is missing: the trunk was trained for "
-                        f"other budgets or fractions; remove {out / 'trunk'} to retrain it"
-                    )
-                steps = budget - split
-                warmup = f"optim.schedule.warmup_steps={max(1, steps // 10)}"
-                overrides = [warmup, *branch_overrides(clusters_dir, book_b, parent, run, steps)]
-                log.info("[T=%d, split at %d] %d steps on book b", budget, split, budget - split)
-                Trainer(config(overrides)).run()
-                checkpoint = run
-            lm = CheckpointLM.load(checkpoint)
-            recall = {f"recall_{book}": fact_recall(lm, facts_of[book]) for book in ("a", "b")}
-            results.setdefault(str(budget), {})[str(split)] = recall
-            log.info("[T=%d, split at %d] %s", budget, split, recall)
-
-    (out / "results.json").write_text(json.dumps({"budgets": results}, indent=2) + "\n")
-    plot_recall(results, out / "recall.png")
-    print("\nrecall of book b's facts (book a's in brackets), by split step")
-    for budget, by_split in results.items():
-        cells = [f"s={s}: {r['recall_b']:.2f} ({r['recall_a']:.2f})" for s, r in by_split.items()]
-        print(f"T={budget:>5}  " + "  ".join(cells))
-    print(f"\nwritten: {out / 'results.json'}, {out / 'recall.png'}")
-    return 0
+    example = "'seeds=[1]' 'sweep={data.phonebook.overlap: [0.0]}' 'budgets=[983040]'"
+    return run_and_report(argv, "msplit phonebook", __doc__, EXPERIMENT, "runs/phonebook", example)
 
 
-def _cluster_of(manifest: dict, label: str) -> int:
-    for index, cluster in enumerate(manifest["clusters"]):
-        if label in cluster.get("labels", {}):
-            return index
-    raise ValueError(f"no cluster holds the documents labelled {label!r}")
+# ---- the table ---------------------------------------------------------------------------
+def recall_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (overlap, T, s, seed) from the experiment's results table: each book's
+    accuracy under its own specialist, their average, and the baseline's average (the
+    mixture alone for T tokens) at the same (overlap, T, seed)."""
+    specialist: dict[tuple, dict[int, float]] = defaultdict(dict)
+    baseline: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for r in rows:
+        if r.get("fact_recall") is None:
+            continue
+        key = (r.get("overlap", 0.0), r["budget"], r["seed"])
+        split = r["split_tokens"] or 0  # none: from scratch
+        if r["arm"] == "specialist" and r["model"] == f"branch_{r['cluster']}":
+            specialist[(*key, split)][r["cluster"]] = r["fact_recall"]
+        elif r["arm"] == "standard" and split == 0:
+            baseline[key][r["cluster"]] = r["fact_recall"]
+    table = []
+    for (overlap, budget, seed, split), books in sorted(specialist.items()):
+        base = baseline.get((overlap, budget, seed))
+        table.append({
+            "overlap": overlap, "budget": budget, "split_tokens": split,
+            "split_fraction": split / budget, "seed": seed,
+            "recall_a": books[0], "recall_b": books[1], "average": (books[0] + books[1]) / 2,
+            "baseline": sum(base.values()) / len(base) if base else None,
+        })  # fmt: skip
+    return table
 
 
-def plot_recall(results: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
+# ---- findings ----------------------------------------------------------------------------
+# A difference counts when it exceeds this (one fact in a hundred) and the seeds' spread of
+# both values compared.
+RESOLUTION = 0.01
+
+
+@dataclass
+class Curve:
+    """Average accuracy against the split step s for one (overlap, T), over seeds; its last
+    point, s = T, is no split (the mixture alone for T tokens) when the baseline ran."""
+
+    overlap: float
+    budget: int
+    fractions: list[float]  # s / T
+    mean: list[float]
+    spread: list[float]  # standard deviation over seeds (0 with one seed)
+    per_seed_at_zero: list[float]
+
+    @property
+    def sufficient(self) -> bool:
+        """The method's rule: splitting at step 0 recalls every fact (every seed)."""
+        return all(value == 1.0 for value in self.per_seed_at_zero)
+
+    def best(self, among: range | None = None) -> int:
+        """Index of the best split step (the earliest of equals)."""
+        return max(among or range(len(self.mean)), key=lambda i: (self.mean[i], -i))
+
+    def beats(self, i: int, j: int) -> float:
+        """How far point i is above point j beyond the noise (<= 0: not beyond it)."""
+        noise = max(self.spread[i], self.spread[j], RESOLUTION)
+        return self.mean[i] - self.mean[j] - noise
+
+    def at(self, i: int) -> str:
+        f = self.fractions[i]
+        where = "no split" if f == 1.0 else "s = 0" if f == 0 else f"s = {f:g} T"
+        return f"{where}: {self.mean[i]:.3f} ± {self.spread[i]:.3f}"
+
+
+def curves(table: list[dict[str, Any]]) -> list[Curve]:
+    groups: dict[tuple, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for row in table:
+        groups[(row["overlap"], row["budget"])][row["split_fraction"]].append(row)
+    made = []
+    for (overlap, budget), by_fraction in sorted(groups.items()):
+        fractions = sorted(by_fraction)
+        averages = [[r["average"] for r in by_fraction[f]] for f in fractions]
+        baselines = [r["baseline"] for r in by_fraction[fractions[0]] if r["baseline"] is not None]
+        if baselines:  # no split: the split step at the end of the budget
+            fractions, averages = [*fractions, 1.0], [*averages, baselines]
+        made.append(Curve(overlap, budget, fractions, [statistics.fmean(a) for a in averages],
+                          [_spread(a) for a in averages], averages[0]))  # fmt: skip
+    return made
+
+
+def _spread(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _holds(holds: bool) -> str:
+    return "**holds**" if holds else "**does not hold**"
+
+
+def findings(made: list[Curve]) -> list[str]:
+    """Whether each of the method's phonebook findings holds here, with its numbers."""
+    lines = []
+    for c in made:
+        last = len(c.mean) - 1
+        name = f"overlap {c.overlap:g}, T = {human(c.budget)}"
+        if c.sufficient:  # no split step beats splitting at 0 beyond the noise
+            best = c.best()
+            verdict = _holds(c.beats(best, 0) <= 0)
+            lines.append(f"- {name} (sufficient): splitting early is as good as any: {verdict} "
+                         f"({c.at(0)}; best {c.at(best)})")  # fmt: skip
+        else:  # the best interior step beats both ends beyond the noise
+            inner = c.best(range(1, last))
+            verdict = _holds(c.beats(inner, 0) > 0 and c.beats(inner, last) > 0)
+            lines.append(f"- {name} (limited): the best split step is interior: {verdict} (best "
+                         f"interior {c.at(inner)}; ends {c.at(0)}, {c.at(last)})")  # fmt: skip
+    for budget in sorted({c.budget for c in made}):
+        group = sorted((c for c in made if c.budget == budget), key=lambda c: c.overlap)
+        if len(group) < 2 or any(c.sufficient for c in group):
+            continue
+        # the best step never moves earlier, and at the largest overlap its best beats the
+        # smallest overlap's best step beyond the noise
+        best = [c.best() for c in group]
+        steps = [c.fractions[i] for c, i in zip(group, best, strict=True)]
+        last = group[-1]
+        before = last.fractions.index(steps[0])  # the smallest overlap's best step
+        moved = last.beats(best[-1], before) > 0
+        holds = all(b >= a for a, b in zip(steps, steps[1:], strict=False)) and moved
+        cells = "; ".join(
+            f"overlap {c.overlap:g}: best {c.at(i)}" for c, i in zip(group, best, strict=True)
+        )
+        lines.append(f"- T = {human(budget)} (limited at every overlap): more overlap moves the "
+                     f"best split later: {_holds(holds)} ({cells}; at overlap "
+                     f"{last.overlap:g}, {last.at(before)})")  # fmt: skip
+    return lines
+
+
+# ---- the plot ----------------------------------------------------------------------------
+def plot_recall(made: list[Curve], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for budget, by_split in results.items():
-        fraction = [int(s) / int(budget) for s in by_split]
-        line = ax.plot(fraction, [r["recall_b"] for r in by_split.values()], "o-",
-                       label=f"book b, T={budget}")  # fmt: skip
-        ax.plot(fraction, [r["recall_a"] for r in by_split.values()], "x--",
-                color=line[0].get_color(), alpha=0.5, label=f"book a, T={budget}")  # fmt: skip
-    ax.set_xlabel("split step / budget (0: book b only, 1: mixture only)")
-    ax.set_ylabel("facts recalled (exact, greedy)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8)
-    ax.set_title("Phonebook: recall against the split step")
+    overlaps = sorted({c.overlap for c in made})
+    fig, axes = plt.subplots(1, len(overlaps), figsize=(4.6 * len(overlaps), 3.9), squeeze=False)
+    for ax, overlap in zip(axes[0], overlaps, strict=True):
+        for curve in (c for c in made if c.overlap == overlap):
+            label = f"T = {human(curve.budget)} ({'sufficient' if curve.sufficient else 'limited'})"
+            low = [m - s for m, s in zip(curve.mean, curve.spread, strict=True)]
+            high = [m + s for m, s in zip(curve.mean, curve.spread, strict=True)]
+            line = ax.plot(curve.fractions, curve.mean, "o-", label=label)[0]
+            ax.fill_between(curve.fractions, low, high, color=line.get_color(), alpha=0.2)
+        ax.set(xlabel="split step s / T (1: no split, the mixture alone)",
+               ylabel="fact accuracy, average of the two books", xlim=(-0.04, 1.04),
+               ylim=(-0.02, 1.02), title=f"overlap {overlap:g}")  # fmt: skip
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("Phonebook (bands: ±1 sd over seeds)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
+
+
+# ---- the report --------------------------------------------------------------------------
+def write_report(root: Path) -> Path:
+    from megatron_split.checkpoint.checkpointer import write_atomic
+    from slurm.report import csv_text, read_table, wall_time
+
+    table = recall_rows(read_table(root / "results" / "results.parquet"))
+    write_atomic(root / "results" / "phonebook.csv", csv_text(table, COLUMNS))
+    made = curves(table)
+    seeds = sorted({r["seed"] for r in table})
+    image = plot_recall(made, root / "recall.png")
+    lines = ["# Phonebook: when to split", "",
+             "Two books of random facts (a share `overlap` of book b's facts also in book a). "
+             "A budget of T tokens is a trunk on both books for s tokens, then one branch per "
+             "book for (T - s) / 2 tokens; the accuracy is each book's facts recalled exactly "
+             "by its own specialist, averaged over the two books; no split is the mixture "
+             f"alone for T tokens. Mean ± standard deviation over {len(seeds)} seeds "
+             f"({', '.join(map(str, seeds))}). A budget is sufficient when splitting at step 0 "
+             "recalls every fact for every seed, limited otherwise.", "",
+             "## Findings", "",
+             f"A difference counts when it exceeds {RESOLUTION} (one fact in a hundred) and the "
+             "seeds' spread of both values compared; s = T is no split.", "", *findings(made),
+             "",
+             f"![average accuracy against the split step]({image.relative_to(root)})", "",
+             "## Average accuracy", "",
+             "| overlap | T | budget | " + " | ".join(
+                 "no split" if f == 1.0 else f"s = {f:g} T" for f in made[0].fractions) + " |",
+             "|---|---|---|" + "---|" * len(made[0].fractions)]  # fmt: skip
+    for c in made:
+        cells = [f"{m:.3f} ± {s:.3f}" for m, s in zip(c.mean, c.spread, strict=True)]
+        kind = "sufficient" if c.sufficient else "limited"
+        lines.append(f"| {c.overlap:g} | {human(c.budget)} | {kind} | " + " | ".join(cells) + " |")
+    lines += ["", "Every (overlap, T, s, seed), each book under its own specialist: "
+              "`results/phonebook.csv`; every model on every cluster: `results/results.csv`.",
+              "", *wall_time(root / "experiment.json")]  # fmt: skip
+    path = root / "report.md"
+    write_atomic(path, "\n".join(lines))
+    return path
 
 
 if __name__ == "__main__":

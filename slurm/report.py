@@ -36,29 +36,37 @@ from typing import Any
 from laws.plots import human
 
 COLUMNS = ("family", "run", "step", "model", "arm", "cluster", "split_tokens", "N", "N_total", "D",
-           "D_prime", "tokens_evaluated", "loss", "perplexity", "annealed")  # fmt: skip
+           "D_prime", "tokens_evaluated", "loss", "perplexity", "annealed",
+           "fact_recall")  # fmt: skip
 ARMS = ("trunk", "standard", "specialist", "standard_per_model")
 MRE_BAR = 0.02  # the mean relative error a law must reach on the held-out largest size
 
 
 # ---- the table ---------------------------------------------------------------------------
 def gather(root: Path, evals: list[Path]) -> list[dict[str, Any]]:
-    """One row per (run, cluster) of every evaluation: each model on each held-out set."""
+    """One row per (run, cluster) of every evaluation: each model on each held-out set, with
+    its fact recall where facts were evaluated, and its family's tags (seed, budget, ...)."""
     rows = []
     for directory in evals:
         family = str(directory.parent.relative_to(root))
-        for line in (directory / "results.jsonl").read_text().splitlines():
-            r = json.loads(line)
+        results = [
+            json.loads(line) for line in (directory / "results.jsonl").read_text().splitlines()
+        ]
+        recall = {(r["run"], r["cluster"]): r["value"] for r in results
+                  if r["eval"] == "facts" and r["metric"] == "recall"}  # fmt: skip
+        for r in results:
             if r["eval"] != "heldout" or r["metric"] != "loss":
                 continue
             checkpoint = Path(r["run"])
             rows.append({
-                "family": family, "run": str(checkpoint.parent.parent.relative_to(root)),
+                "family": family, **r.get("tags", {}),
+                "run": str(checkpoint.parent.parent.relative_to(root)),
                 "step": r["step"], "model": r["model"], "arm": r["arm"], "cluster": r["cluster"],
                 "split_tokens": r["split_tokens"] if r["arm"] != "trunk" else r["D"],
                 "N": r["N"], "N_total": r["N_total"], "D": r["D"], "D_prime": r["D_prime"],
                 "tokens_evaluated": r["tokens"], "loss": r["value"],
                 "perplexity": math.exp(r["value"]), "annealed": r["annealed"],
+                "fact_recall": recall.get((r["run"], r["cluster"])),
             })  # fmt: skip
     return rows
 
@@ -82,14 +90,15 @@ def write_table(root: Path, evals: list[Path], out: Path) -> list[dict[str, Any]
     rows = gather(root, evals)
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), out / "results.parquet")
-    write_atomic(out / "results.csv", _csv(rows, COLUMNS))
+    tags = [key for key in dict.fromkeys(key for row in rows for key in row) if key not in COLUMNS]
+    write_atomic(out / "results.csv", csv_text(rows, ("family", *tags, *COLUMNS[1:])))
     points = law_point_rows(root, evals)  # written last: its presence means the table is done
     columns = ("N", "D", "D_prime", "loss", "domain", "run", "arm")
-    write_atomic(out / "law_points.csv", _csv(points, columns))
+    write_atomic(out / "law_points.csv", csv_text(points, columns))
     return rows
 
 
-def _csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+def csv_text(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -116,10 +125,9 @@ def families(rows: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
         for r in members:  # a specialist stands for its own cluster only
             if r["arm"] != "specialist" or r["model"] == f"branch_{r['cluster']}":
                 per_arm[r["arm"]][r["cluster"]] = r["loss"]
-        trunk = next(r for r in members if r["arm"] == "trunk")
         specialist = next(r for r in members if r["arm"] == "specialist")
-        D, Dp = trunk["D"], specialist["D_prime"]
-        record = {"family": family, "N": trunk["N"], "N_total": trunk["N_total"], "D": D,
+        D, Dp = specialist["D"], specialist["D_prime"]  # the trunk tokens it continued
+        record = {"family": family, "N": specialist["N"], "N_total": specialist["N_total"], "D": D,
                   "D_prime": Dp, "compute": D + k * Dp,
                   "per_cluster": {arm: per_arm[arm] for arm in ARMS if arm in per_arm}}  # fmt: skip
         for arm, losses in record["per_cluster"].items():
@@ -372,9 +380,9 @@ def wall_time(state: Path) -> list[str]:
 
 
 # What a reader needs of an experiment, relative to its out directory.
-PUBLISHED = ("report.md", "report/*.png", "results/results.csv", "results/results.parquet",
-             "results/law_points.csv", "laws/fit.json", "laws/report/*",
-             "experiment.json")  # fmt: skip
+PUBLISHED = ("report.md", "report/*.png", "recall.png", "results/results.csv",
+             "results/results.parquet", "results/law_points.csv", "results/phonebook.csv",
+             "laws/fit.json", "laws/report/*", "experiment.json")  # fmt: skip
 
 
 def publish(root: Path, to: Path) -> list[Path]:
@@ -400,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     write = commands.add_parser("write", help="write OUT/report.md from the table (and law)")
     write.add_argument("--root", required=True, help="the experiment's out directory")
     write.add_argument("--k", type=int, required=True, help="clusters")
+    write.add_argument(
+        "--kind",
+        choices=["equal_compute", "phonebook"],
+        default="equal_compute",
+        help="split vs standard per family, or the phonebook's recall against the split step",
+    )
     published = commands.add_parser("publish", help="copy the report, tables and law elsewhere")
     published.add_argument("--root", required=True, help="the experiment's out directory")
     published.add_argument("--to", required=True, help="the folder to copy them to")
@@ -411,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "table":
         rows = write_table(root, [Path(e).resolve() for e in args.eval], Path(args.out))
         print(f"{len(rows)} rows: {Path(args.out) / 'results.csv'}")
+    elif args.kind == "phonebook":
+        from slurm.phonebook import write_report as write_phonebook_report
+
+        print(f"written: {write_phonebook_report(root)}")
     else:
         print(f"written: {write_report(root, args.k)}")
     return 0

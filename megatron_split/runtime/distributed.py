@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -38,14 +39,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _slurm_master_addr() -> str:
-    nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST", "")
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm node list ("gpu[07-08,11],cpu3" -> "gpu07"): the job's
+    first node, where every task meets rank 0. Other forms ("a[1-2]-b[1-3]") ask scontrol."""
+    simple = re.fullmatch(r"([^,\[\]]+)(?:\[([0-9,-]+)\])?(?:,.*)?", nodelist)
+    if simple:
+        prefix, ranges = simple.groups()
+        return prefix + (re.split("[,-]", ranges)[0] if ranges else "")
     try:
-        out = subprocess.run(
-            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
-        )
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist],
+                             capture_output=True, text=True, check=True, timeout=30)  # fmt: skip
         return out.stdout.split()[0]
-    except (OSError, subprocess.CalledProcessError, IndexError):
+    except (OSError, subprocess.SubprocessError, IndexError):
         return "127.0.0.1"
 
 
@@ -67,7 +72,8 @@ def detect_launch_env(environ: dict[str, str] | None = None) -> LaunchEnv:
             rank=int(env["SLURM_PROCID"]),
             world_size=int(env["SLURM_NTASKS"]),
             local_rank=int(env.get("SLURM_LOCALID", 0)),
-            master_addr=env.get("MASTER_ADDR") or _slurm_master_addr(),
+            master_addr=env.get("MASTER_ADDR")
+            or first_host(env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "")),
             # Every task of a job derives the same port from the job id.
             master_port=int(env.get("MASTER_PORT", 20000 + job_id % 20000)),
             launcher="slurm",

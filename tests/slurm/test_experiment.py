@@ -16,7 +16,7 @@ from megatron_split.optim.schedule import lr_at
 from megatron_split.train.config import RunConfig
 from slurm.cli import main as experiment_cli
 from slurm.cli import plan_table, status_table
-from slurm.executors import run_local, slurm_state, submit_slurm
+from slurm.executors import cancel_slurm, run_local, slurm_state, submit_slurm
 from slurm.experiment import ExperimentConfig, Rung, build_graph, derive_seed
 from slurm.launch import slurm_available
 
@@ -142,7 +142,8 @@ def test_every_run_has_its_own_seed_and_seeds_repeat_the_experiment(demo_family,
 @pytest.mark.parametrize(
     ("name", "nodes"),
     [("demo", 5 + 1 + 3 + 2), ("experiment_tiny", 1 + 2 * 3 + 2),
-     ("repro_small", 5 + 4 * (1 + 4 * 3) + 4), ("ladder_gpu", 4 * (1 + 3 * 3) + 4)],
+     ("repro_small", 5 + 4 * (1 + 4 * 3) + 4), ("ladder_gpu", 4 * (1 + 3 * 3) + 4),
+     ("phonebook", 3 * (5 + 3 * (1 + 2 * (4 * 2 + 1))) + 2)],
 )  # fmt: skip
 def test_shipped_experiments_plan(demo_family, tmp_path, name, nodes):
     overrides = [f"out={tmp_path}"]
@@ -313,18 +314,74 @@ def test_the_graph_submitted_to_slurm_runs_in_order_and_is_never_submitted_twice
 
 
 @pytest.mark.slurm
-def test_a_dry_run_writes_every_sbatch_script_and_submits_nothing(demo_family, tmp_path):
+def test_cancel_stops_a_node_and_every_node_after_it(demo_family, tmp_path):
+    if not slurm_available():
+        if os.environ.get("MSPLIT_REQUIRE_SLURM"):
+            pytest.fail("MSPLIT_REQUIRE_SLURM is set but no Slurm controller answers")
+        pytest.skip("no Slurm cluster (start one with slurm/local_cluster.sh start)")
+    graph = build_graph(experiment(demo_family, tmp_path))
+    ids = submit_slurm(graph)  # the families wait for the trunk: all still queued below
+    with pytest.raises(ConfigError, match=r"no nodes named \['split_7/eval'\]"):
+        cancel_slurm(graph, ["split_7/eval"])
+    cancelled = cancel_slurm(graph, ["split_6/branches"])
+    assert cancelled == {name: ids[name] for name in
+                         ("split_6/branches", "split_6/eval", "results", "report")}  # fmt: skip
+    assert not any(slurm_state(job_id) for job_id in cancelled.values())
+    assert slurm_state(ids["split_12/branches"])  # the other family is still queued
+    assert "cancelled" in status_table(graph).splitlines()[2]  # split_6/branches
+    rest = cancel_slurm(graph)  # everything else
+    assert "split_12/eval" in rest and not set(rest) & set(cancelled)
+    assert not any(slurm_state(job_id) for job_id in ids.values())
+    assert cancel_slurm(graph) == {}
+
+
+def dry_run(demo_family, tmp_path, *overrides: str):
+    """`msplit experiment submit --dry-run` of configs/experiment_tiny.yaml; its folder."""
     if shutil.which("srun") is None:
         pytest.skip("submitit writes sbatch scripts only where srun is installed")
     dry = tmp_path / "dry"
     argv = ["submit", "configs/experiment_tiny.yaml", f"out={tmp_path / 'exp'}",
-            f"clusters={demo_family / 'clusters'}", "--dry-run", str(dry)]  # fmt: skip
+            f"clusters={demo_family / 'clusters'}", *overrides, "--dry-run", str(dry)]  # fmt: skip
     assert experiment_cli(argv) == 0
+    return dry
+
+
+@pytest.mark.slurm
+def test_a_dry_run_writes_every_sbatch_script_and_submits_nothing(demo_family, tmp_path):
+    dry = dry_run(demo_family, tmp_path)
     graph = json.loads((dry / "graph.json").read_text())
     assert graph["split_100/eval"] == ["split_100/branches", "split_100/standard"]
     branches = (dry / "split_100.branches.sbatch").read_text()
     assert "#SBATCH --array=0-1%2" in branches  # the k = 2 branches, one array
     assert "--dependency='afterok:<trunk>'" in branches
+    assert "#SBATCH --kill-on-invalid-dep=yes" in branches  # a failed trunk cancels them
     assert "#SBATCH --job-name=msplit:split_100/branches" in branches
     assert len(list(dry.glob("*.sbatch"))) == len(graph)
     assert not (tmp_path / "exp" / "experiment.json").exists()  # nothing was submitted
+
+
+SITE = {"partition": "gpu", "account": "proj42", "qos": "high", "reservation": "maint",
+        "constraint": "h100", "exclusive": True, "nodes": 2, "tasks_per_node": 8,
+        "cpus_per_task": 12, "gpus_per_node": 8, "mem_gb": 512, "timeout_min": 90,
+        "signal_delay_s": 300, "max_requeues": 5, "extra": {"mail-type": "END"}}  # fmt: skip
+SITE_LINES = ["--partition=gpu", "--account=proj42", "--qos=high", "--reservation=maint",
+              "--constraint=h100", "--exclusive", "--nodes=2", "--ntasks-per-node=8",
+              "--cpus-per-task=12", "--gpus-per-node=8", "--mem=512GB", "--time=90",
+              "--signal=USR2@300", "--mail-type=END"]  # fmt: skip
+
+
+@pytest.mark.slurm
+def test_a_stages_slurm_fields_are_in_its_script_and_no_other(demo_family, tmp_path):
+    dry = dry_run(demo_family, tmp_path, f"trunk.slurm={json.dumps(SITE)}")
+    trunk, branches = (
+        (dry / "trunk.sbatch").read_text(),
+        (dry / "split_100.branches.sbatch").read_text(),
+    )
+    for line in SITE_LINES:
+        assert f"#SBATCH {line}\n" in trunk, line
+        assert f"#SBATCH {line}\n" not in branches, line
+    cfg = load_config(ExperimentConfig, "configs/experiment_tiny.yaml",
+                      [f"out={tmp_path}", f"clusters={demo_family / 'clusters'}",
+                       f"trunk.slurm={json.dumps(SITE)}"])  # fmt: skip
+    executor = cfg.trunk.slurm.executor(cluster="slurm")
+    assert executor._executor.max_num_timeout == 5  # requeues after time-out or preemption
