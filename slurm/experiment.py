@@ -384,7 +384,7 @@ def build_graph(cfg: ExperimentConfig) -> Graph:
     nodes: list[Node] = []
     evals: list[Node] = []
     ks = set()
-    for prefix, tags, experiment in sweep(cfg):
+    for prefix, tags, experiment in _sweep(cfg):
         ctx, data_nodes = _context(experiment, out, prefix, tags)
         nodes += data_nodes
         ks.add(ctx.k)
@@ -406,7 +406,7 @@ def build_graph(cfg: ExperimentConfig) -> Graph:
     return Graph(nodes + _summary_nodes(cfg, out, evals, ks.pop(), len(cfg.ladder) > 1), out)
 
 
-def sweep(cfg: ExperimentConfig) -> list[tuple[str, dict[str, Any], ExperimentConfig]]:
+def _sweep(cfg: ExperimentConfig) -> list[tuple[str, dict[str, Any], ExperimentConfig]]:
     """(directory, tags, experiment) of each combination of the sweep's values."""
     if not cfg.sweep:
         return [("", {}, cfg)]

@@ -25,7 +25,6 @@ from typing import Any
 from laws.plots import human
 
 EXPERIMENT = Path(__file__).resolve().parent.parent / "configs" / "phonebook.yaml"
-BOOKS = ("a", "b")  # clusters by label, sorted: cluster 0 holds book a, cluster 1 book b
 COLUMNS = ("overlap", "budget", "split_tokens", "split_fraction", "seed", "recall_a", "recall_b",
            "average", "baseline")  # fmt: skip
 
@@ -53,7 +52,7 @@ def recall_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             specialist[(*key, split)][r["cluster"]] = r["fact_recall"]
         elif r["arm"] == "standard" and split == 0:
             baseline[key][r["cluster"]] = r["fact_recall"]
-    table = []
+    table = []  # clustered by label, sorted: cluster 0 holds book a, cluster 1 book b
     for (overlap, budget, seed, split), books in sorted(specialist.items()):
         base = baseline.get((overlap, budget, seed))
         table.append({
