@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from data_prep.cluster_cli import add_commands as add_cluster_commands
 from data_prep.readers import BadInputError
@@ -155,14 +154,7 @@ def _run_tokenize(args: argparse.Namespace) -> int:
         max_doc_mb=args.max_doc_mb,
         progress=not args.no_progress,
     )
-    try:
-        tokenize(config)
-    except BadInputError as error:
-        parts = Path(f"{args.output_prefix}.parts")
-        written = len(list(parts.glob("*.done.json"))) if parts.is_dir() else 0
-        kept = (f"\n{written} partition(s) before it are kept in {parts}/: a rerun resumes "
-                f"from them (`rm -r {parts}` starts over)") if written else ""  # fmt: skip
-        raise BadInputError(error.record, kept) from None
+    tokenize(config)
     return 0
 
 

@@ -172,9 +172,10 @@ def open_binary(path: str) -> IO[bytes]:
 
 
 def check_text(
-    texts: Sequence[str], max_bytes: int, control_chars: str = "keep"
+    texts: Sequence[str], max_bytes: int, refuse_controls: bool = False
 ) -> tuple[str, str] | None:
-    """(reason, detail) if the texts of one record are unusable, else None."""
+    """(reason, detail) if the texts of one record are unusable, else None; with
+    ``refuse_controls`` (the texts hold control characters, policy "error") that too."""
     for text in texts:
         if not text or text.isspace():
             return EMPTY, "document is empty or only whitespace"
@@ -184,7 +185,7 @@ def check_text(
             if code == 0:
                 return NUL_CHAR, "NUL character (U+0000) in text"
             return INVALID_UTF8, f"lone UTF-16 surrogate U+{code:04X} in text"
-        if control_chars == "error" and (match := _CONTROL_CHAR.search(text)):
+        if refuse_controls and (match := _CONTROL_CHAR.search(text)):
             return CONTROL_CHARS, (
                 f"control character U+{ord(match.group()):04X} in text (--control-chars keep "
                 "or strip accepts it)"
@@ -211,7 +212,7 @@ def make_record(
     controls = any(_CONTROL_CHAR.search(text) for text in texts)
     if controls and config.control_chars == "strip":
         texts = [_CONTROL_CHAR.sub("", text) for text in texts]
-    problem = check_text(texts, config.max_doc_bytes, config.control_chars)
+    problem = check_text(texts, config.max_doc_bytes, controls and config.control_chars == "error")
     if problem:
         return BadRecord(source, line, *problem)
     doc_id = fields.get(config.id_key)

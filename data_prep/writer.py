@@ -175,7 +175,15 @@ class ShardWriter:
             _log(f"shards up to date: {', '.join(self.config.shard_prefixes())}")
             return current
         _remove_temp_files(self.parts_dir)
-        stats = self._run_jobs(jobs, plan)
+        try:
+            stats = self._run_jobs(jobs, plan)
+        except BadInputError as error:  # what finished is kept: say so, and how to start over
+            written = sum(job.marker.is_file() for job in jobs)
+            if not written:
+                raise
+            raise BadInputError(error.record, f"\n{written} partition(s) before it are kept in "
+                                f"{self.parts_dir}/: a rerun resumes from them (`rm -r "
+                                f"{self.parts_dir}` starts over)") from None  # fmt: skip
         manifests = self._merge(jobs, stats, plan, tokenizer, fingerprint)
         shutil.rmtree(self.parts_dir)
         _print_summary(manifests, time.perf_counter() - started)
