@@ -205,7 +205,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         record["heldout"] = heldout
         record.update({f"heldout_{k}": heldout[k] for k in ("r2", "mre", "max_err")})
     if rows:
-        record["selection"] = rows
+        record["selection"], record["chosen_on"] = rows, selection.chosen_on(rows)
     write_json(args.json, record)
     _print_fit(record)
     return 0
@@ -213,13 +213,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def _print_fit(record: dict[str, Any]) -> None:
     for row in record.get("selection", []):
-        h = row.get("heldout", {})
+        v, h = row.get("validation", {}), row.get("heldout", {})
         scores = (
-            f"held-out R^2 {h['r2']:.4f}  mre {h['mre']:.4f}  max err {h['max_err']:.4f}"
+            (f"validation mre {v['mre']:.4f}  " if v else "")
+            + f"held-out R^2 {h['r2']:.4f}  mre {h['mre']:.4f}  max err {h['max_err']:.4f}"
             if h
             else row.get("error", "in-sample only")
         )
-        print(f"  {row['form']:<20} {scores}")
+        print(f"  {row['form']:<22} {scores}")
+    if "chosen_on" in record:
+        print(f"chosen on: the {record['chosen_on']} split")
     print(f"form: {record['form']}   R^2 {record['r2']:.4f}   mre {record['mre']:.4g}")
     ci = record.get("ci", {})
     for name, value in record["params"].items():

@@ -200,3 +200,28 @@ def effective_data(N, D, Dp, E, A, alpha, B, beta, w, sigma, tau):
     saturation = tau * D / (tau * D + Dp)
     d_eff = D + w * Dp * readiness * saturation
     return E + A * N**-alpha + B * d_eff**-beta
+
+
+@register_form(
+    "kaplan_effective_data",
+    params=[
+        Param("E", 1e-2, 20.0, (0.5, 1.5, 3.0), log=True),
+        Param("Nc", 1e-3, 1e15, (1e2, 1e5, 1e8), log=True),
+        Param("alpha", 0.0, 3.0, (0.1, 0.3, 0.6)),
+        Param("Dc", 1e-3, 1e15, (1e3, 1e6, 1e9), log=True),
+        Param("beta", 0.0, 3.0, (0.1, 0.3, 0.6)),
+        Param("w", 1.0, 1e4, (4.0, 32.0, 256.0), log=True),
+        Param("sigma", 1e-2, 1e5, (1.0, 30.0, 1000.0), log=True),
+        Param("tau", 1e-3, 1e3, (0.03, 0.3, 3.0), log=True),
+    ],
+    description=(
+        "L = E + ((Nc/N)^(alpha/beta) + Dc/D_eff)^beta, D_eff as in effective_data: "
+        "Kaplan et al. 2020's joint form, where size and data do not add up (a bigger model "
+        "gains little until it has seen enough tokens), the regime of few tokens per parameter"
+    ),
+)
+def kaplan_effective_data(N, D, Dp, E, Nc, alpha, Dc, beta, w, sigma, tau):
+    readiness = D / (D + sigma * N)
+    saturation = tau * D / (tau * D + Dp)
+    d_eff = D + w * Dp * readiness * saturation
+    return E + ((Nc / N) ** (alpha / beta) + Dc / d_eff) ** beta

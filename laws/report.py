@@ -161,7 +161,18 @@ class Report:
             ["", "R^2", "mean rel. err", "max abs err", "max rel err"], score_rows
         )
         if record.get("selection"):
-            lines += ["## Form comparison (held-out extrapolation)", ""]
+            chosen_on = record.get("chosen_on", "heldout")
+            lines += [
+                "## Form comparison (extrapolation)",
+                "",
+                f"Chosen on the {chosen_on} split"
+                + (
+                    ": the held-out rows never chose the form."
+                    if chosen_on == "validation"
+                    else ": the held-out score of the chosen form is optimistic."
+                ),
+                "",
+            ]
             sel_rows = []
             for row in record["selection"]:
                 h = row.get("heldout", {})
@@ -170,6 +181,7 @@ class Report:
                         row["form"],
                         row["n_params"],
                         row.get("fit_r2"),
+                        row.get("validation", {}).get("mre"),
                         *(h.get(k) for k in _SCORES),
                         row.get("error", ""),
                     ]
@@ -179,6 +191,7 @@ class Report:
                     "form",
                     "params",
                     "fit R^2",
+                    "validation mean rel. err",
                     "held-out R^2",
                     "mean rel. err",
                     "max abs err",

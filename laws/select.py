@@ -1,4 +1,10 @@
-"""Model selection by held-out extrapolation: fit small, predict the largest, compare forms."""
+"""Model selection by extrapolation: fit small, predict larger, compare forms.
+
+Two splits of the same kind, nested: the held-out rows (the largest model, say) are
+predicted by a fit on the rest, and inside the rest a validation split (the next largest)
+is predicted by a fit on what remains. The form is chosen on the validation split, so the
+held-out score of the chosen form is an extrapolation it was never selected on; when the
+rest cannot be split again (two sizes only), the held-out split chooses, and says so."""
 
 from __future__ import annotations
 
@@ -35,9 +41,35 @@ def holdout_split(table: Table, how: str) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(~test), np.flatnonzero(test)
 
 
+def validation_split(table: Table, how: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Row indices (fit, validation) inside the held-out split's training rows, or None when
+    those rows leave too little to split again (a size law needs two sizes to fit)."""
+    train, _ = holdout_split(table, how)
+    inner = table.subset(train)
+    try:
+        fit, validation = holdout_split(inner, how)
+    except FitError:
+        return None
+    if how == "largest-N" and len(np.unique(inner.N[fit])) < 2:
+        return None
+    return train[fit], train[validation]
+
+
 def heldout_scores(table: Table, form: str, how: str, fit_config: FitConfig) -> dict[str, Any]:
-    train, test = holdout_split(table, how)
-    # Held-out scores need the point fit only: the bootstrap belongs to the final fit.
+    return _extrapolation(table, form, how, fit_config, *holdout_split(table, how))
+
+
+def validation_scores(
+    table: Table, form: str, how: str, fit_config: FitConfig
+) -> dict[str, Any] | None:
+    split = validation_split(table, how)
+    return None if split is None else _extrapolation(table, form, how, fit_config, *split)
+
+
+def _extrapolation(
+    table: Table, form: str, how: str, fit_config: FitConfig, train: np.ndarray, test: np.ndarray
+) -> dict[str, Any]:
+    # Extrapolation scores need the point fit only: the bootstrap belongs to the final fit.
     result = replace(fit_config, bootstrap=0).build(form).fit(table.subset(train))
     test_table = table.subset(test)
     return {
@@ -97,19 +129,30 @@ class Selector:
                 row.update({f"fit_{k}": v for k, v in full.in_sample.items()})
                 if self.config.holdout != "none":
                     row["heldout"] = heldout_scores(table, name, self.config.holdout, config)
+                    validation = validation_scores(table, name, self.config.holdout, config)
+                    if validation is not None:
+                        row["validation"] = validation
             except FitError as e:
                 row["error"] = str(e)
             rows.append(row)
         return rows
 
+    @staticmethod
+    def chosen_on(rows: list[dict[str, Any]]) -> str:
+        """The split whose scores choose: validation when every fitted form has one."""
+        fitted = [row for row in rows if "error" not in row]
+        if fitted and all("validation" in row for row in fitted):
+            return "validation"
+        return "heldout" if fitted and all("heldout" in row for row in fitted) else "fit"
+
     def pick(self, rows: list[dict[str, Any]]) -> str:
-        """Lowest held-out criterion (in-sample when there is no holdout)."""
-        key = self.config.criterion
+        """Lowest criterion on the validation split (else the held-out one, else in sample)."""
+        key, split = self.config.criterion, self.chosen_on(rows)
 
         def score(row: dict[str, Any]) -> float:
             if "error" in row:
                 return np.inf
-            value = row["heldout"][key] if "heldout" in row else row[f"fit_{key}"]
+            value = row[split][key] if split != "fit" else row[f"fit_{key}"]
             return value if np.isfinite(value) else np.inf
 
         best = min(rows, key=score)

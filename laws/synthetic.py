@@ -23,6 +23,10 @@ REFERENCE_PARAMS: dict[str, dict[str, float]] = {
         "E": 1.8, "A": 400.0, "alpha": 0.34, "B": 2000.0, "beta": 0.28,
         "w": 30.0, "sigma": 20.0, "tau": 0.5,
     },
+    "kaplan_effective_data": {  # Nc, alpha = alpha_N, Dc, beta = alpha_D of Kaplan et al.
+        "E": 1.8, "Nc": 8.8e13, "alpha": 0.076, "Dc": 5.4e13, "beta": 0.095,
+        "w": 30.0, "sigma": 20.0, "tau": 0.5,
+    },
 }  # fmt: skip
 
 

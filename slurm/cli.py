@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         write_sbatch_scripts,
     )
     from slurm.experiment import ExperimentConfig, build_graph
+    from slurm.status import status_table
 
     args = parse_args(argv)
     setup_logging(rank=0)
@@ -143,7 +144,7 @@ def plan_table(graph, tokens_per_s: float | None = None) -> str:
     """Every node with its tokens, FLOPs and kept checkpoints, and the totals per arm."""
     from laws.plots import human
 
-    width = _name_width(graph)
+    width = graph.name_width
     header = f"{'node':<{width}} {'tasks':>5} {'tokens':>9} {'FLOPs':>9} {'ckpts':>5} {'disk':>9}"
     lines = [header + (f" {'time':>8}" if tokens_per_s else ""), "-" * len(header)]
     per_arm: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
@@ -177,35 +178,6 @@ def plan_table(graph, tokens_per_s: float | None = None) -> str:
     )
     lines.append(f"checkpoints kept: {checkpoints}, about {_bytes(disk)}")
     return "\n".join(lines)
-
-
-def status_table(graph) -> str:
-    """One line per node: complete or not, its last state, job id, Slurm state, progress."""
-    from slurm.executors import StateFile, slurm_state
-    from slurm.graph import finished_step
-
-    known = StateFile(graph).nodes
-    width = _name_width(graph)
-    lines = [f"{'node':<{width}} {'done':<5} {'state':<18} {'job':<9} progress"]
-    for node in graph:
-        done = node.done
-        record = known.get(node.name, {})
-        job = record.get("job_id", "")
-        state = "complete" if done else record.get("state", "-")
-        if job and not done:
-            state = slurm_state(job) or state
-        if node.trainings:
-            progress = " ".join(f"{finished_step(t.marker)}/{t.steps}" for t in node.trainings)
-            progress += " steps"
-        else:
-            progress = "written" if done else record.get("error", "not written yet")
-        done_cell = "yes" if done else "no"
-        lines.append(f"{node.name:<{width}} {done_cell:<5} {state:<18} {job or '-':<9} {progress}")
-    return "\n".join(lines)
-
-
-def _name_width(graph) -> int:
-    return max(34, *(len(node.name) for node in graph))
 
 
 def _bytes(size: float) -> str:

@@ -123,11 +123,17 @@ def run_local(graph: Graph) -> dict[str, str]:
     return states
 
 
+def log_folder(graph: Graph, node: Node) -> Path:
+    """Where submitit writes a node's job logs (``%j``: the job id): under the experiment
+    unless its stage sets ``slurm.folder``."""
+    if node.slurm.folder == SlurmConfig().folder:
+        return graph.out / "jobs" / "%j"
+    return Path(node.slurm.folder)
+
+
 def _executor(graph: Graph, node: Node, after: list[str]) -> submitit.AutoExecutor:
-    """The node's Slurm executor, submitit's logs under the experiment unless set."""
-    slurm = node.slurm
-    if slurm.folder == SlurmConfig().folder:
-        slurm = replace(slurm, folder=str(graph.out / "jobs" / "%j"))
+    """The node's Slurm executor."""
+    slurm = replace(node.slurm, folder=str(log_folder(graph, node)))
     dependency = f"afterok:{':'.join(after)}" if after else None
     if dependency:  # a job whose dependency failed is cancelled, not left pending forever
         slurm = replace(slurm, extra={"kill-on-invalid-dep": "yes", **slurm.extra})
@@ -192,7 +198,8 @@ def cancel_slurm(graph: Graph, names: list[str] | None = None) -> dict[str, str]
             chosen.add(node.name)
     record = StateFile(graph)
     cancelled = {}
-    for node in graph:
+    # Dependents first: a node cancelled before them would have Slurm kill them unrecorded.
+    for node in reversed(graph.nodes):
         job = record.nodes.get(node.name, {}).get("job_id")
         if node.name in chosen and job and slurm_state(job):
             subprocess.run(["scancel", job], check=True, capture_output=True, timeout=30)

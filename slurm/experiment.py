@@ -363,18 +363,20 @@ class _Context:
     facts: Path | None  # recalled by every model (the phonebook's)
     tags: dict[str, Any]  # the experiment's place in its sweep
 
-    def training(self, overrides: list[str], arm: Arm, run_dir: Path) -> Training:
-        """A planned training run; its config is checked now, all but its inputs on disk."""
+    def training(self, overrides: list[str], arm: Arm, run_dir: Path, start: int = 0) -> Training:
+        """A planned training run, or its segment from step ``start`` to
+        ``train.stop_at_step``; its config is checked now, all but its inputs on disk."""
         run = load_config(RunConfig, self.config, overrides, inputs=False)
         model = (
             run.model if run.model.vocab_size else replace(run.model, vocab_size=self.vocab_size)
         )
-        tokens = run.train.steps * run.train.global_batch * run.model.seq_length
+        end = run.train.end_step
+        tokens = (end - start) * run.train.global_batch * run.model.seq_length
+        kept = [s for s in run.checkpoint.kept_steps(run.train.steps) if start < s <= end]
         return Training(
-            argv=[self.config, *overrides], marker=run_dir, steps=run.train.steps, arm=arm,
+            argv=[self.config, *overrides], marker=run_dir, steps=end, arm=arm,
             tokens=tokens, flops=tokens * model.flops_per_token(run.parallel.tensor),
-            checkpoints=len(run.checkpoint.kept_steps(run.train.steps)),
-            checkpoint_bytes=checkpoint_bytes(model),
+            checkpoints=len(kept), checkpoint_bytes=checkpoint_bytes(model),
         )  # fmt: skip
 
 
@@ -496,16 +498,12 @@ def _plan_trunk_and_splits(
         d_prime = rung.branch_tokens or cfg.branches.tokens
         families = [_Family(f"split_{step}", step, d_prime, where, i == 0, {})
                     for i, step in enumerate(split_steps)]  # fmt: skip
-    trunk_dir, nodes = out / "trunk", []
-    if trunk_steps:
-        trunk = ctx.training(
-            [*TRUNK_SCHEDULE, *trunk_user, f"seed={seed}",
-             f"data.seed={seed}", f"train.steps={trunk_steps}",
-             f"checkpoint.keep_steps={json.dumps(split_steps)}",
-             *trunk_overrides(ctx.clusters, trunk_dir)],
-            "trunk", trunk_dir,
-        )  # fmt: skip
-        nodes.append(Node(f"{at}trunk", [trunk], after, cfg.trunk.slurm))
+    trunk_dir = out / "trunk"
+    nodes = _trunk_segments(ctx, at, trunk_dir, trunk_steps, split_steps, [
+        *TRUNK_SCHEDULE, *trunk_user, f"seed={seed}", f"data.seed={seed}",
+        f"train.steps={trunk_steps}", f"checkpoint.keep_steps={json.dumps(split_steps)}",
+        *trunk_overrides(ctx.clusters, trunk_dir)], after)  # fmt: skip
+    segment_at = {int(node.trainings[0].steps): node.name for node in nodes}
     for family in families:
         parent = trunk_dir / "checkpoints" / f"step_{family.split:07d}" if family.split else None
         family_dir, name = out / family.name, f"{at}{family.name}"
@@ -517,7 +515,7 @@ def _plan_trunk_and_splits(
         planned = [_continuation(ctx, family, split_tokens, rung, seed, parent,
                                  family_dir / run, arm) for run, arm in runs]  # fmt: skip
         branches, standard = planned[: ctx.k], planned[ctx.k :]
-        needs = [f"{at}trunk"] if parent is not None else after
+        needs = [segment_at[family.split]] if parent is not None else after
         nodes.append(Node(f"{name}/branches", branches, needs, cfg.branches.slurm))
         eval_after = [f"{name}/branches"]
         if standard:
@@ -528,6 +526,34 @@ def _plan_trunk_and_splits(
                                                     family_dir / "eval", family_tags),
                              family_dir / "eval" / "results.jsonl")  # fmt: skip
         nodes.append(Node(f"{name}/eval", [evaluation], eval_after, cfg.eval.slurm))
+    return nodes
+
+
+def _trunk_segments(
+    ctx: _Context,
+    at: str,
+    trunk_dir: Path,
+    trunk_steps: int,
+    split_steps: list[int],
+    overrides: list[str],
+    after: list[str],
+) -> list[Node]:
+    """The trunk as a chain of segments, one job each, ending at its split points and at its
+    last step: the branches of a split point need only the segment that ends there, so they
+    train while the trunk goes on. One segment (``trunk``) when the trunk ends at its only
+    split point."""
+    if not trunk_steps:
+        return []
+    ends = sorted({*split_steps, trunk_steps})
+    if len(ends) == 1:
+        return [Node(f"{at}trunk", [ctx.training(overrides, "trunk", trunk_dir)], after,
+                     ctx.cfg.trunk.slurm)]  # fmt: skip
+    nodes, start = [], 0
+    for end in ends:
+        segment = ctx.training([*overrides, f"train.stop_at_step={end}"], "trunk", trunk_dir,
+                               start)  # fmt: skip
+        nodes.append(Node(f"{at}trunk/step_{end}", [segment], after, ctx.cfg.trunk.slurm))
+        after, start = [nodes[-1].name], end
     return nodes
 
 

@@ -122,5 +122,10 @@ class Graph:
         return next(node for node in self.nodes if node.name == name)
 
     @property
+    def name_width(self) -> int:
+        """A column wide enough for every node's name."""
+        return max(34, *(len(node.name) for node in self.nodes))
+
+    @property
     def state_file(self) -> Path:
         return self.out / "experiment.json"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# A real single-node Slurm (slurmctld + slurmd + munge) for tests and laptops, under one
-# throwaway root. No systemd or cgroups needed; everything runs as the current user (root).
+# A real single-node Slurm (slurmctld + slurmd + munge, with accounting: slurmdbd on a
+# MariaDB) for tests and laptops, under one throwaway root. No systemd or cgroups needed;
+# everything runs as the current user (root). Accounting is what `sacct` (job states, exit
+# codes, reasons, elapsed times) and submitit's job states read.
 #
 #   slurm/local_cluster.sh install   # apt packages (Debian), once per machine
 #   slurm/local_cluster.sh start     # writes slurm.conf, starts munged, slurmctld, slurmd
@@ -18,11 +20,11 @@ export SLURM_CONF="$conf"
 log() { printf 'local_cluster: %s\n' "$*" >&2; }
 
 install_packages() {
-    if command -v slurmctld >/dev/null && command -v munged >/dev/null; then return 0; fi
-    log "installing slurmctld slurmd slurm-client munge"
+    if command -v slurmctld slurmdbd mariadbd munged >/dev/null; then return 0; fi
+    log "installing slurmctld slurmd slurmdbd slurm-client munge mariadb-server"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        slurmctld slurmd slurm-client munge >/dev/null
+        slurmctld slurmd slurmdbd slurm-client munge mariadb-server >/dev/null
 }
 
 write_config() {
@@ -63,9 +65,64 @@ MinJobAge=300
 KillWait=5
 JobCompType=jobcomp/filetxt
 JobCompLoc=$root/log/jobcomp.txt
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=6819
+# slurmctld reaches slurmdbd through munge, and ignores AuthInfo for that connection.
+AccountingStoragePass=$root/run/munge.socket
 NodeName=${host} NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=${mem_mb} State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP
 CONF
+    cat >"$root/etc/slurmdbd.conf" <<CONF
+AuthType=auth/munge
+AuthInfo=socket=$root/run/munge.socket
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=6819
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=3307
+StorageUser=slurm
+StoragePass=msplit
+StorageLoc=slurm_acct_db
+LogFile=$root/log/slurmdbd.log
+PidFile=$root/run/slurmdbd.pid
+CONF
+    chmod 0600 "$root/etc/slurmdbd.conf"  # slurmdbd refuses a readable one
+}
+
+# MariaDB on 127.0.0.1:3307 with its data under the root, and the accounting database.
+start_database() {
+    mkdir -p "$root/mysql"
+    [[ -d "$root/mysql/mysql" ]] ||
+        mariadb-install-db --datadir="$root/mysql" --user=root --skip-test-db >/dev/null
+    if ! pgrep -f "mariadbd --datadir=$root/mysql" >/dev/null; then
+        mariadbd --datadir="$root/mysql" --socket="$root/run/mysql.sock" --port=3307 \
+            --bind-address=127.0.0.1 --pid-file="$root/run/mariadbd.pid" \
+            --log-error="$root/log/mariadbd.log" --user=root --skip-name-resolve \
+            2>>"$root/log/mariadbd.log" &
+        disown
+    fi
+    for _ in $(seq 1 60); do
+        mariadb --socket="$root/run/mysql.sock" -uroot -e "SELECT 1" >/dev/null 2>&1 && break
+        sleep 0.25
+    done
+    mariadb --socket="$root/run/mysql.sock" -uroot -e "
+        CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+        CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'msplit';
+        GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
+}
+
+start_accounting() {
+    start_database
+    pgrep -f "^slurmdbd" >/dev/null || slurmdbd
+    for _ in $(seq 1 60); do
+        sacctmgr -n list cluster >/dev/null 2>&1 && break
+        sleep 0.25
+    done
+    sacctmgr -n list cluster format=cluster | grep -qw msplit ||
+        sacctmgr -i add cluster msplit >/dev/null
 }
 
 start() {
@@ -76,10 +133,14 @@ start() {
             --pid-file="$root/run/munged.pid" --log-file="$root/log/munged.log" \
             --seed-file="$root/munge/munge.seed" --force
     fi
-    pgrep -f "slurmctld -f $conf" >/dev/null || slurmctld -f "$conf"
+    # -c: a controller started afresh forgets the jobs of an earlier cluster under this root.
+    start_accounting
+    pgrep -f "slurmctld -f $conf" >/dev/null || slurmctld -f "$conf" -c
     pgrep -f "slurmd -f $conf" >/dev/null || slurmd -f "$conf"
     for _ in $(seq 1 60); do
-        if scontrol ping >/dev/null 2>&1 && sinfo -h -o %T 2>/dev/null | grep -qx idle; then
+        # Up once the node answers, whether or not it already runs jobs.
+        if scontrol ping >/dev/null 2>&1 &&
+            sinfo -h -o %T 2>/dev/null | grep -Eqx 'idle|mixed|allocated'; then
             log "up: SLURM_CONF=$conf"
             return 0
         fi
@@ -93,7 +154,7 @@ start() {
 stop() {
     [[ -f "$conf" ]] || return 0
     scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
-    for pidfile in slurmd slurmctld munged; do
+    for pidfile in slurmd slurmctld slurmdbd mariadbd munged; do
         if [[ -f "$root/run/$pidfile.pid" ]]; then
             kill "$(cat "$root/run/$pidfile.pid")" 2>/dev/null || true
         fi

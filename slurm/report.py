@@ -247,16 +247,16 @@ def law_section(laws: Path, root: Path) -> list[str]:
                   f"max error {heldout['max_err']:.3f} nats: it {verdict} the "
                   f"{MRE_BAR:.0%} bar.", ""]  # fmt: skip
     if fit.get("selection"):
-        lines += ["| form | params | fit R^2 | held-out R^2 | held-out mean rel. err | max err |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += ["| form | params | fit R^2 | validation mean rel. err | held-out R^2 "
+                  "| held-out mean rel. err | max err |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
         for row in fit["selection"]:
-            h = row.get("heldout") or {}
-            cells = [f"{h[key]:.4g}" if key in h else "-" for key in ("r2", "mre", "max_err")]
+            v, h = row.get("validation") or {}, row.get("heldout") or {}
+            cells = [f"{v['mre']:.4g}" if v else "-"]
+            cells += [f"{h[key]:.4g}" if key in h else "-" for key in ("r2", "mre", "max_err")]
             lines.append(f"| {row['form']} | {row['n_params']} | {row.get('fit_r2', 0):.4g} | "
                          + " | ".join(cells) + " |")  # fmt: skip
-        lines += ["", f"{fit['form']} won: the lowest held-out mean relative error of the "
-                  "forms compared (the criterion is extrapolation to the held-out size, not "
-                  "the in-sample fit).", ""]  # fmt: skip
+        lines += ["", _why_chosen(fit), ""]
     lines += [f"![predicted vs observed]({images}/predicted_vs_observed.png)", ""]
     if curves_path.is_file():
         lines += allocation_findings(json.loads(curves_path.read_text()), images)
@@ -264,15 +264,15 @@ def law_section(laws: Path, root: Path) -> list[str]:
 
 
 def trend(values: list[float], tolerance: float) -> str:
-    """How a curve moves along its x: falls, rises, stays (within ``tolerance``) or not
-    monotonically."""
-    steps = [b - a for a, b in zip(values, values[1:], strict=False)]
+    """How a curve moves along its x: stays (its range within ``tolerance``), falls or rises
+    from its first value to its last (no step back by more than ``tolerance``), or is not
+    monotonic."""
     if max(values) - min(values) <= tolerance:
         return "stays"
-    if all(d <= tolerance for d in steps):
-        return "falls"
-    if all(d >= -tolerance for d in steps):
-        return "rises"
+    direction = 1.0 if values[-1] > values[0] else -1.0
+    steps = [direction * (b - a) for a, b in zip(values, values[1:], strict=False)]
+    if all(step >= -tolerance for step in steps):
+        return "rises" if direction > 0 else "falls"
     return "is not monotonic"
 
 
@@ -436,3 +436,33 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+VALIDATION_SPLITS = {
+    "largest-N": "the largest size among those the held-out fit is fitted on, predicted from "
+    "the smaller ones",
+    "largest-D": "the longest budgets among the rows the held-out fit is fitted on, predicted "
+    "from the shorter ones",
+}
+
+
+def _why_chosen(fit: dict[str, Any]) -> str:
+    """Which split chose the form, and what that makes of its held-out score."""
+    if fit.get("chosen_on") != "validation":
+        return (f"{fit['form']} won: the lowest held-out mean relative error of the forms "
+                "compared (too few sizes for a validation split: the held-out score chose the "
+                "form, and so is optimistic).")  # fmt: skip
+    rows = [row for row in fit["selection"] if "heldout" in row]
+    validation = next(row["validation"] for row in rows if row["form"] == fit["form"])
+    text = (f"{fit['form']} won: the lowest mean relative error on the validation split "
+            f"({VALIDATION_SPLITS[validation['split']]}, {validation['n_test']} points). The "
+            "held-out rows never chose the form: its score above is an extrapolation it was "
+            "not selected on.")  # fmt: skip
+    best = min(rows, key=lambda row: row["heldout"]["mre"])
+    if best["form"] != fit["form"]:
+        rank = sorted(rows, key=lambda row: row["validation"]["mre"]).index(best) + 1
+        text += (f" {best['form']} predicts the held-out rows best "
+                 f"({best['heldout']['mre']:.2%}) but ranks {rank} of {len(rows)} on the "
+                 "validation split: to pick it for that would be to choose on the test "
+                 "set.")  # fmt: skip
+    return text

@@ -26,6 +26,10 @@ class ParallelConfig:
 @dataclass
 class LoopConfig:
     steps: int = 100
+    # End this invocation after this step, one segment of the run (a trunk that stops at
+    # each split point): the LR schedule and data order stay those of ``steps``, the
+    # checkpoint at the stop is saved, and the next invocation resumes from it.
+    stop_at_step: int | None = None
     global_batch: int = 16  # sequences per optimizer step, over all data-parallel ranks
     micro_batch: int = 4  # sequences per forward/backward on one rank
     log_every: int = 10
@@ -36,9 +40,19 @@ class LoopConfig:
     tensorboard: bool = True
     progress: bool = True
 
+    @property
+    def end_step(self) -> int:
+        """The step this invocation trains to."""
+        return self.stop_at_step or self.steps
+
     def validate(self) -> None:
         if self.steps < 1:
             raise ConfigError(f"train.steps must be >= 1, got {self.steps}")
+        if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.steps:
+            raise ConfigError(
+                f"train.stop_at_step must be in 1..train.steps={self.steps}, "
+                f"got {self.stop_at_step}"
+            )
         if self.micro_batch < 1 or self.global_batch < 1:
             raise ConfigError("train.global_batch and train.micro_batch must be >= 1")
         if self.log_every < 1:

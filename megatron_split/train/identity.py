@@ -25,6 +25,7 @@ OPERATIONAL = frozenset(
         "parallel",
         "init",
         "checkpoint",
+        "train.stop_at_step",  # a segment of the run: where this invocation ends
         "train.log_every",
         "train.progress",
         "train.tensorboard",

@@ -308,7 +308,7 @@ class Trainer:
         if valid_data is not None and loop.eval_at_start and state.step == 0:
             metrics.write({"step": 0, "val_loss": evaluate()})
         try:
-            while state.step < loop.steps:
+            while state.step < loop.end_step:
                 lr = cfg.optim.apply(optimizer, state.step, loop.steps)
                 ddp.zero_grad_buffer()
                 optimizer.zero_grad()
@@ -321,7 +321,7 @@ class Trainer:
                 metrics.advance({"loss": f"{loss:.4f}", "lr": f"{lr:.2e}"})
 
                 last = state.step == loop.steps
-                if state.step % loop.log_every == 0 or last:
+                if state.step % loop.log_every == 0 or state.step == loop.end_step:
                     elapsed = time.perf_counter() - window_start
                     tokens_per_s = window_tokens / max(elapsed, 1e-9)
                     record = {
@@ -353,7 +353,9 @@ class Trainer:
                 if preemption.agreed():
                     status = "preempted"
                     break
-            if last_saved != state.step and (status == "preempted" or cfg.checkpoint.save_at_end):
+            # A preempted run and a finished segment are resumed from the step they stop at.
+            stopped = status == "preempted" or state.step < loop.steps
+            if last_saved != state.step and (stopped or cfg.checkpoint.save_at_end):
                 save()
         finally:
             preemption.restore()

@@ -9,7 +9,9 @@ N = np.array([1e8, 1e9])
 D = np.array([2e9, 2e10])
 
 
-@pytest.mark.parametrize("name", ["chinchilla_total", "liew_kato_n", "effective_data"])
+@pytest.mark.parametrize(
+    "name", ["chinchilla_total", "liew_kato_n", "effective_data", "kaplan_effective_data"]
+)
 def test_builtin_forms_are_finite_at_zero_specialisation_and_have_a_1000_point_grid(name):
     form = get_form(name)
     loss = form(N, D, 0.0, **TRUE[name])
@@ -28,6 +30,19 @@ def test_forms_reduce_to_pretraining_only_chinchilla_at_zero_d_prime():
     eff = TRUE["effective_data"]
     eff_expected = eff["E"] + eff["A"] / N ** eff["alpha"] + eff["B"] / D ** eff["beta"]
     np.testing.assert_allclose(get_form("effective_data")(N, D, 0.0, **eff), eff_expected)
+
+
+def test_kaplan_form_is_kaplans_law_and_size_pays_only_with_data():
+    form, p = get_form("kaplan_effective_data"), TRUE["kaplan_effective_data"]
+    kaplan = p["E"] + ((p["Nc"] / N) ** (p["alpha"] / p["beta"]) + p["Dc"] / D) ** p["beta"]
+    np.testing.assert_allclose(form(N, D, 0.0, **p), kaplan)  # eq. 1.5, plus E
+    # Unlike a sum of a size and a data term, ten times the parameters gains more with more
+    # data: at few tokens the data term dominates whatever the size.
+    gain = [form(1e8, d, 0.0, **p) - form(1e9, d, 0.0, **p) for d in (1e8, 1e10, 1e12)]
+    assert gain == sorted(gain) and gain[0] < gain[-1] / 2
+    chinchilla, q = get_form("chinchilla_total"), TRUE["chinchilla_total"]
+    additive = [chinchilla(1e8, d, 0.0, **q) - chinchilla(1e9, d, 0.0, **q) for d in (1e8, 1e12)]
+    assert additive[0] == pytest.approx(additive[1])
 
 
 def test_effective_data_worth_of_specialisation_tokens_saturates():

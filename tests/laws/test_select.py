@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from laws.fit import FitConfig, FitError
-from laws.select import SelectionConfig, holdout_split
+from laws.select import SelectionConfig, Selector, holdout_split, validation_split
 
 from .conftest import synthetic
 
@@ -19,15 +19,37 @@ def test_holdout_splits():
         holdout_split(one_size, "largest-N")
 
 
+def test_the_validation_split_is_the_holdout_split_inside_the_training_rows():
+    table = synthetic("chinchilla_total")
+    sizes = sorted(set(table.N))
+    fit, validation = validation_split(table, "largest-N")
+    assert set(table.N[validation]) == {sizes[-2]} and set(table.N[fit]) == set(sizes[:-2])
+    two_sizes = table.subset(np.flatnonzero(sizes[1] >= table.N))
+    assert validation_split(two_sizes, "largest-N") is None  # one size left: no size law
+
+
+def test_the_validation_split_chooses_and_the_heldout_one_only_scores():
+    rows = [{"form": "a", "heldout": {"mre": 0.01}, "validation": {"mre": 0.05}},
+            {"form": "b", "heldout": {"mre": 0.03}, "validation": {"mre": 0.02}}]  # fmt: skip
+    selector = SelectionConfig().build()
+    assert Selector.chosen_on(rows) == "validation" and selector.pick(rows) == "b"
+    for row in rows:
+        del row["validation"]
+    assert Selector.chosen_on(rows) == "heldout" and selector.pick(rows) == "a"
+
+
 def test_auto_selection_picks_the_generating_form_by_extrapolation():
     table = synthetic("effective_data", noise=0.002, seed=2)
     selector = SelectionConfig(fit=FitConfig(n_starts=6)).build()
     rows = selector.compare(table)
     assert [r["form"] for r in rows] == list(selector.forms())
+    sizes = sorted(set(table.N))
     for row in rows:
-        held = row["heldout"]
+        held, validation = row["heldout"], row["validation"]
         assert held["n_test"] == int(np.sum(table.N.max() <= table.N))
-        assert {"r2", "mre", "max_err", "max_rel_err"} <= set(held)
+        assert validation["n_test"] == int(np.sum(sizes[-2] == table.N))
+        assert {"r2", "mre", "max_err", "max_rel_err"} <= set(held) <= set(validation)
+    assert Selector.chosen_on(rows) == "validation"
     assert selector.pick(rows) == "effective_data"
     best = next(r for r in rows if r["form"] == "effective_data")["heldout"]
     assert best["r2"] > 0.99 and best["mre"] < 0.01

@@ -67,6 +67,19 @@ def test_kill_minus_9_then_resume_gives_identical_losses(shards, reference, tmp_
     assert metrics(tmp_path) == metrics(reference), f"killed at step {kill_at}"  # bitwise
 
 
+def test_a_run_trained_in_segments_equals_one_trained_at_once(shards, reference, tmp_path):
+    """A trunk that stops at each split point (``train.stop_at_step``), each segment resumed
+    by the next invocation, has the LR schedule, data order and losses of the whole run."""
+    overrides = tiny_overrides(tmp_path, shards, **{"train.steps": STEPS, "checkpoint.every": 4})
+    for stop in (3, 7, STEPS):
+        train([*overrides, f"train.stop_at_step={stop}"])
+        latest = read_meta(latest_checkpoint(tmp_path / "checkpoints"))
+        assert latest["step"] == stop  # saved at the stop, off the every-4 grid
+        assert latest["run"]["annealed"] == (stop == STEPS)
+    for key in ("loss", "lr"):
+        assert metrics(tmp_path, key) == metrics(reference, key)  # bitwise
+
+
 def test_sigterm_saves_at_a_step_boundary_and_exits_cleanly(shards, tmp_path):
     overrides = tiny_overrides(tmp_path, shards, **{"train.steps": 500})
     proc = start(overrides)

@@ -49,6 +49,7 @@ def test_yaml_string_floats_are_numbers(tmp_path, shards):
             "global_batch=10 is not divisible by train.micro_batch=4",
         ),
         (["optim.schedule.warmup_steps=500"], "warmup_steps=500 must be in [0, train.steps=100]"),
+        (["train.stop_at_step=101"], "train.stop_at_step must be in 1..train.steps=100"),
         (["noequals"], "expected dotted.key=value"),
     ],
 )

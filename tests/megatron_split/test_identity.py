@@ -24,7 +24,7 @@ def test_the_hash_covers_what_the_run_computes_and_nothing_else():
     base = config_hash(run())
     for operational in ("run_dir=elsewhere", "parallel.tensor=2", "train.log_every=1",
                         "train.micro_batch=2", "checkpoint.every=7", "model.attention=local",
-                        "init.checkpoint=/some/parent"):  # fmt: skip
+                        "init.checkpoint=/some/parent", "train.stop_at_step=5"):  # fmt: skip
         assert config_hash(run(operational)) == base, operational
     for semantic in ("optim.lr=1e-3", "train.steps=300", "seed=7", "model.hidden_size=128",
                      "data.cluster=1", "role.arm=trunk", "train.global_batch=32"):  # fmt: skip

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,10 +16,13 @@ from megatron_split.config import ConfigError, load_config
 from megatron_split.optim.schedule import lr_at
 from megatron_split.train.config import RunConfig
 from slurm.cli import main as experiment_cli
-from slurm.cli import plan_table, status_table
+from slurm.cli import plan_table
 from slurm.executors import cancel_slurm, run_local, slurm_state, submit_slurm
 from slurm.experiment import ExperimentConfig, Rung, build_graph, derive_seed
+from slurm.graph import Graph
 from slurm.launch import slurm_available
+from slurm.status import sacct_records, status_table
+from tests.megatron_split.runs import metrics
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +30,17 @@ TOKENS_PER_STEP = 8 * 64  # train.global_batch x model.seq_length below
 TINY = ["model.seq_length=64", "train.global_batch=8", "train.micro_batch=4",
         "train.log_every=1", "train.eval_batches=1", "train.progress=false",
         "train.tensorboard=false", "checkpoint.every=0"]  # fmt: skip
+
+
+def need_slurm(accounting: bool = False) -> None:
+    """Skip without a Slurm cluster (fail under MSPLIT_REQUIRE_SLURM, as in CI)."""
+    missing = ("no Slurm controller answers" if not slurm_available() else
+               "the cluster keeps no accounting (sacct)" if accounting and
+               sacct_records(["1"]) is None else "")  # fmt: skip
+    if missing and os.environ.get("MSPLIT_REQUIRE_SLURM"):
+        pytest.fail(f"MSPLIT_REQUIRE_SLURM is set but {missing}")
+    if missing:
+        pytest.skip(f"{missing} (start one with slurm/local_cluster.sh start)")
 
 
 def experiment(demo_family, out, *overrides: str) -> ExperimentConfig:
@@ -47,19 +62,26 @@ def resolved(task) -> RunConfig:
 def test_the_graph_of_one_experiment(demo_family, tmp_path):
     graph = build_graph(experiment(demo_family, tmp_path))
     assert [(node.name, node.after, len(node.tasks)) for node in graph] == [
-        ("trunk", [], 1),
-        ("split_6/branches", ["trunk"], 2),
-        ("split_6/standard", ["trunk"], 1),
+        ("trunk/step_6", [], 1),
+        ("trunk/step_12", ["trunk/step_6"], 1),
+        ("split_6/branches", ["trunk/step_6"], 2),
+        ("split_6/standard", ["trunk/step_6"], 1),
         ("split_6/eval", ["split_6/branches", "split_6/standard"], 1),
-        ("split_12/branches", ["trunk"], 2),
-        ("split_12/standard", ["trunk"], 1),
+        ("split_12/branches", ["trunk/step_12"], 2),
+        ("split_12/standard", ["trunk/step_12"], 1),
         ("split_12/eval", ["split_12/branches", "split_12/standard"], 1),
         ("results", ["split_6/eval", "split_12/eval"], 1),
         ("report", ["results"], 1),
     ]
-    trunk = resolved(graph["trunk"].tasks[0])
-    assert (trunk.train.steps, trunk.checkpoint.keep_steps) == (12, [6, 12])
-    assert trunk.optim.schedule.kind == "constant" and trunk.role.arm == "trunk"
+    # One trunk run in two segments, each ending at a split point: the first split point's
+    # family trains while the trunk goes on.
+    segments = [graph[f"trunk/step_{end}"].tasks[0] for end in (6, 12)]
+    for (start, end), task in zip([(0, 6), (6, 12)], segments, strict=True):
+        trunk = resolved(task)
+        assert (trunk.train.steps, trunk.train.stop_at_step) == (12, end)
+        assert trunk.checkpoint.keep_steps == [6, 12] and trunk.run_dir == str(tmp_path / "trunk")
+        assert trunk.optim.schedule.kind == "constant" and trunk.role.arm == "trunk"
+        assert (task.steps, task.tokens) == (end, (end - start) * TOKENS_PER_STEP)
     branch = resolved(graph["split_6/branches"].tasks[1])
     assert branch.init.checkpoint == str(tmp_path / "trunk" / "checkpoints" / "step_0000006")
     assert (branch.data.cluster, branch.role.arm, branch.role.cluster) == (1, "specialist", 1)
@@ -125,7 +147,8 @@ def test_budgets_are_tokens_in_whole_steps(demo_family, tmp_path):
 def test_every_run_has_its_own_seed_and_seeds_repeat_the_experiment(demo_family, tmp_path):
     graph = build_graph(experiment(demo_family, tmp_path, "seeds=[7,8]"))
     names = [node.name for node in graph]
-    assert names[:2] == ["seed_7/trunk", "seed_7/split_6/branches"] and "seed_8/trunk" in names
+    assert names[:3] == ["seed_7/trunk/step_6", "seed_7/trunk/step_12", "seed_7/split_6/branches"]
+    assert "seed_8/trunk/step_6" in names
     seeds = {}
     for node in graph:
         for task in node.trainings:
@@ -141,9 +164,10 @@ def test_every_run_has_its_own_seed_and_seeds_repeat_the_experiment(demo_family,
 
 @pytest.mark.parametrize(
     ("name", "nodes"),
-    [("demo", 5 + 1 + 3 + 2), ("experiment_tiny", 1 + 2 * 3 + 2),
-     ("repro_small", 5 + 4 * (1 + 4 * 3) + 4), ("ladder_gpu", 4 * (1 + 3 * 3) + 4),
-     ("phonebook", 3 * (5 + 3 * (1 + 2 * (4 * 2 + 1))) + 2)],
+    # data + trunk segments (one per split point) + 3 per split point + summary
+    [("demo", 5 + 1 + 3 + 2), ("experiment_tiny", 2 + 2 * 3 + 2),
+     ("repro_small", 5 + 4 * (4 + 4 * 3) + 4), ("ladder_gpu", 4 * (3 + 3 * 3) + 4),
+     ("phonebook", 3 * (5 + 3 * (5 + 2 * (4 * 2 + 1))) + 2)],
 )  # fmt: skip
 def test_shipped_experiments_plan(demo_family, tmp_path, name, nodes):
     overrides = [f"out={tmp_path}"]
@@ -167,7 +191,7 @@ def test_a_ladder_repeats_the_trunk_and_its_splits_per_rung_and_ends_with_the_la
     cfg.split_tokens, cfg.split_fractions = [], [1.0]
     graph = build_graph(cfg)
     assert [node.name for node in graph][-4:] == ["results", "laws/fit", "laws/report", "report"]
-    assert graph["h64/split_6/branches"].after == ["h64/trunk"]
+    assert graph["h64/split_6/branches"].after == ["h64/trunk"]  # one segment: the trunk
     assert graph["results"].after == ["h32/split_12/eval", "h64/split_6/eval"]
     assert resolved(graph["h32/trunk"].tasks[0]).model.hidden_size == 32
     assert all(resolved(t).model.hidden_size == 32 for t in graph["h32/split_12/branches"].tasks)
@@ -178,9 +202,9 @@ def test_a_ladder_repeats_the_trunk_and_its_splits_per_rung_and_ends_with_the_la
 
 def _final_losses(out) -> dict[str, float]:
     losses = {}
-    for metrics in sorted(out.rglob("metrics.jsonl")):
-        records = [json.loads(line) for line in metrics.read_text().splitlines()]
-        losses[str(metrics.parent.relative_to(out))] = [r["loss"] for r in records if "loss" in r]
+    for path in sorted(out.rglob("metrics.jsonl")):
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        losses[str(path.parent.relative_to(out))] = [r["loss"] for r in records if "loss" in r]
     return losses
 
 
@@ -226,7 +250,7 @@ def test_the_graph_runs_here_from_trunk_to_law_and_resumes_after_a_kill(demo_fam
     rerun = subprocess.run(_cli(_ladder(demo_family, killed)), capture_output=True, text=True,
                            timeout=900)  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr[-4000:]
-    assert "h32/trunk: running" not in rerun.stderr  # complete nodes are not run again
+    assert "h32/trunk/step_4: running" not in rerun.stderr  # complete nodes are not run again
     assert "resumed from" in rerun.stderr
     assert _final_losses(killed) == _final_losses(reference)  # bit for bit
 
@@ -234,14 +258,20 @@ def test_the_graph_runs_here_from_trunk_to_law_and_resumes_after_a_kill(demo_fam
                       _ladder(demo_family, reference)[4:])  # fmt: skip
     graph = build_graph(cfg)
     assert all(node.done for node in graph)
-    # What the plan says each run trains is what it logged, and what it keeps is on disk.
+    # What the plan says each run trains is what it logged, and what it keeps is on disk
+    # (a trunk's segments together are one run).
+    runs: dict[Path, list] = {}
     for node in graph:
         for task in node.trainings:
-            last = [json.loads(x) for x in (task.marker / "metrics.jsonl").read_text().splitlines()
-                    if '"tokens"' in x][-1]  # fmt: skip
-            assert (last["tokens"], last["flops"]) == (task.tokens, pytest.approx(task.flops))
-            kept = [p for p in (task.marker / "checkpoints").glob("step_*")]
-            assert len(kept) == task.checkpoints, task.marker
+            runs.setdefault(task.marker, []).append(task)
+    assert len(runs[reference / "h64" / "trunk"]) == 2
+    for run_dir, tasks in runs.items():
+        last = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()
+                if '"tokens"' in x][-1]  # fmt: skip
+        assert last["tokens"] == sum(task.tokens for task in tasks)
+        assert last["flops"] == pytest.approx(sum(task.flops for task in tasks))
+        kept = [p for p in (run_dir / "checkpoints").glob("step_*")]
+        assert len(kept) == sum(task.checkpoints for task in tasks), run_dir
     # The standard arm: k D' tokens in k times the steps, with a branch's LR at every
     # point of equal compute (its step 2t, each branch's step t).
     family = reference / "h64" / "split_4"
@@ -288,10 +318,7 @@ def test_a_complete_run_planned_with_another_config_is_refused(demo_family, tmp_
 def test_the_graph_submitted_to_slurm_runs_in_order_and_is_never_submitted_twice(
     demo_family, tmp_path
 ):
-    if not slurm_available():
-        if os.environ.get("MSPLIT_REQUIRE_SLURM"):
-            pytest.fail("MSPLIT_REQUIRE_SLURM is set but no Slurm controller answers")
-        pytest.skip("no Slurm cluster (start one with slurm/local_cluster.sh start)")
+    need_slurm()
     graph = build_graph(experiment(demo_family, tmp_path))
     ids = submit_slurm(graph)
     assert list(ids) == [node.name for node in graph]
@@ -311,14 +338,74 @@ def test_the_graph_submitted_to_slurm_runs_in_order_and_is_never_submitted_twice
     assert (tmp_path / "trunk" / "checkpoints" / "step_0000006").is_dir()
     assert all(node.done for node in graph) and (tmp_path / "report.md").is_file()
     assert submit_slurm(graph) == {}  # complete: nothing to submit
+    if sacct_records(["1"]) is not None:  # with accounting: what each job did
+        rows = _status_rows(graph)
+        for node in graph:
+            state, exit_code = rows[node.name].split()[2], rows[node.name].split()[4]
+            assert (state, exit_code) == ("COMPLETED", "0:0"), rows[node.name]
+        assert "8/8 steps, last loss " in rows["split_6/standard"]
+
+
+def _status_rows(graph) -> dict[str, str]:
+    return {line.split()[0]: line for line in status_table(graph).splitlines()[1:] if line}
+
+
+@pytest.mark.slurm
+def test_a_preempted_array_task_resumes_under_its_own_index_as_if_never_stopped(
+    demo_family, tmp_path
+):
+    need_slurm()
+    full = build_graph(experiment(demo_family, tmp_path, f"trunk.tokens={6 * TOKENS_PER_STEP}",
+                                  f"split_tokens=[{6 * TOKENS_PER_STEP}]",
+                                  f"branches.tokens={60 * TOKENS_PER_STEP}"))  # fmt: skip
+    graph = Graph([full["trunk"], full["split_6/branches"]], full.out)  # the two branches only
+    ids = submit_slurm(graph)
+    branch = graph["split_6/branches"].tasks[1]
+    deadline = time.monotonic() + 300
+    while not (branch.marker / "metrics.jsonl").is_file() or max(metrics(branch.marker),
+                                                                 default=0) < 10:  # fmt: skip
+        assert time.monotonic() < deadline, "branch 1 did not reach step 10"
+        time.sleep(0.1)
+    task = f"{ids['split_6/branches']}_1"  # SIGUSR2, as before a time limit or preemption
+    subprocess.run(["scancel", "--signal=USR2", task], check=True)
+    while any(slurm_state(job_id) for job_id in ids.values()):
+        assert time.monotonic() < deadline, "the requeued branch did not finish"
+        time.sleep(1)
+    saved = sorted(p.name for p in (branch.marker / "checkpoints").glob("step_*"))
+    assert len(saved) == 2 and saved[-1] == "step_0000060", saved  # preemption + final
+    # the same run, never stopped, in a directory of its own
+    reference = tmp_path / "reference"
+    done = subprocess.run([sys.executable, "-m", "megatron_split.train_cli", *branch.argv,
+                           f"run_dir={reference}"], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert metrics(branch.marker) == metrics(reference)  # bit for bit
+    assert metrics(graph["split_6/branches"].tasks[0].marker)  # its sibling was not disturbed
+
+
+@pytest.mark.slurm
+def test_status_names_a_failed_job_its_log_and_every_node_it_stops(demo_family, tmp_path):
+    need_slurm(accounting=True)
+    graph = build_graph(experiment(demo_family, tmp_path))
+    (tmp_path / "trunk").write_text("a file where the trunk's run directory goes\n")
+    ids = submit_slurm(graph)
+    deadline = time.monotonic() + 120
+    while "never runs" not in _status_rows(graph)["report"]:
+        assert time.monotonic() < deadline, status_table(graph)
+        time.sleep(1)
+    rows = _status_rows(graph)
+    first = rows["trunk/step_6"]
+    assert first.split()[2:5] == ["FAILED", ids["trunk/step_6"], "1:0"], first
+    log = Path(first.split("): ", 1)[1])
+    assert log.is_file() and "trunk" in log.read_text()  # the job's own traceback
+    for name in ("trunk/step_12", "split_6/branches", "split_12/eval", "report"):
+        assert rows[name].split()[2] == "CANCELLED", rows[name]
+        assert rows[name].endswith("<- never runs: trunk/step_6 failed"), rows[name]
 
 
 @pytest.mark.slurm
 def test_cancel_stops_a_node_and_every_node_after_it(demo_family, tmp_path):
-    if not slurm_available():
-        if os.environ.get("MSPLIT_REQUIRE_SLURM"):
-            pytest.fail("MSPLIT_REQUIRE_SLURM is set but no Slurm controller answers")
-        pytest.skip("no Slurm cluster (start one with slurm/local_cluster.sh start)")
+    need_slurm()
     graph = build_graph(experiment(demo_family, tmp_path))
     ids = submit_slurm(graph)  # the families wait for the trunk: all still queued below
     with pytest.raises(ConfigError, match=r"no nodes named \['split_7/eval'\]"):
@@ -328,10 +415,14 @@ def test_cancel_stops_a_node_and_every_node_after_it(demo_family, tmp_path):
                          ("split_6/branches", "split_6/eval", "results", "report")}  # fmt: skip
     assert not any(slurm_state(job_id) for job_id in cancelled.values())
     assert slurm_state(ids["split_12/branches"])  # the other family is still queued
-    assert "cancelled" in status_table(graph).splitlines()[2]  # split_6/branches
+    (line,) = [x for x in status_table(graph).splitlines() if x.startswith("split_6/branches")]
+    assert "cancelled" in line
     rest = cancel_slurm(graph)  # everything else
     assert "split_12/eval" in rest and not set(rest) & set(cancelled)
-    assert not any(slurm_state(job_id) for job_id in ids.values())
+    deadline = time.monotonic() + 60  # a running job leaves the queue once it has stopped
+    while any(slurm_state(job_id) for job_id in ids.values()):
+        assert time.monotonic() < deadline, {n: slurm_state(j) for n, j in ids.items()}
+        time.sleep(0.5)
     assert cancel_slurm(graph) == {}
 
 
@@ -353,7 +444,9 @@ def test_a_dry_run_writes_every_sbatch_script_and_submits_nothing(demo_family, t
     assert graph["split_100/eval"] == ["split_100/branches", "split_100/standard"]
     branches = (dry / "split_100.branches.sbatch").read_text()
     assert "#SBATCH --array=0-1%2" in branches  # the k = 2 branches, one array
-    assert "--dependency='afterok:<trunk>'" in branches
+    # after the trunk's segment that ends at step 100, which the next segment resumes
+    assert "--dependency='afterok:<trunk/step_100>'" in branches
+    assert "--dependency='afterok:<trunk/step_100>'" in (dry / "trunk.step_200.sbatch").read_text()
     assert "#SBATCH --kill-on-invalid-dep=yes" in branches  # a failed trunk cancels them
     assert "#SBATCH --job-name=msplit:split_100/branches" in branches
     assert len(list(dry.glob("*.sbatch"))) == len(graph)
@@ -374,7 +467,7 @@ SITE_LINES = ["--partition=gpu", "--account=proj42", "--qos=high", "--reservatio
 def test_a_stages_slurm_fields_are_in_its_script_and_no_other(demo_family, tmp_path):
     dry = dry_run(demo_family, tmp_path, f"trunk.slurm={json.dumps(SITE)}")
     trunk, branches = (
-        (dry / "trunk.sbatch").read_text(),
+        (dry / "trunk.step_100.sbatch").read_text(),
         (dry / "split_100.branches.sbatch").read_text(),
     )
     for line in SITE_LINES:

@@ -37,8 +37,8 @@ def test_each_budget_is_a_trunk_then_two_branches_sharing_what_is_left(tmp_path)
         assert data.argv[data.argv.index("--overlap") + 1] == str(overlap)
         for seed in (1, 2, 3):
             at = f"overlap_{overlap}/seed_{seed}"
-            trunk = resolved(graph[f"{at}/trunk"].tasks[0])
             splits = sorted({round(f * t) for t in budgets for f in cfg.split_fractions} - {0})
+            trunk = resolved(graph[f"{at}/trunk/step_{splits[-1]}"].tasks[0])
             assert trunk.train.steps == splits[-1] and trunk.checkpoint.keep_steps == splits
             assert trunk.optim.schedule.kind == "constant" and trunk.seed == seed
             assert trunk.data.clusters == str(tmp_path / f"overlap_{overlap}" / "clusters")
@@ -46,7 +46,11 @@ def test_each_budget_is_a_trunk_then_two_branches_sharing_what_is_left(tmp_path)
                 family = f"{at}/budget_{budget}"
                 for fraction in cfg.split_fractions:
                     split = round(fraction * steps)
-                    runs = [resolved(t) for t in graph[f"{family}/split_{split}/branches"].tasks]
+                    branches = graph[f"{family}/split_{split}/branches"]
+                    runs = [resolved(t) for t in branches.tasks]
+                    # after the trunk's segment that ends at the split, not the whole trunk
+                    assert branches.after == ([f"{at}/trunk/step_{split}"] if split else
+                                              [f"overlap_{overlap}/clusters"])  # fmt: skip
                     assert [r.train.steps for r in runs] == [(steps - split) // 2] * 2
                     assert sum(r.train.steps for r in runs) == steps - split
                     assert [(r.data.cluster, r.role.cluster) for r in runs] == [(0, 0), (1, 1)]
@@ -74,10 +78,10 @@ def test_each_budget_is_a_trunk_then_two_branches_sharing_what_is_left(tmp_path)
                 tags = [evaluation[i + 1] for i, arg in enumerate(evaluation) if arg == "--tag"]
                 assert tags == [f"overlap={overlap}", f"seed={seed}", f"budget={budget}"]
     for overlap in (0.0, 0.25, 0.5):  # two budgets' runs at one split step differ too
-        runs = [t for node in graph if node.name.startswith(f"overlap_{overlap}/")
+        runs = [resolved(t) for node in graph if node.name.startswith(f"overlap_{overlap}/")
                 for t in node.trainings]  # fmt: skip
-        seeds = [resolved(task).seed for task in runs]
-        assert len(set(seeds)) == len(seeds)  # and each overlap repeats them: paired seeds
+        seeds = {run.run_dir: run.seed for run in runs}  # a trunk's segments are one run
+        assert len(set(seeds.values())) == len(seeds)  # each overlap repeats them: paired
 
 
 def test_budgets_that_do_not_divide_are_refused_by_field(tmp_path):
