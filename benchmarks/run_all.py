@@ -16,7 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 # (script, result file, headline keys)
 BENCHMARKS = [
-    ("train_overhead.py", "train_overhead.json", ("overhead", "tokens_per_s")),
+    ("train_overhead.py", "train_overhead.json", ("ours", "ours_async_checkpoints")),
     ("prep_throughput.py", "prep_throughput.json", ("speedup_vs_baseline", "fraction_of_limit")),
     ("cluster_quality.py", "cluster_quality.json", ("nmi_minilm", "nmi_tfidf")),
     ("laws_fit.py", "laws_fit.json", ("fit_seconds_500pts", "recovered_max_rel_err")),

@@ -11,11 +11,15 @@ Layout of ``<run>/checkpoints``::
 A checkpoint is written under ``step_000100.tmp`` and renamed only after every rank has
 finished, ``meta.json`` is fsynced and ``latest`` is replaced atomically; so a directory
 without ``.tmp`` is always complete, and a crash mid-save leaves only a ``.tmp`` that the
-next save removes.
+next save removes. With ``checkpoint.async_save`` the model and optimizer are written by a
+background process (megatron.core's async ``dist_checkpointing``) while training goes on,
+and the rename and ``latest`` happen once every rank's write has finished: a kill during
+the write leaves the previous ``latest``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -50,6 +54,9 @@ class CheckpointConfig:
     allow_changes: bool = False
     # Steps always saved and never deleted: the split points that branches start from.
     keep_steps: list[int] = field(default_factory=list)
+    # Write in the background while the next steps train; one write at a time (a save
+    # waits for the previous one), and the end of the run waits for the last.
+    async_save: bool = False
 
     def validate(self) -> None:
         if self.every < 0:
@@ -163,8 +170,13 @@ def _restore_distributed_adam_steps(optimizer, loaded: dict[str, Any]) -> None:
 
 class Checkpointer:
     def __init__(self, cfg: CheckpointConfig, root: str | Path):
+        from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
         self.cfg = cfg
         self.root = Path(root)
+        # A process forked per save writes a copy-on-write snapshot of the tensors, so the
+        # training that goes on cannot change what it writes.
+        self.writes = AsyncCallsQueue(persistent=False) if cfg.async_save else None
 
     # ---- save ------------------------------------------------------------------------
     def save(
@@ -176,9 +188,12 @@ class Checkpointer:
         identity: dict[str, Any],
     ) -> Path:
         """Save a checkpoint of ``state``; ``identity`` (what the run is: arm, D, D', config
-        hash, code version) goes into its meta.json beside the config."""
+        hash, code version) goes into its meta.json beside the config. With async saves it
+        returns once the write has started; :meth:`wait` or a later :meth:`poll` publishes
+        it."""
         from megatron.core import dist_checkpointing
 
+        self.wait()  # one write at a time, published in order
         rank = dist.get_rank()
         final = self.root / step_dir_name(state.step)
         tmp = final.with_name(final.name + ".tmp")
@@ -193,22 +208,30 @@ class Checkpointer:
             "model": model_sd,
             "optimizer": optimizer.sharded_state_dict(model_sd, metadata=OPTIMIZER_METADATA),
         }
-        dist_checkpointing.save(sharded, str(tmp))
+        meta = {
+            "step": state.step,
+            "consumed_samples": state.consumed_samples,
+            "tokens": state.tokens,
+            "lineage": dict(state.lineage),
+            "run": identity,
+            "layout": _layout(),
+            "world_size": dist.get_world_size(),
+            "config": run_config,
+        }
+        request = dist_checkpointing.save(sharded, str(tmp), async_sharded_save=bool(self.writes))
         (tmp / "rng").mkdir(exist_ok=True)
         torch.save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
-        dist.barrier()
+        if self.writes is None:
+            self._publish(tmp, final, meta)
+        else:
+            request.add_finalize_fn(functools.partial(self._publish, tmp, final, meta))
+            self.writes.schedule_async_request(request)
+        return final
 
-        if rank == 0:
-            meta = {
-                "step": state.step,
-                "consumed_samples": state.consumed_samples,
-                "tokens": state.tokens,
-                "lineage": state.lineage,
-                "run": identity,
-                "layout": _layout(),
-                "world_size": dist.get_world_size(),
-                "config": run_config,
-            }
+    def _publish(self, tmp: Path, final: Path, meta: dict[str, Any]) -> None:
+        """On every rank, once every rank's write is done: rename, then flip ``latest``."""
+        dist.barrier()
+        if dist.get_rank() == 0:
             write_atomic(tmp / META, json.dumps(meta, indent=2))
             shutil.rmtree(final, ignore_errors=True)  # a re-save of the same step
             os.replace(tmp, final)
@@ -216,7 +239,17 @@ class Checkpointer:
             self._prune()
         dist.barrier()
         log.info("saved checkpoint %s", final)
-        return final
+
+    def poll(self) -> None:
+        """Publish a background write that has finished on every rank (all ranks call it,
+        at the same step)."""
+        if self.writes is not None and self.writes.get_num_unfinalized_calls():
+            self.writes.maybe_finalize_async_calls(blocking=False)
+
+    def wait(self) -> None:
+        """Finish and publish the background write, if any."""
+        if self.writes is not None and self.writes.get_num_unfinalized_calls():
+            self.writes.maybe_finalize_async_calls(blocking=True)
 
     def _prune(self) -> None:
         kept = {step_dir_name(step) for step in self.cfg.keep_steps}

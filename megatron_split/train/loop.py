@@ -346,6 +346,7 @@ class Trainer:
                 ):
                     metrics.write({"step": state.step, "val_loss": evaluate()})
                     window_start = time.perf_counter()  # tokens/s counts training time only
+                checkpointer.poll()  # publishes a background write once it has finished
                 if cfg.checkpoint.saves_at(state.step):
                     save()
                     last_saved = state.step
@@ -357,6 +358,7 @@ class Trainer:
             stopped = status == "preempted" or state.step < loop.steps
             if last_saved != state.step and (stopped or cfg.checkpoint.save_at_end):
                 save()
+            checkpointer.wait()  # nothing is left half-written when the run returns
         finally:
             preemption.restore()
             metrics.close()

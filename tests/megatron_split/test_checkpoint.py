@@ -55,16 +55,46 @@ def test_split_points_are_saved_and_never_pruned(shards, tmp_path):
     assert saved == ["step_0000003", "step_0000006", "step_0000012"]
 
 
-def test_kill_minus_9_then_resume_gives_identical_losses(shards, reference, tmp_path):
-    overrides = tiny_overrides(tmp_path, shards, **{"train.steps": STEPS, "checkpoint.every": 4})
-    kill_at = random.Random().randint(5, STEPS - 2)
+@pytest.mark.parametrize(
+    ("saves", "kill_between"),
+    [
+        ({"checkpoint.every": 4}, (5, STEPS - 2)),
+        # A background write at every step, each started when the previous one is published:
+        # a kill almost always lands during a write, early or late in the run.
+        ({"checkpoint.every": 1, "checkpoint.async_save": "true"}, (3, 6)),
+        ({"checkpoint.every": 1, "checkpoint.async_save": "true"}, (7, STEPS - 2)),
+    ],
+    ids=["sync", "async-early", "async-late"],
+)
+def test_kill_minus_9_then_resume_gives_identical_losses(
+    shards, reference, tmp_path, saves, kill_between
+):
+    overrides = tiny_overrides(tmp_path, shards, **{"train.steps": STEPS, **saves})
+    kill_at = random.Random().randint(*kill_between)
     proc = start(overrides)
     wait_for_step(tmp_path, kill_at, proc)
     kill_group(proc, signal.SIGKILL)
     proc.wait()
-    assert read_meta(latest_checkpoint(tmp_path / "checkpoints"))["step"] < STEPS
+    latest = latest_checkpoint(tmp_path / "checkpoints")  # complete, whatever was in flight
+    assert latest is not None and read_meta(latest)["step"] < STEPS
+    if "checkpoint.async_save" in saves:  # killed with a write in flight, training ahead of it
+        (in_flight,) = (tmp_path / "checkpoints").glob("step_*.tmp")
+        assert read_meta(latest)["step"] < int(in_flight.name[5:12]) <= kill_at
     train(overrides)  # resumes from the last checkpoint
     assert metrics(tmp_path) == metrics(reference), f"killed at step {kill_at}"  # bitwise
+
+
+def test_async_checkpoints_are_the_synchronous_ones(shards, reference, tmp_path):
+    overrides = {"train.steps": STEPS, "checkpoint.every": 4, "checkpoint.async_save": "true"}
+    train(tiny_overrides(tmp_path, shards, **overrides))
+    assert metrics(tmp_path) == metrics(reference)
+    ours, theirs = tmp_path / "checkpoints", reference / "checkpoints"
+    assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in theirs.iterdir())
+    assert (ours / "latest").read_text() == (theirs / "latest").read_text()
+    position = ("step", "consumed_samples", "tokens", "layout")
+    for step_dir in theirs.glob("step_*"):
+        got, want = read_meta(ours / step_dir.name), read_meta(step_dir)
+        assert [got[key] for key in position] == [want[key] for key in position]
 
 
 def test_a_run_trained_in_segments_equals_one_trained_at_once(shards, reference, tmp_path):
