@@ -4,8 +4,10 @@ An experiment YAML (configs/demo.yaml, configs/repro_small.yaml, ...) names a ba
 config, its data, the budgets in tokens and the split points, and becomes this graph:
 
     corpus -> tokenizer -> shards -> embeddings -> clusters          (or given: clusters:)
-      -> trunk (D tokens, stable LR, kept at every split point)
-      -> per split point D_j: branches (k runs of D' tokens, one per cluster)
+      -> trunk (D tokens, stable LR, kept at every split point; with several split
+               points a chain of segments trunk/step_<s>, each ending at one)
+      -> per split point D_j, after the segment ending there:
+                              branches (k runs of D' tokens, one per cluster)
                               standard (the mixture for k D' tokens: equal compute)
                            -> eval (every model on every cluster's held-out set)
       -> results (one table) -> laws/fit -> laws/report (with two sizes or more) -> report

@@ -6,6 +6,7 @@ environment, so a run launched here is the same code path as one under torchrun.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -13,6 +14,16 @@ from pathlib import Path
 from typing import Literal
 
 import submitit
+
+# Exported in every job before its tasks start; a stage's `env` adds to or overrides them.
+JOB_ENV = {
+    # megatron.core orders TP/SP communication behind compute on one CUDA stream per device
+    "CUDA_DEVICE_MAX_CONNECTIONS": "1",
+    # a collective that times out or a rank that dies ends the job (and its requeue) instead
+    # of hanging until the time limit
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "3",
+    "NCCL_DEBUG": "WARN",
+}
 
 
 @dataclass
@@ -37,6 +48,7 @@ class SlurmConfig:
     signal_delay_s: int = 120
     max_requeues: int = 3  # after a time-out or preemption; then the job fails
     extra: dict[str, str] = field(default_factory=dict)  # more sbatch options
+    env: dict[str, str] = field(default_factory=dict)  # exported in the job, over JOB_ENV
 
     def resolved_cluster(self) -> str:
         if self.cluster != "auto":
@@ -76,6 +88,8 @@ class SlurmConfig:
             extra = site | dict(self.extra) | ({"dependency": dependency} if dependency else {})
             if extra:
                 params["slurm_additional_parameters"] = extra
+            env = JOB_ENV | dict(self.env)
+            params["slurm_setup"] = [f"export {k}={shlex.quote(str(v))}" for k, v in env.items()]
         elif dependency:
             raise ValueError("job dependencies need Slurm; the local executor runs jobs now")
         executor.update_parameters(**params)

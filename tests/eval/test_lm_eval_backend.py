@@ -122,13 +122,15 @@ def test_rolling_loglikelihood_covers_every_token_once(demo_family):
     ids = lm.tokenizer.encode(text)
     assert len(ids) > 2 * lm.seq_length  # several windows
     # The same sum without lm-eval's helpers: disjoint windows of seq_length tokens, each
-    # token predicted once, a window conditioned on the token before it (the first window
-    # on the end-of-document token).
+    # token predicted once, after the document's end-of-document token. A window is
+    # conditioned on the token before it; a short last window on as many tokens before it
+    # as fill the model's length (lm-eval's rolling windows).
     trunk = CheckpointLM.load(demo_family / "trunk")
-    expected = 0.0
-    for start in range(0, len(ids), lm.seq_length):
-        context = [lm.tokenizer.eod_id] if start == 0 else [ids[start - 1]]
-        (scored,) = trunk.loglikelihood_tokens([(context, ids[start : start + lm.seq_length])])
+    document, length, expected = [lm.tokenizer.eod_id, *ids], lm.seq_length, 0.0
+    for start in range(0, len(ids), length):
+        target = ids[start : start + length]
+        context = document[max(0, start + len(target) - length) : start + 1]
+        (scored,) = trunk.loglikelihood_tokens([(context, target)])
         expected += scored.logprob
     assert np.isclose(total, expected, atol=1e-3)
 

@@ -456,7 +456,8 @@ def test_a_dry_run_writes_every_sbatch_script_and_submits_nothing(demo_family, t
 SITE = {"partition": "gpu", "account": "proj42", "qos": "high", "reservation": "maint",
         "constraint": "h100", "exclusive": True, "nodes": 2, "tasks_per_node": 8,
         "cpus_per_task": 12, "gpus_per_node": 8, "mem_gb": 512, "timeout_min": 90,
-        "signal_delay_s": 300, "max_requeues": 5, "extra": {"mail-type": "END"}}  # fmt: skip
+        "signal_delay_s": 300, "max_requeues": 5, "extra": {"mail-type": "END"},
+        "env": {"NCCL_DEBUG": "INFO", "NCCL_IB_HCA": "mlx5"}}  # fmt: skip
 SITE_LINES = ["--partition=gpu", "--account=proj42", "--qos=high", "--reservation=maint",
               "--constraint=h100", "--exclusive", "--nodes=2", "--ntasks-per-node=8",
               "--cpus-per-task=12", "--gpus-per-node=8", "--mem=512GB", "--time=90",
@@ -473,6 +474,12 @@ def test_a_stages_slurm_fields_are_in_its_script_and_no_other(demo_family, tmp_p
     for line in SITE_LINES:
         assert f"#SBATCH {line}\n" in trunk, line
         assert f"#SBATCH {line}\n" not in branches, line
+    # the job environment: the defaults every job gets, and the stage's own over them
+    for script, debug in ((trunk, "INFO"), (branches, "WARN")):
+        assert "export CUDA_DEVICE_MAX_CONNECTIONS=1\n" in script
+        assert "export TORCH_NCCL_ASYNC_ERROR_HANDLING=3\n" in script
+        assert f"export NCCL_DEBUG={debug}\n" in script
+    assert "export NCCL_IB_HCA=mlx5\n" in trunk and "NCCL_IB_HCA" not in branches
     cfg = load_config(ExperimentConfig, "configs/experiment_tiny.yaml",
                       [f"out={tmp_path}", f"clusters={demo_family / 'clusters'}",
                        f"trunk.slurm={json.dumps(SITE)}"])  # fmt: skip
