@@ -218,14 +218,15 @@ class Checkpointer:
             "world_size": dist.get_world_size(),
             "config": run_config,
         }
-        request = dist_checkpointing.save(sharded, str(tmp), async_sharded_save=bool(self.writes))
+        background = self.writes is not None
+        request = dist_checkpointing.save(sharded, str(tmp), async_sharded_save=background)
         (tmp / "rng").mkdir(exist_ok=True)
         torch.save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
-        if self.writes is None:
-            self._publish(tmp, final, meta)
-        else:
+        if background:  # published by poll() or wait() once every rank's write is done
             request.add_finalize_fn(functools.partial(self._publish, tmp, final, meta))
             self.writes.schedule_async_request(request)
+        else:
+            self._publish(tmp, final, meta)
         return final
 
     def _publish(self, tmp: Path, final: Path, meta: dict[str, Any]) -> None:
