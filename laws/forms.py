@@ -174,6 +174,23 @@ def liew_kato_n(N, D, Dp, E, A, alpha, B, a1, a2, a3):
     return E + A * N**-alpha + B * D**-a1 * (Dp + 1.0) ** (-a2 + a3 * np.log(D))
 
 
+# The worth in mixture tokens of a trunk of D tokens and D' specialisation tokens.
+_D_EFF = (
+    Param("w", 1.0, 1e4, (4.0, 32.0, 256.0), log=True),
+    Param("sigma", 1e-2, 1e5, (1.0, 30.0, 1000.0), log=True),
+    Param("tau", 1e-3, 1e3, (0.03, 0.3, 3.0), log=True),
+)
+
+
+def effective_tokens(N, D, Dp, w, sigma, tau):
+    """D_eff = D + w D' * D/(D + sigma N) * tau D/(tau D + D')."""
+    # Transfer readiness D/(D + sigma N) makes splitting pay only after some pretraining
+    # (and later for larger N); tau D/(tau D + D') saturates what a fixed trunk can absorb.
+    readiness = D / (D + sigma * N)
+    saturation = tau * D / (tau * D + Dp)
+    return D + w * Dp * readiness * saturation
+
+
 @register_form(
     "effective_data",
     params=[
@@ -182,9 +199,7 @@ def liew_kato_n(N, D, Dp, E, A, alpha, B, a1, a2, a3):
         Param("alpha", 0.0, 3.0, (0.2, 0.5)),
         Param("B", 1e-3, 1e12, (1e2, 1e5, 1e8), log=True),
         Param("beta", 0.0, 3.0, (0.2, 0.5)),
-        Param("w", 1.0, 1e4, (4.0, 32.0, 256.0), log=True),
-        Param("sigma", 1e-2, 1e5, (1.0, 30.0, 1000.0), log=True),
-        Param("tau", 1e-3, 1e3, (0.03, 0.3, 3.0), log=True),
+        *_D_EFF,
     ],
     description=(
         "L = E + A/N^alpha + B/D_eff^beta, D_eff = D + w D' * D/(D + sigma N) * "
@@ -194,12 +209,7 @@ def liew_kato_n(N, D, Dp, E, A, alpha, B, a1, a2, a3):
     ),
 )
 def effective_data(N, D, Dp, E, A, alpha, B, beta, w, sigma, tau):
-    # Transfer readiness D/(D + sigma N) makes splitting pay only after some pretraining
-    # (and later for larger N); tau D/(tau D + D') saturates what a fixed trunk can absorb.
-    readiness = D / (D + sigma * N)
-    saturation = tau * D / (tau * D + Dp)
-    d_eff = D + w * Dp * readiness * saturation
-    return E + A * N**-alpha + B * d_eff**-beta
+    return E + A * N**-alpha + B * effective_tokens(N, D, Dp, w, sigma, tau) ** -beta
 
 
 @register_form(
@@ -210,9 +220,7 @@ def effective_data(N, D, Dp, E, A, alpha, B, beta, w, sigma, tau):
         Param("alpha", 0.0, 3.0, (0.1, 0.3, 0.6)),
         Param("Dc", 1e-3, 1e15, (1e3, 1e6, 1e9), log=True),
         Param("beta", 0.0, 3.0, (0.1, 0.3, 0.6)),
-        Param("w", 1.0, 1e4, (4.0, 32.0, 256.0), log=True),
-        Param("sigma", 1e-2, 1e5, (1.0, 30.0, 1000.0), log=True),
-        Param("tau", 1e-3, 1e3, (0.03, 0.3, 3.0), log=True),
+        *_D_EFF,
     ],
     description=(
         "L = E + ((Nc/N)^(alpha/beta) + Dc/D_eff)^beta, D_eff as in effective_data: "
@@ -221,7 +229,5 @@ def effective_data(N, D, Dp, E, A, alpha, B, beta, w, sigma, tau):
     ),
 )
 def kaplan_effective_data(N, D, Dp, E, Nc, alpha, Dc, beta, w, sigma, tau):
-    readiness = D / (D + sigma * N)
-    saturation = tau * D / (tau * D + Dp)
-    d_eff = D + w * Dp * readiness * saturation
+    d_eff = effective_tokens(N, D, Dp, w, sigma, tau)
     return E + ((Nc / N) ** (alpha / beta) + Dc / d_eff) ** beta
