@@ -14,4 +14,4 @@ def write_result(path: str | Path, result: dict[str, Any]) -> None:
     result = {**result, "cpu_count": os.cpu_count(), "python": platform.python_version()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict | list)}, indent=2))

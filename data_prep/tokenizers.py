@@ -6,10 +6,19 @@ A tokenizer is named by a *spec*: a string such as ``hf:PATH/tokenizer.json``,
 ``{"kind": ..., "path": ..., "merges": ..., "eod": ...}``. ``Tokenizer.spec`` is that dict
 with absolute paths and the end-of-document token resolved, so writing it into a shard
 manifest and passing it back to :func:`load_tokenizer` reloads the same tokenizer.
+
+Two things keep encoding fast and its memory bounded without changing a single id:
+- OpenAI's GPT-2 vocabulary (recognised by content, whatever files hold it) encodes through
+  tiktoken, whose BPE gives GPT-2's ids several times faster than HF tokenizers;
+- a long text under GPT-2's pre-tokenizer is encoded in pieces cut where that pre-tokenizer
+  always ends a pre-token (see :func:`whitespace_pieces`), so memory follows the piece, not
+  the document.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +30,17 @@ import numpy as np
 EOD_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
 GPT2_EOD = "<|endoftext|>"
 KINDS = ("hf", "gpt2", "sentencepiece")
+# Characters per piece when a long text is encoded in pieces.
+PIECE_CHARS = 1 << 20
+# GPT-2's pre-tokenizer (HF's ByteLevel regex; tiktoken's r50k pattern spells it this way).
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# sha256 of OpenAI's GPT-2 BPE ranks (each token's bytes, length-prefixed, in id order).
+GPT2_RANKS_SHA256 = "3b27ee95684e28911415c6bcd8537b0d5b950f05a84053d4e6c63a26990f9617"
+# Cut before a space or newline that follows a non-whitespace character. No GPT-2 pre-token
+# runs from a non-space character into whitespace, and matches only look ahead, so the
+# pieces pre-tokenize, and encode, exactly as the whole text does. (Python's \S is narrower
+# than the regex's, so a cut it allows the tokenizer allows too.)
+_PIECE_CUT = re.compile(r"\S(?=[ \n])")
 
 
 class TokenizerError(ValueError):
@@ -33,10 +53,17 @@ class Tokenizer(ABC):
     spec: dict[str, Any]
     vocab_size: int
     eod_id: int
+    # Whether encoding releases the GIL for the whole call, so that threads of one process
+    # encode in parallel; otherwise parallel encoding needs processes.
+    encodes_in_threads: bool = False
 
     @abstractmethod
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, no special tokens added."""
+
+    def encode_arrays(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """:meth:`encode_batch` as one integer array per text (what shard writers append)."""
+        return [np.asarray(ids, dtype=np.int64) for ids in self.encode_batch(texts)]
 
     @abstractmethod
     def decode(self, ids: Sequence[int]) -> str:
@@ -53,6 +80,8 @@ class Tokenizer(ABC):
 class HFTokenizer(Tokenizer):
     """A `tokenizers.Tokenizer` (also used for GPT-2 vocab + merges files)."""
 
+    encodes_in_threads = True
+
     def __init__(self, tokenizer: Any, spec: dict[str, Any]):
         # Special-token strings inside a document are text: a document must not be able to
         # end itself (or the next one) by containing "<|endoftext|>".
@@ -67,8 +96,16 @@ class HFTokenizer(Tokenizer):
         self.spec = {**spec, "eod": eod}
         self.eod_id = int(tokenizer.token_to_id(eod))
         self.vocab_size = int(tokenizer.get_vocab_size(with_added_tokens=True))
+        self.gpt2_pre_tokenizer = _has_gpt2_pre_tokenizer(tokenizer)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        if not self.gpt2_pre_tokenizer or max(map(len, texts), default=0) <= PIECE_CHARS:
+            return self._encode(texts)
+        pieces = [whitespace_pieces(text) for text in texts]
+        encoded = iter(self._encode([piece for split in pieces for piece in split]))
+        return [[i for _ in split for i in next(encoded)] for split in pieces]
+
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
         return [e.ids for e in encodings]
 
@@ -78,6 +115,34 @@ class HFTokenizer(Tokenizer):
     def save(self, path: str | Path) -> None:
         """This tokenizer as one HF ``tokenizer.json`` (what transformers loads)."""
         self._tokenizer.save(str(path))
+
+
+class GPT2Tokenizer(HFTokenizer):
+    """GPT-2 BPE files. With OpenAI's GPT-2 vocabulary in them, encoding goes through
+    tiktoken (the same ids; HF tokenizers still decodes and saves); any other vocabulary in
+    GPT-2's file format encodes through HF tokenizers."""
+
+    def __init__(self, tokenizer: Any, spec: dict[str, Any]):
+        super().__init__(tokenizer, spec)
+        self._tiktoken = _gpt2_tiktoken(tokenizer, self.eod_id)
+        # tiktoken holds the GIL for part of each call: parallel encoding takes processes.
+        self.encodes_in_threads = self._tiktoken is None
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        if self._tiktoken is None:
+            return super().encode_batch(texts)
+        return [ids.tolist() for ids in self.encode_arrays(texts)]
+
+    def encode_arrays(self, texts: Sequence[str]) -> list[np.ndarray]:
+        if self._tiktoken is None:
+            return super().encode_arrays(texts)
+        return [self._tiktoken_ids(text) for text in texts]
+
+    def _tiktoken_ids(self, text: str) -> np.ndarray:
+        # No special token allowed and none refused: special-token strings are text.
+        ids = [self._tiktoken.encode_to_numpy(piece, disallowed_special=())
+               for piece in whitespace_pieces(text)]  # fmt: skip
+        return ids[0] if len(ids) == 1 else np.concatenate(ids)
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -141,7 +206,60 @@ def load_tokenizer(spec: str | dict[str, Any]) -> Tokenizer:
 
     if spec["kind"] == "hf":
         return HFTokenizer(RustTokenizer.from_file(spec["path"]), spec)
-    return HFTokenizer(_gpt2_tokenizer(spec["path"], spec["merges"]), {"eod": GPT2_EOD, **spec})
+    return GPT2Tokenizer(_gpt2_tokenizer(spec["path"], spec["merges"]), {"eod": GPT2_EOD, **spec})
+
+
+def whitespace_pieces(text: str, size: int | None = None) -> list[str]:
+    """`text` in pieces of at least `size` characters (but the last), each cut before a
+    space or newline that follows a non-whitespace character: under GPT-2's pre-tokenizer
+    the pieces encode to the ids of the whole. A stretch without such a place stays whole."""
+    size = size or PIECE_CHARS
+    pieces, start = [], 0
+    while len(text) - start > size and (cut := _PIECE_CUT.search(text, start + size - 1)):
+        pieces.append(text[start : cut.end()])
+        start = cut.end()
+    pieces.append(text[start:])
+    return pieces
+
+
+def _has_gpt2_pre_tokenizer(tokenizer: Any) -> bool:
+    """Byte-level pre-tokenization with GPT-2's regex, no prefix space and no normalizer:
+    the pre-tokenizer under which :func:`whitespace_pieces` changes no id."""
+    from tokenizers import pre_tokenizers
+
+    pre = tokenizer.pre_tokenizer
+    return (tokenizer.normalizer is None and isinstance(pre, pre_tokenizers.ByteLevel)
+            and pre.use_regex and not pre.add_prefix_space)  # fmt: skip
+
+
+def _byte_level_bytes() -> dict[str, int]:
+    """Byte-level BPE's printable stand-in for each byte (how such vocabularies write
+    tokens) -> the byte: printable Latin-1 bytes stand for themselves, the others for
+    256, 257, ... in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]  # fmt: skip
+    others = [b for b in range(256) if b not in printable]
+    return {chr(b): b for b in printable} | {chr(256 + n): b for n, b in enumerate(others)}
+
+
+def _gpt2_tiktoken(tokenizer: Any, eod_id: int) -> Any | None:
+    """A tiktoken encoding with the tokenizer's ranks when they are OpenAI's GPT-2 ones."""
+    stand_in = _byte_level_bytes()
+    vocab = tokenizer.get_vocab(with_added_tokens=False)
+    vocab.pop(GPT2_EOD, None)
+    try:
+        ranks = {bytes(stand_in[c] for c in token): i for token, i in vocab.items()}
+    except KeyError:  # not written in the byte-level alphabet
+        return None
+    digest = hashlib.sha256()
+    for token in sorted(ranks, key=ranks.__getitem__):
+        digest.update(len(token).to_bytes(2, "little") + token)
+    if digest.hexdigest() != GPT2_RANKS_SHA256:
+        return None
+    import tiktoken
+
+    return tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={GPT2_EOD: eod_id})  # fmt: skip
 
 
 def _gpt2_files(path: Path, merges: str | None) -> tuple[Path, Path]:

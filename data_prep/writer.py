@@ -24,7 +24,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +175,7 @@ class ShardWriter:
             return current
         _remove_temp_files(self.parts_dir)
         try:
-            stats = self._run_jobs(jobs, plan)
+            stats = self._run_jobs(jobs, plan, tokenizer)
         except BadInputError as error:  # what finished is kept: say so, and how to start over
             written = sum(job.marker.is_file() for job in jobs)
             if not written:
@@ -223,7 +222,9 @@ class ShardWriter:
             manifests.append(manifest)
         return manifests
 
-    def _run_jobs(self, jobs: list[PartitionJob], plan: Plan) -> PartitionStats:
+    def _run_jobs(
+        self, jobs: list[PartitionJob], plan: Plan, tokenizer: Tokenizer
+    ) -> PartitionStats:
         total = PartitionStats(tokens=[0] * len(self.config.json_keys))
         todo = []
         for job in jobs:
@@ -239,7 +240,7 @@ class ShardWriter:
             if self.config.workers == 1 or len(todo) <= 1:
                 for job in todo:
                     total.add(write_partition(job, progress.update))
-            elif self._executor() == "threads":
+            elif self._executor(tokenizer) == "threads":
                 total.add(_run_threads(todo, self.config.workers, progress))
             else:
                 total.add(_run_pool(todo, self.config.workers, progress))
@@ -247,7 +248,7 @@ class ShardWriter:
             progress.close()
         return total
 
-    def _executor(self) -> str:
+    def _executor(self, tokenizer: Tokenizer) -> str:
         """Threads when encoding releases the GIL and little Python runs per token.
 
         HF tokenizers encode without the GIL, so threads share one tokenizer (its merge
@@ -256,10 +257,8 @@ class ShardWriter:
         """
         if self.config.executor != "auto":
             return self.config.executor
-        kind = parse_spec(self.config.tokenizer)["kind"]
-        return (
-            "threads" if kind in ("hf", "gpt2") and not self.config.split_sentences else "processes"
-        )
+        threads = tokenizer.encodes_in_threads and not self.config.split_sentences
+        return "threads" if threads else "processes"
 
     def _merge(
         self,
@@ -403,18 +402,19 @@ def _encode_into(
         split = [splitter.split(text) for text in texts]
         pieces = [sentence for sentences in split for sentence in sentences]
         counts = [len(sentences) for sentences in split]
-    encoded = tokenizer.encode_batch(pieces)
+    encoded = tokenizer.encode_arrays(pieces)
     ends = np.cumsum(counts)  # one past each document's last piece
     if config.append_eod:
+        eod = np.array([tokenizer.eod_id])
         for end in ends.tolist():
-            encoded[end - 1].append(tokenizer.eod_id)
+            encoded[end - 1] = np.concatenate([encoded[end - 1], eod])
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     append_documents(builder, encoded, lengths, ends)
     return np.add.reduceat(lengths, ends - np.asarray(counts))
 
 
 def append_documents(
-    builder: IndexedDatasetBuilder, pieces: list[list[int]], lengths: np.ndarray, ends: np.ndarray
+    builder: IndexedDatasetBuilder, pieces: list[np.ndarray], lengths: np.ndarray, ends: np.ndarray
 ) -> None:
     """``builder.add_document`` for a whole batch: one array write instead of one per document.
 
@@ -422,7 +422,7 @@ def append_documents(
     lengths and `ends` the cumulative number of sequences at each document's end. The index
     bookkeeping is add_document's: sequence lengths, then one document index per document.
     """
-    tokens = np.fromiter(chain.from_iterable(pieces), dtype=builder.dtype, count=int(lengths.sum()))
+    tokens = np.concatenate(pieces, dtype=builder.dtype, casting="unsafe")
     builder.data_file.write(tokens.tobytes(order="C"))
     offset = len(builder.sequence_lengths)
     builder.sequence_lengths.extend(lengths.tolist())

@@ -35,6 +35,25 @@ def test_shard_ids_equal_the_tokenizers_encoding(tmp_path: Path, jsonl: Path, bp
     assert read_manifest(tmp_path / "s") == manifest
 
 
+def test_a_document_larger_than_a_piece_gives_the_ids_of_its_whole_encoding(
+    tmp_path: Path, gpt2_dir: Path
+) -> None:
+    """GPT-2 encodes in worker processes (tiktoken), a 2.2 MB document in 1 MB pieces; the
+    shard holds what transformers' GPT-2 tokenizer gives for each whole text."""
+    from transformers import GPT2TokenizerFast
+
+    records = make_records(40, seed=3)
+    records[7]["text"] = " ".join(r["text"] for r in make_records(20000, seed=4))
+    assert len(records[7]["text"]) > 2 * (1 << 20)
+    jsonl = write_jsonl(tmp_path / "big.jsonl", records)
+    run([jsonl], tmp_path / "s", f"gpt2:{gpt2_dir}", workers=2, partitions=2, append_eod=True)
+    reference = GPT2TokenizerFast(str(gpt2_dir / "encoder.json"), str(gpt2_dir / "vocab.bpe"))
+    dataset = IndexedDataset(str(tmp_path / "s"))
+    for i, record in enumerate(records):
+        ids = reference(record["text"], add_special_tokens=False)["input_ids"] + [50256]
+        assert dataset[i].tolist() == ids
+
+
 def test_manifest_and_doc_table(tmp_path: Path, jsonl: Path, bpe_spec: str) -> None:
     (manifest,) = run([jsonl], tmp_path / "s", bpe_spec)
     assert manifest["format"] == "megatron-split/shard/v1"
