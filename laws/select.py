@@ -4,7 +4,8 @@ Two splits of the same kind, nested: the held-out rows (the largest model, say) 
 predicted by a fit on the rest, and inside the rest a validation split (the next largest)
 is predicted by a fit on what remains. The form is chosen on the validation split, so the
 held-out score of the chosen form is an extrapolation it was never selected on; when the
-rest cannot be split again (two sizes only), the held-out split chooses, and says so."""
+rest cannot be split again (a validation fit needs three sizes), the held-out split
+chooses, and says so."""
 
 from __future__ import annotations
 
@@ -41,16 +42,22 @@ def holdout_split(table: Table, how: str) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(~test), np.flatnonzero(test)
 
 
+# E + A/N^alpha has three size parameters: fitted on two sizes, a one-parameter family of
+# them fits equally well, each extrapolating differently, and where the optimiser stops
+# (rounding decides: numpy's AVX-512 and AVX2 kernels chose different forms) would choose.
+MIN_SIZES_TO_EXTRAPOLATE = 3
+
+
 def validation_split(table: Table, how: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Row indices (fit, validation) inside the held-out split's training rows, or None when
-    those rows leave too little to split again (a size law needs two sizes to fit)."""
+    those rows leave too little to split again (a size law needs three sizes to fit)."""
     train, _ = holdout_split(table, how)
     inner = table.subset(train)
     try:
         fit, validation = holdout_split(inner, how)
     except FitError:
         return None
-    if how == "largest-N" and len(np.unique(inner.N[fit])) < 2:
+    if how == "largest-N" and len(np.unique(inner.N[fit])) < MIN_SIZES_TO_EXTRAPOLATE:
         return None
     return train[fit], train[validation]
 

@@ -242,10 +242,12 @@ def law_section(laws: Path, root: Path) -> list[str]:
     heldout = fit.get("heldout")
     if heldout:
         verdict = "meets" if heldout["mre"] <= MRE_BAR else "misses"
+        caveat = ("" if fit.get("chosen_on") == "validation"
+                  else ", on the rows that chose the form (not an independent test)")  # fmt: skip
         lines += [f"Held out ({heldout['split']}, {heldout['n_test']} points), fitted on the "
                   f"rest: R^2 {heldout['r2']:.3f}, mean relative error {heldout['mre']:.2%}, "
                   f"max error {heldout['max_err']:.3f} nats: it {verdict} the "
-                  f"{MRE_BAR:.0%} bar.", ""]  # fmt: skip
+                  f"{MRE_BAR:.0%} bar{caveat}.", ""]  # fmt: skip
     if fit.get("selection"):
         lines += ["| form | params | fit R^2 | validation mean rel. err | held-out R^2 "
                   "| held-out mean rel. err | max err |",
@@ -450,8 +452,9 @@ def _why_chosen(fit: dict[str, Any]) -> str:
     """Which split chose the form, and what that makes of its held-out score."""
     if fit.get("chosen_on") != "validation":
         return (f"{fit['form']} won: the lowest held-out mean relative error of the forms "
-                "compared (too few sizes for a validation split: the held-out score chose the "
-                "form, and so is optimistic).")  # fmt: skip
+                "compared (too few sizes for a validation split, which needs three to fit, one "
+                "to validate and one held out: the held-out score chose the form, and so is "
+                "optimistic).")  # fmt: skip
     rows = [row for row in fit["selection"] if "heldout" in row]
     validation = next(row["validation"] for row in rows if row["form"] == fit["form"])
     text = (f"{fit['form']} won: the lowest mean relative error on the validation split "

@@ -21,20 +21,27 @@ pytestmark = pytest.mark.slow
 RESULTS = Path("benchmarks/results")
 # Settings of the fit (not its result): where it read, how long it took.
 NOT_RESULTS = ("data", "fit_seconds", "bootstrap_seconds")
+# Rounding differs between CPUs (numpy's AVX-512 and AVX2 kernels): the summed objective
+# then agrees to 15 digits, but the parameters only as far as the optimiser converges along
+# flat directions (4e-6 measured), and a bootstrap replicate can settle in another local
+# minimum. So the replicates are compared through their percentile intervals (the `ci`).
+REL = 1e-4
 
 
 def _numbers_equal(got, want, where: str = "fit") -> None:
     if isinstance(want, dict):
         assert set(got) == set(want), where
         for key in want:
-            if key not in NOT_RESULTS:
+            if key == "bootstrap":
+                assert len(got[key]) == len(want[key]), f"{where}.{key}"
+            elif key not in NOT_RESULTS:
                 _numbers_equal(got[key], want[key], f"{where}.{key}")
     elif isinstance(want, list):
         assert len(got) == len(want), where
         for i, (a, b) in enumerate(zip(got, want, strict=True)):
             _numbers_equal(a, b, f"{where}[{i}]")
     elif isinstance(want, float):
-        assert got == pytest.approx(want, rel=1e-6, abs=1e-12), where
+        assert got == pytest.approx(want, rel=REL, abs=1e-12), where
     else:
         assert got == want, where
 
