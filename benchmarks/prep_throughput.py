@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "corpus_bytes": corpus_bytes,
         "workers": args.workers,
         "tokenizer": spec,
-        "encoder": type(tokenizer).__name__ + (" (tiktoken)" if _uses_tiktoken(tokenizer) else ""),
+        "encoder": f"{type(tokenizer).__name__} ({tokenizer.encoder})",
         "big_document": big,
         "rounds": rounds,
     }
@@ -501,10 +501,6 @@ def _big_document(corpus: list[str], spec: str, mb: float, tmp: str) -> dict[str
         "small_corpus_peak_pss_mb": peaks["small"],
         "bytes_per_document_byte": (peaks["big"] - peaks["small"]) * 2**20 / doc_bytes,
     }
-
-
-def _uses_tiktoken(tokenizer: object) -> bool:
-    return getattr(tokenizer, "_tiktoken", None) is not None
 
 
 if __name__ == "__main__":

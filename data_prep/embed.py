@@ -27,7 +27,7 @@ import numpy as np
 
 from data_prep import atomic
 from data_prep.doc_texts import ShardDocuments
-from data_prep.embedders import EmbedderConfig, load_embedder
+from data_prep.embedders import DEFAULT_MAX_TOKENS, EmbedderConfig, load_embedder
 
 EMBEDDINGS_FORMAT = "megatron-split/embeddings/v1"
 EMBEDDINGS_FILE = "embeddings.npy"
@@ -46,7 +46,9 @@ class EmbedConfig:
     shards: list[str]
     output: str
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
-    max_tokens: int = 256  # shard tokens of each document that are decoded and embedded
+    # Shard tokens of each document that are decoded and embedded (None: the embedder's
+    # DEFAULT_MAX_TOKENS).
+    max_tokens: int | None = None
     chunk_docs: int = 8192  # rows per resumable chunk
     dtype: str = "float16"
     fit_docs: int = 20_000  # documents the TF-IDF embedder is fitted on
@@ -54,6 +56,8 @@ class EmbedConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.max_tokens is None:
+            self.max_tokens = DEFAULT_MAX_TOKENS[self.embedder.name]
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, not {self.dtype!r}")
         if self.max_tokens < 1 or self.chunk_docs < 1 or self.fit_docs < 1:

@@ -56,6 +56,7 @@ class Tokenizer(ABC):
     # Whether encoding releases the GIL for the whole call, so that threads of one process
     # encode in parallel; otherwise parallel encoding needs processes.
     encodes_in_threads: bool = False
+    encoder: str  # the library that encodes: "tokenizers", "tiktoken" or "sentencepiece"
 
     @abstractmethod
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
@@ -81,6 +82,7 @@ class HFTokenizer(Tokenizer):
     """A `tokenizers.Tokenizer` (also used for GPT-2 vocab + merges files)."""
 
     encodes_in_threads = True
+    encoder = "tokenizers"
 
     def __init__(self, tokenizer: Any, spec: dict[str, Any]):
         # Special-token strings inside a document are text: a document must not be able to
@@ -125,8 +127,10 @@ class GPT2Tokenizer(HFTokenizer):
     def __init__(self, tokenizer: Any, spec: dict[str, Any]):
         super().__init__(tokenizer, spec)
         self._tiktoken = _gpt2_tiktoken(tokenizer, self.eod_id)
-        # tiktoken holds the GIL for part of each call: parallel encoding takes processes.
-        self.encodes_in_threads = self._tiktoken is None
+        if self._tiktoken is not None:
+            self.encoder = "tiktoken"
+            # tiktoken holds the GIL for part of each call: parallel encoding takes processes.
+            self.encodes_in_threads = False
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         if self._tiktoken is None:
@@ -147,6 +151,8 @@ class GPT2Tokenizer(HFTokenizer):
 
 class SentencePieceTokenizer(Tokenizer):
     """A SentencePiece model (``.model``); EOD is its ``</s>`` (eos) piece."""
+
+    encoder = "sentencepiece"
 
     def __init__(self, spec: dict[str, Any]):
         import sentencepiece

@@ -90,6 +90,7 @@ class DataStage:
     label_key: str = "source"  # carried into the document table (cluster purity)
     vocab_size: int = 4096  # of the byte-level BPE trained on the documents
     embedder: Literal["tfidf", "minilm"] = "tfidf"
+    max_tokens: int | None = None  # of each document embedded (None: the embedder's default)
     k: int = 4  # clusters, one branch each (with by_label: the number of labels)
     by_label: bool = False  # one cluster per label_key value, not k-means
     heldout: str = "90,10,0"  # train, held-out, test shares of each cluster's documents
@@ -109,6 +110,9 @@ class DataStage:
     def facts(self, out: Path) -> Path | None:
         """The facts every model's recall is measured on (the phonebook's), if any."""
         return out / "phonebook" / "facts.json" if self.phonebook is not None else None
+
+    def _max_tokens(self) -> list[str]:
+        return [] if self.max_tokens is None else ["--max-tokens", str(self.max_tokens)]
 
     def nodes(self, out: Path, at: str = "") -> list[Node]:
         corpus, tokenizer = out / "corpus", out / "tokenizer.json"
@@ -147,7 +151,8 @@ class DataStage:
                             self.label_key, "--workers", str(self.workers)],
                  Path(f"{shards}.manifest.json"), [at + "tokenizer"]),
             node("embeddings", ["embed", "--shards", str(shards), "--output", str(embeddings),
-                                "--embedder", self.embedder, "--no-progress"],
+                                "--embedder", self.embedder, *self._max_tokens(),
+                                "--no-progress"],
                  embeddings / "embeddings.manifest.json", [at + "shards"]),
             node("clusters", ["cluster", "--embeddings", str(embeddings), "--output",
                               str(clusters), *(["--by-label"] if self.by_label else

@@ -9,6 +9,7 @@ import pytest
 from data_prep.doc_texts import ShardDocuments
 from data_prep.embed import EmbedConfig, EmbeddingsError, open_embeddings
 from data_prep.embedders import (
+    DEFAULT_MAX_TOKENS,
     EmbedderConfig,
     EmbedderError,
     TfidfParams,
@@ -23,6 +24,13 @@ COUNTS = {"law": 30, "code": 30, "cooking": 30}
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return write_labelled_shards(tmp_path_factory.mktemp("embed"), COUNTS, n_shards=2)
+
+
+def test_tfidf_is_the_default_and_each_embedder_reads_its_own_default_tokens():
+    assert EmbedConfig(["s"], "out").embedder.name == "tfidf"
+    for name, tokens in DEFAULT_MAX_TOKENS.items():
+        assert EmbedConfig(["s"], "out", EmbedderConfig(name)).max_tokens == tokens
+    assert EmbedConfig(["s"], "out", max_tokens=7).max_tokens == 7
 
 
 def embed_tfidf(shards: list[str], out: Path, **kwargs) -> dict:

@@ -120,7 +120,7 @@ def test_gpt2_through_tiktoken_gives_megatrons_ids(gpt2_dir: Path, tmp_path: Pat
     from transformers import GPT2TokenizerFast
 
     ours = load_tokenizer(f"gpt2:{gpt2_dir}")
-    assert ours._tiktoken is not None and not ours.encodes_in_threads
+    assert ours.encoder == "tiktoken" and not ours.encodes_in_threads
     megatron = GPT2TokenizerFast(str(gpt2_dir / "encoder.json"), str(gpt2_dir / "vocab.bpe"))
     texts = TRICKY + _corpus_texts(tmp_path, 2.0)
     expected = [megatron(text, add_special_tokens=False)["input_ids"] for text in texts]
@@ -138,7 +138,7 @@ def test_other_vocabularies_in_gpt2_files_encode_through_hf(bpe_spec: str, tmp_p
     trained = load_tokenizer(bpe_spec)
     RustTokenizer.from_file(trained.spec["path"]).model.save(str(tmp_path))  # vocab + merges
     as_gpt2 = load_tokenizer(f"gpt2:{tmp_path}")
-    assert as_gpt2._tiktoken is None and as_gpt2.encodes_in_threads
+    assert as_gpt2.encoder == "tokenizers" and as_gpt2.encodes_in_threads
     assert as_gpt2.encode_batch(TRICKY) == trained.encode_batch(TRICKY)
 
 

@@ -18,11 +18,11 @@ from megatron_split.train.config import RunConfig
 from slurm.cli import main as experiment_cli
 from slurm.cli import plan_table
 from slurm.executors import cancel_slurm, run_local, slurm_state, submit_slurm
-from slurm.experiment import ExperimentConfig, Rung, build_graph, derive_seed
+from slurm.experiment import DataStage, ExperimentConfig, Rung, build_graph, derive_seed
 from slurm.graph import Graph
-from slurm.launch import slurm_available
 from slurm.status import sacct_records, status_table
 from tests.megatron_split.runs import metrics
+from tests.slurm.cluster import need_slurm
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +30,6 @@ TOKENS_PER_STEP = 8 * 64  # train.global_batch x model.seq_length below
 TINY = ["model.seq_length=64", "train.global_batch=8", "train.micro_batch=4",
         "train.log_every=1", "train.eval_batches=1", "train.progress=false",
         "train.tensorboard=false", "checkpoint.every=0"]  # fmt: skip
-
-
-def need_slurm(accounting: bool = False) -> None:
-    """Skip without a Slurm cluster (fail under MSPLIT_REQUIRE_SLURM, as in CI)."""
-    missing = ("no Slurm controller answers" if not slurm_available() else
-               "the cluster keeps no accounting (sacct)" if accounting and
-               sacct_records(["1"]) is None else "")  # fmt: skip
-    if missing and os.environ.get("MSPLIT_REQUIRE_SLURM"):
-        pytest.fail(f"MSPLIT_REQUIRE_SLURM is set but {missing}")
-    if missing:
-        pytest.skip(f"{missing} (start one with slurm/local_cluster.sh start)")
 
 
 def experiment(demo_family, out, *overrides: str) -> ExperimentConfig:
@@ -178,6 +167,16 @@ def test_shipped_experiments_plan(demo_family, tmp_path, name, nodes):
     assert graph.nodes[-1].name == "report"
     table = plan_table(graph, tokens_per_s=1e4)
     assert "per arm:" in table and "standard" in table and "checkpoints kept:" in table
+
+
+def test_the_embeddings_read_the_embedders_default_tokens_unless_pinned(tmp_path):
+    def embed_argv(stage: DataStage) -> list[str]:
+        return next(n for n in stage.nodes(tmp_path) if n.name == "embeddings").tasks[0].argv
+
+    assert "--max-tokens" not in embed_argv(DataStage())  # `msplit data embed` decides
+    pinned = load_config(ExperimentConfig, "configs/repro_small.yaml", [f"out={tmp_path}"]).data
+    argv = embed_argv(pinned)  # as the committed reproduction was embedded
+    assert argv[argv.index("--max-tokens") + 1] == "256"
 
 
 def test_a_ladder_repeats_the_trunk_and_its_splits_per_rung_and_ends_with_the_law(

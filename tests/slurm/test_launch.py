@@ -1,25 +1,22 @@
 """Training through a real Slurm: two srun tasks form a DP=2 gloo group from Slurm's env."""
 
 import json
-import os
 import subprocess
 import time
 
 import pytest
 
 from megatron_split.data.synthetic import write_synthetic_shard
-from slurm.launch import SlurmConfig, slurm_available, submit_training
+from slurm.launch import SlurmConfig, submit_training
 from tests.megatron_split.runs import metrics, tiny_overrides, train
+from tests.slurm.cluster import need_slurm
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    if not slurm_available():
-        if os.environ.get("MSPLIT_REQUIRE_SLURM"):
-            pytest.fail("MSPLIT_REQUIRE_SLURM is set but no Slurm controller answers")
-        pytest.skip("no Slurm cluster (start one with slurm/local_cluster.sh start)")
+    need_slurm()
 
 
 def test_two_task_slurm_job_matches_single_process(tmp_path):
