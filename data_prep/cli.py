@@ -115,6 +115,16 @@ def _add_tokenize(commands: argparse._SubParsersAction) -> None:
         default=32.0,
         help="larger documents are bad input (default: 32)",
     )
+    p.add_argument("--task", type=int, default=0,
+                   help="with --tasks: this job array task's index (from 0); it writes "
+                   "partitions TASK, TASK + TASKS, ... and leaves the merge to a run without "
+                   "--task/--tasks")  # fmt: skip
+    p.add_argument(
+        "--tasks",
+        type=int,
+        default=1,
+        help="tasks in the job array (needs --partitions, the same in every task)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_tokenize)
 
@@ -152,6 +162,8 @@ def _run_tokenize(args: argparse.Namespace) -> int:
         on_error=args.on_error,
         control_chars=args.control_chars,
         max_doc_mb=args.max_doc_mb,
+        task=args.task,
+        tasks=args.tasks,
         progress=not args.no_progress,
     )
     tokenize(config)

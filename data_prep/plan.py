@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from data_prep.readers import COMPRESSED_SUFFIXES, PARQUET_SUFFIXES, InputUnit
 
+# Several partitions per worker even out uneven encoding costs (code vs prose) at the end.
+PARTITIONS_PER_WORKER = 4
+
 _BLOCK = 8 << 20
 
 

@@ -26,6 +26,16 @@ def manifest_path(prefix: str | Path) -> Path:
     return Path(f"{prefix}.manifest.json")
 
 
+def parts_dir(prefix: str | Path) -> Path:
+    """Where finished partitions wait for the merge (removed once it has published)."""
+    return Path(f"{prefix}.parts")
+
+
+def task_marker(prefix: str | Path, task: int, tasks: int) -> Path:
+    """Written last by task `task` of a `tasks`-task tokenize array (gone once merged)."""
+    return parts_dir(prefix) / f"task-{task}-of-{tasks}.done.json"
+
+
 def doc_table_path(prefix: str | Path) -> Path:
     return Path(f"{prefix}.docs.parquet")
 

@@ -5,7 +5,9 @@ checks records, encodes them in large batches with the tokenizer's batch encoder
 appends raw token arrays to an ``IndexedDatasetBuilder``. Finished partitions are kept
 under ``PREFIX.parts/`` with a marker holding their fingerprint, so a restarted job skips
 them; the merge concatenates them in input order and publishes each shard's files, its
-document table and, last, its manifest.
+document table and, last, its manifest. On a cluster the partitions are shared out over the
+tasks of a job array (``task`` of ``tasks``: every ``tasks``-th partition, no merge), and
+one run with ``tasks == 1`` then merges them (writing any partition still missing).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
 from data_prep import atomic
-from data_prep.plan import Plan, make_plan
+from data_prep.plan import PARTITIONS_PER_WORKER, Plan, make_plan
 from data_prep.readers import (
     CONTROL_CHAR_POLICIES,
     REASONS,
@@ -46,13 +48,18 @@ from data_prep.readers import (
     read_unit,
 )
 from data_prep.sentences import SentenceSplitter, SentenceSplitterConfig
-from data_prep.shards import SHARD_FORMAT, doc_table_path, doc_table_schema, manifest_path
+from data_prep.shards import (
+    SHARD_FORMAT,
+    doc_table_path,
+    doc_table_schema,
+    manifest_path,
+    parts_dir,
+    task_marker,
+)
 from data_prep.tokenizers import Tokenizer, load_tokenizer, parse_spec
 
 ON_ERROR = ("stop", "skip")
 EXECUTORS = ("auto", "threads", "processes")
-# Several partitions per worker even out uneven encoding costs (code vs prose) at the end.
-PARTITIONS_PER_WORKER = 4
 
 
 @dataclass
@@ -75,6 +82,10 @@ class TokenizeConfig:
     executor: str = "auto"  # workers as threads or processes; see ShardWriter._executor
     max_doc_mb: float = 32.0
     batch_mb: float = 2.0  # text handed to one encode_batch call
+    # Task `task` of `tasks` (a job array) writes partitions task, task + tasks, ... and stops
+    # before the merge; give every task, and the merge, the same `partitions`.
+    task: int = 0
+    tasks: int = 1
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -89,6 +100,10 @@ class TokenizeConfig:
             raise ValueError(f"executor must be one of {EXECUTORS}, not {self.executor!r}")
         if self.workers < 1 or (self.partitions is not None and self.partitions < 1):
             raise ValueError("workers and partitions must be >= 1")
+        if not 0 <= self.task < self.tasks:
+            raise ValueError(f"task must be in 0..tasks-1, got task {self.task} of {self.tasks}")
+        if self.tasks > 1 and self.partitions is None:
+            raise ValueError("tasks > 1 needs partitions: the same number in every task")
         if not self.json_keys or len(set(self.json_keys)) != len(self.json_keys):
             raise ValueError(f"json_keys must be distinct and non-empty: {self.json_keys}")
 
@@ -148,6 +163,10 @@ class PartitionJob:
     def doc_table(self) -> Path:
         return Path(self.directory) / f"part-{self.index:05d}.docs.parquet"
 
+    def owns(self, name: str) -> bool:
+        """Whether a file name under the parts directory is one of this partition's."""
+        return name.lstrip(".").startswith(f"part-{self.index:05d}.")
+
     def finished(self) -> PartitionStats | None:
         """Stats of a partition an earlier run completed with the same fingerprint."""
         try:
@@ -173,9 +192,12 @@ class ShardWriter:
         if current is not None:
             _log(f"shards up to date: {', '.join(self.config.shard_prefixes())}")
             return current
-        _remove_temp_files(self.parts_dir)
+        config = self.config
+        mine = jobs[config.task :: config.tasks]
+        # Only this run's leftovers: other tasks of the array may be writing theirs.
+        _remove_temp_files(self.parts_dir, mine)
         try:
-            stats = self._run_jobs(jobs, plan, tokenizer)
+            stats = self._run_jobs(mine, plan, tokenizer)
         except BadInputError as error:  # what finished is kept: say so, and how to start over
             written = sum(job.marker.is_file() for job in jobs)
             if not written:
@@ -183,6 +205,13 @@ class ShardWriter:
             raise BadInputError(error.record, f"\n{written} partition(s) before it are kept in "
                                 f"{self.parts_dir}/: a rerun resumes from them (`rm -r "
                                 f"{self.parts_dir}` starts over)") from None  # fmt: skip
+        if config.tasks > 1:
+            done = {"partitions": [job.index for job in mine], "stats": asdict(stats)}
+            atomic.write_json(task_marker(config.output_prefix, config.task, config.tasks), done)
+            _log(f"task {config.task} of {config.tasks}: {len(mine)} of {len(jobs)} partitions "
+                 f"in {self.parts_dir}/; the same command without --task/--tasks merges "
+                 "them")  # fmt: skip
+            return []
         manifests = self._merge(jobs, stats, plan, tokenizer, fingerprint)
         shutil.rmtree(self.parts_dir)
         _print_summary(manifests, time.perf_counter() - started)
@@ -190,7 +219,7 @@ class ShardWriter:
 
     @property
     def parts_dir(self) -> Path:
-        return Path(f"{self.config.output_prefix}.parts")
+        return parts_dir(self.config.output_prefix)
 
     def plan(self) -> tuple[Tokenizer, Plan, str, list[PartitionJob]]:
         """Tokenizer, plan, run fingerprint and one job per partition."""
@@ -598,7 +627,7 @@ class _Progress:
 def _content_fingerprint(config: TokenizeConfig, tokenizer: Tokenizer) -> str:
     """Hash of the settings the shards' bytes depend on (not workers, paths or progress)."""
     ignored = ("workers", "partitions", "executor", "progress", "output_prefix", "inputs",
-               "tokenizer", "batch_mb")  # fmt: skip
+               "tokenizer", "batch_mb", "task", "tasks")  # fmt: skip
     settings = {k: v for k, v in asdict(config).items() if k not in ignored}
     return _digest([settings, tokenizer.spec, _tokenizer_hashes(tokenizer.spec)])
 
@@ -612,10 +641,10 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _remove_temp_files(directory: Path) -> None:
-    """Leftovers of a killed run: a partition without its marker is rewritten anyway."""
+def _remove_temp_files(directory: Path, jobs: list[PartitionJob]) -> None:
+    """Leftovers of a killed run of `jobs`: a partition without its marker is rewritten."""
     for path in directory.iterdir():
-        if ".tmp" in path.name:
+        if ".tmp" in path.name and any(job.owns(path.name) for job in jobs):
             path.unlink()
 
 

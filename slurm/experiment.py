@@ -47,12 +47,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from data_prep.plan import PARTITIONS_PER_WORKER
+from data_prep.shards import manifest_path, task_marker
 from megatron_split.branching import branch_overrides, standard_overrides, trunk_overrides
 from megatron_split.config import ConfigError, apply_overrides, from_dict, load_config, to_dict
 from megatron_split.data.clusters import ClusterDataConfig
 from megatron_split.model import ModelConfig
 from megatron_split.train.config import RunConfig
-from slurm.graph import Arm, Command, Graph, Node, Training
+from slurm.graph import Arm, Command, ConsumedCommand, Graph, Node, Training
 from slurm.launch import SlurmConfig
 
 # The trunk stays in its stable phase; every continuation carries its LR and optimizer on
@@ -95,9 +97,14 @@ class DataStage:
     by_label: bool = False  # one cluster per label_key value, not k-means
     heldout: str = "90,10,0"  # train, held-out, test shares of each cluster's documents
     workers: int = 2  # tokenization processes
+    # > 1: tokenization as a job array of this many tasks (each `workers` processes over its
+    # share of the partitions), then one merge job
+    tokenize_tasks: int = 1
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def validate(self) -> None:
+        if self.tokenize_tasks < 1:
+            raise ConfigError(f"data.tokenize_tasks must be >= 1, got {self.tokenize_tasks}")
         if self.phonebook is not None:
             wanted = {"inputs": [], "label_key": "book", "by_label": True, "k": 2}
             wrong = {key: value for key, value in wanted.items() if getattr(self, key) != value}
@@ -110,6 +117,27 @@ class DataStage:
     def facts(self, out: Path) -> Path | None:
         """The facts every model's recall is measured on (the phonebook's), if any."""
         return out / "phonebook" / "facts.json" if self.phonebook is not None else None
+
+    def _tokenize_nodes(
+        self, inputs: list[str], tokenizer: Path, shards: Path, at: str
+    ) -> list[Node]:
+        """The shards node, after a job array that writes their partitions when asked."""
+        argv = ["tokenize", "--input", *inputs, "--output-prefix", str(shards), "--tokenizer",
+                f"hf:{tokenizer}", "--append-eod", "--label-key", self.label_key, "--workers",
+                str(self.workers)]  # fmt: skip
+        manifest, after = manifest_path(shards), [at + "tokenizer"]
+        if self.tokenize_tasks == 1:
+            return [Node(at + "shards", [Command("data_prep.cli", argv, manifest)], after,
+                         self.slurm)]  # fmt: skip
+        n = self.tokenize_tasks
+        # One plan for every task and the merge: the same number of partitions everywhere.
+        argv += ["--partitions", str(PARTITIONS_PER_WORKER * self.workers * n)]
+        tasks = [ConsumedCommand("data_prep.cli", [*argv, "--task", str(i), "--tasks", str(n)],
+                                 task_marker(shards, i, n), consumed_by=manifest)
+                 for i in range(n)]  # fmt: skip
+        return [Node(at + "shards/parts", tasks, after, self.slurm),
+                Node(at + "shards", [Command("data_prep.cli", argv, manifest)],
+                     [at + "shards/parts"], self.slurm)]  # fmt: skip
 
     def _max_tokens(self) -> list[str]:
         return [] if self.max_tokens is None else ["--max-tokens", str(self.max_tokens)]
@@ -146,10 +174,7 @@ class DataStage:
             node("tokenizer", ["train-tokenizer", "--input", *inputs, "--output", str(tokenizer),
                                "--vocab-size", str(self.vocab_size)],
                  tokenizer, [n.name for n in built]),
-            node("shards", ["tokenize", "--input", *inputs, "--output-prefix", str(shards),
-                            "--tokenizer", f"hf:{tokenizer}", "--append-eod", "--label-key",
-                            self.label_key, "--workers", str(self.workers)],
-                 Path(f"{shards}.manifest.json"), [at + "tokenizer"]),
+            *self._tokenize_nodes(inputs, tokenizer, shards, at),
             node("embeddings", ["embed", "--shards", str(shards), "--output", str(embeddings),
                                 "--embedder", self.embedder, *self._max_tokens(),
                                 "--no-progress"],

@@ -49,6 +49,17 @@ class Command:
 
 
 @dataclass
+class ConsumedCommand(Command):
+    """A task whose output a later node merges and removes (a tokenize array task's
+    partitions): complete once its marker exists, or the output that consumed it does."""
+
+    consumed_by: Path = Path()
+
+    def done(self) -> bool:
+        return self.marker.is_file() or self.consumed_by.is_file()
+
+
+@dataclass
 class Training(Command):
     """``msplit train CONFIG [overrides]`` of one run; complete at its final step.
 

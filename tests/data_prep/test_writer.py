@@ -192,6 +192,40 @@ def test_restart_skips_finished_partitions(
     assert not writer.parts_dir.exists()
 
 
+def test_array_tasks_write_their_partitions_and_one_merge_publishes_the_same_shard(
+    tmp_path: Path, bpe_spec: str
+) -> None:
+    inputs = [write_jsonl(tmp_path / f"{i}.jsonl", make_records(40, seed=i)) for i in range(3)]
+    prefix = tmp_path / "s"
+    parts = Path(f"{prefix}.parts")
+    common = {"append_eod": True, "partitions": 6}
+    # Another task's half-written partition (1) survives task 0's clean-up of its own (0).
+    parts.mkdir()
+    (parts / "part-00000.key0.tmp.bin").write_bytes(b"task 0, killed")
+    (parts / "part-00001.key0.tmp.bin").write_bytes(b"task 1, still writing")
+    assert run(inputs, prefix, bpe_spec, task=0, tasks=3, **common) == []
+    assert sorted(p.name for p in parts.glob("*.done.json")) == [
+        "part-00000.done.json", "part-00003.done.json", "task-0-of-3.done.json"]  # fmt: skip
+    assert (parts / "part-00001.key0.tmp.bin").exists()
+    assert not (parts / "part-00000.key0.tmp.bin").exists()
+    assert not Path(f"{prefix}.bin").exists()  # no merge in an array task
+    run(inputs, prefix, bpe_spec, task=2, tasks=3, **common)
+    (manifest,) = run(inputs, prefix, bpe_spec, **common)  # the merge writes task 1's share too
+    run(inputs, tmp_path / "one", bpe_spec, append_eod=True)
+    for suffix in (".bin", ".idx"):
+        assert Path(f"{prefix}{suffix}").read_bytes() == (tmp_path / f"one{suffix}").read_bytes()
+    assert manifest["documents"] == manifest["documents_read"] == 120
+    assert not parts.exists()
+    assert run(inputs, prefix, bpe_spec, task=1, tasks=3, **common) == [manifest]  # merged: done
+
+
+def test_array_tasks_need_one_plan(tmp_path: Path, bpe_spec: str) -> None:
+    with pytest.raises(ValueError, match="tasks > 1 needs partitions"):
+        TokenizeConfig(["x.jsonl"], str(tmp_path / "s"), bpe_spec, task=0, tasks=2)
+    with pytest.raises(ValueError, match="task must be in 0..tasks-1, got task 2 of 2"):
+        TokenizeConfig(["x.jsonl"], str(tmp_path / "s"), bpe_spec, task=2, tasks=2, partitions=4)
+
+
 def test_gpt_dataset_builds_on_a_shard(tmp_path: Path, bpe_spec: str) -> None:
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
     from megatron.core.datasets.utils import Split
