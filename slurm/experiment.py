@@ -101,6 +101,8 @@ class DataStage:
     # share of the partitions), then one merge job
     tokenize_tasks: int = 1
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    # The embeddings job's own (a GPU for MiniLM, say); None: `slurm`, as every data node
+    embed_slurm: SlurmConfig | None = None
 
     def validate(self) -> None:
         if self.tokenize_tasks < 1:
@@ -150,8 +152,10 @@ class DataStage:
             out / "clusters",
         )
 
-        def node(name: str, argv: list[str], marker: Path, after: list[str]) -> Node:
-            return Node(at + name, [Command("data_prep.cli", argv, marker)], after, self.slurm)
+        def node(name: str, argv: list[str], marker: Path, after: list[str],
+                 slurm: SlurmConfig | None = None) -> Node:  # fmt: skip
+            return Node(at + name, [Command("data_prep.cli", argv, marker)], after,
+                        slurm or self.slurm)  # fmt: skip
 
         if self.phonebook is not None:
             book = self.phonebook
@@ -178,7 +182,7 @@ class DataStage:
             node("embeddings", ["embed", "--shards", str(shards), "--output", str(embeddings),
                                 "--embedder", self.embedder, *self._max_tokens(),
                                 "--no-progress"],
-                 embeddings / "embeddings.manifest.json", [at + "shards"]),
+                 embeddings / "embeddings.manifest.json", [at + "shards"], self.embed_slurm),
             node("clusters", ["cluster", "--embeddings", str(embeddings), "--output",
                               str(clusters), *(["--by-label"] if self.by_label else
                                                ["--k", str(self.k)]),

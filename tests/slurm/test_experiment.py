@@ -21,6 +21,7 @@ from slurm.cli import plan_table
 from slurm.executors import cancel_slurm, run_local, slurm_state, submit_slurm
 from slurm.experiment import DataStage, ExperimentConfig, Rung, build_graph, derive_seed
 from slurm.graph import Graph
+from slurm.launch import SlurmConfig
 from slurm.status import sacct_records, status_table
 from tests.megatron_split.runs import metrics
 from tests.slurm.cluster import need_slurm
@@ -168,6 +169,14 @@ def test_shipped_experiments_plan(demo_family, tmp_path, name, nodes):
     assert graph.nodes[-1].name == "report"
     table = plan_table(graph, tokens_per_s=1e4)
     assert "per arm:" in table and "standard" in table and "checkpoints kept:" in table
+
+
+def test_the_embeddings_job_can_ask_for_its_own_resources(tmp_path):
+    gpu = SlurmConfig(gpus_per_node=1, partition="gpu")
+    nodes = DataStage(embedder="minilm", embed_slurm=gpu).nodes(tmp_path)
+    assert {n.name: n.slurm for n in nodes} == {
+        "corpus": SlurmConfig(), "tokenizer": SlurmConfig(), "shards": SlurmConfig(),
+        "embeddings": gpu, "clusters": SlurmConfig()}  # fmt: skip
 
 
 def test_the_embeddings_read_the_embedders_default_tokens_unless_pinned(tmp_path):
