@@ -22,8 +22,9 @@ from slurm.executors import StateFile, log_folder, slurm_state
 from slurm.graph import Graph, Node, finished_step
 
 SACCT_FIELDS = ("JobID", "State", "ExitCode", "Reason", "Elapsed", "NodeList")
-# Slurm states after which a job never completes; CANCELLED counts only when not caused
-# by a failed dependency (that is the upstream node's failure, not this node's).
+# Slurm states after which a job never completes; CANCELLED counts only for a job that
+# started (one cancelled while it waited failed nowhere: most often a failed dependency,
+# which is the upstream node's failure, not this node's).
 FAILED_STATES = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
                  "PREEMPTED", "CANCELLED"}  # fmt: skip
 
@@ -48,11 +49,13 @@ class JobRecord:
 
     @property
     def failed(self) -> bool:
-        return self.state in FAILED_STATES and not self.cancelled_by_dependency
+        return self.state in FAILED_STATES and not self.cancelled_before_start
 
     @property
-    def cancelled_by_dependency(self) -> bool:
-        return self.state == "CANCELLED" and self.reason.startswith("Dependency")
+    def cancelled_before_start(self) -> bool:
+        # Accounting's Reason is the one last sent to it, which for a job Slurm cancels on
+        # a failed dependency may still be "None": that the job never had a host is what holds.
+        return self.state == "CANCELLED" and self.host == "None assigned"
 
 
 def sacct_records(job_ids: list[str]) -> dict[str, list[JobRecord]] | None:
@@ -145,13 +148,14 @@ class Status:
             if r.failed:
                 stderr = JobPaths(log_folder(self.graph, node), r.job_id, task_id=0).stderr
                 return f"task {r.task or 0} {r.state} (exit {r.exit_code}): {stderr}"
-        blocked = any(r.cancelled_by_dependency for r in records) or (
-            self.known.get(node.name, {}).get("state") == "dependency failed"
-        )
+        cancelled = any(r.cancelled_before_start for r in records)
+        blocked = cancelled or self.known.get(node.name, {}).get("state") == "dependency failed"
         if blocked or (records and all(r.state == "PENDING" for r in records)):
             upstream = self.upstream_failure(node)
             if upstream is not None:
                 return f"never runs: {upstream} failed"
+        if cancelled:
+            return "cancelled before it started"
         pending = [r.reason for r in records if r.state == "PENDING" and r.reason != "None"]
         return f"pending: {pending[0]}" if pending else ""
 

@@ -4,6 +4,7 @@ import json
 import random
 import shutil
 import signal
+import time
 
 import pytest
 
@@ -73,6 +74,10 @@ def test_kill_minus_9_then_resume_gives_identical_losses(
     kill_at = random.Random().randint(*kill_between)
     proc = start(overrides)
     wait_for_step(tmp_path, kill_at, proc)
+    if "checkpoint.async_save" in saves:
+        # A step's metrics are written just before the last write is published and the next
+        # begun: killing on them alone could land between the two, with no write in flight.
+        wait_for_write_in_flight(tmp_path / "checkpoints", proc)
     kill_group(proc, signal.SIGKILL)
     proc.wait()
     latest = latest_checkpoint(tmp_path / "checkpoints")  # complete, whatever was in flight
@@ -82,6 +87,13 @@ def test_kill_minus_9_then_resume_gives_identical_losses(
         assert read_meta(latest)["step"] < int(in_flight.name[5:12]) <= kill_at
     train(overrides)  # resumes from the last checkpoint
     assert metrics(tmp_path) == metrics(reference), f"killed at step {kill_at}"  # bitwise
+
+
+def wait_for_write_in_flight(root, proc) -> None:
+    deadline = time.monotonic() + 60
+    while not list(root.glob("step_*.tmp")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no write was started"
+        time.sleep(0.005)
 
 
 def test_async_checkpoints_are_the_synchronous_ones(shards, reference, tmp_path):
