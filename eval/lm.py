@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from data_prep.tokenizers import Tokenizer
-from megatron_split.data.datasets import shards_tokenizer
+from megatron_split.data.datasets import checkpoint_tokenizer
 
 
 @dataclass
@@ -51,12 +51,12 @@ class CheckpointLM:
 
     @classmethod
     def load(cls, path: str | Path, tokenizer: Tokenizer | None = None) -> CheckpointLM:
-        """The model of checkpoint ``path``; ``tokenizer`` defaults to its shards' own."""
+        """The model of checkpoint ``path``; ``tokenizer`` defaults to the one it reads."""
         from megatron_split.inference import load_trained_model
 
         trained = load_trained_model(path)
         if tokenizer is None:
-            tokenizer = shards_tokenizer(trained.config.data.paths)
+            tokenizer = checkpoint_tokenizer(trained.meta)
         return cls(
             trained.module,
             tokenizer,

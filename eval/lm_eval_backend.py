@@ -26,7 +26,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from eval.lm import CheckpointLM, encode_pair
 from eval.mc import mix
-from megatron_split.data.datasets import shards_tokenizer
+from megatron_split.data.datasets import checkpoint_tokenizer
 
 
 @register_model("msplit")
@@ -63,7 +63,7 @@ class MSplitLM(LM):
         self.top_k, self.temperature = int(top_k), float(temperature)
         self.batch_size = int(batch_size)
         meta = read_meta(resolve_checkpoint(self.models[0]))
-        self.tokenizer = shards_tokenizer(meta["config"]["data"]["paths"])
+        self.tokenizer = checkpoint_tokenizer(meta)
         self.seq_length = int(meta["config"]["model"]["seq_length"])
 
     # ---- lm-eval's interface ---------------------------------------------------------

@@ -18,7 +18,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval.cli", "held-out loss and routed zero-shot tasks of a trunk and its branches"),
     "export-hf": (
         "megatron_split.checkpoint.hf_export",
-        "write a checkpoint as a Hugging Face Llama model directory",
+        "write a checkpoint as a Hugging Face model directory",
+    ),
+    "import-hf": (
+        "megatron_split.checkpoint.hf_import",
+        "a Hugging Face model (directory or GGUF) as a checkpoint to branch from",
     ),
     "laws": ("laws.cli", "fit scaling laws L(N, D, D') and plan the compute split"),
     "phonebook": (

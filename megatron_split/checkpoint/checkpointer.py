@@ -186,11 +186,13 @@ class Checkpointer:
         state: TrainState,
         run_config: dict[str, Any],
         identity: dict[str, Any],
+        tokenizer: dict[str, Any] | None = None,
     ) -> Path:
         """Save a checkpoint of ``state``; ``identity`` (what the run is: arm, D, D', config
-        hash, code version) goes into its meta.json beside the config. With async saves it
-        returns once the write has started; :meth:`wait` or a later :meth:`poll` publishes
-        it."""
+        hash, code version) goes into its meta.json beside the config, and ``tokenizer``
+        (a spec) when the model reads another one than its shards' (an imported model).
+        Without an optimizer only the weights are saved. With async saves it returns once
+        the write has started; :meth:`wait` or a later :meth:`poll` publishes it."""
         from megatron.core import dist_checkpointing
 
         self.wait()  # one write at a time, published in order
@@ -204,10 +206,11 @@ class Checkpointer:
         dist.barrier()
 
         model_sd = model.sharded_state_dict()
-        sharded = {
-            "model": model_sd,
-            "optimizer": optimizer.sharded_state_dict(model_sd, metadata=OPTIMIZER_METADATA),
-        }
+        sharded = {"model": model_sd}
+        if optimizer is not None:
+            sharded["optimizer"] = optimizer.sharded_state_dict(
+                model_sd, metadata=OPTIMIZER_METADATA
+            )
         meta = {
             "step": state.step,
             "consumed_samples": state.consumed_samples,
@@ -217,6 +220,8 @@ class Checkpointer:
             "layout": _layout(),
             "world_size": dist.get_world_size(),
             "config": run_config,
+            "optimizer": optimizer is not None,
+            **({"tokenizer": tokenizer} if tokenizer else {}),
         }
         background = self.writes is not None
         request = dist_checkpointing.save(sharded, str(tmp), async_sharded_save=background)
@@ -266,6 +271,11 @@ class Checkpointer:
         resharding as needed; returns its meta."""
         from megatron.core import dist_checkpointing
 
+        meta = read_meta(path)
+        if load_optimizer and not meta.get("optimizer", True):
+            raise ConfigError(
+                f"{path} holds weights only (no optimizer state): set init.load_optimizer=false"
+            )
         model_sd = model.sharded_state_dict()
         sharded: dict[str, Any] = {"model": model_sd}
         if load_optimizer:
@@ -279,7 +289,7 @@ class Checkpointer:
             if load_optimizer:
                 optimizer.load_state_dict(loaded["optimizer"])
                 _restore_distributed_adam_steps(optimizer, loaded["optimizer"])
-        return read_meta(path)
+        return meta
 
     def resume(self, path: str | Path, model, optimizer) -> TrainState:
         """Continue this run from its checkpoint ``path``: weights, optimizer, position, RNG.

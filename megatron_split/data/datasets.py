@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from megatron_split.config import ConfigError
 
@@ -168,3 +169,31 @@ def shards_tokenizer(prefixes: list[str]):
 
     shard_vocab(prefixes)  # the same tokenizer throughout, or a clear error
     return load_tokenizer(read_manifest(prefixes[0])["tokenizer"])
+
+
+def checkpoint_tokenizer(meta: dict[str, Any]):
+    """The tokenizer a checkpoint's model reads: the one it records (an imported model's
+    own), else its shards'."""
+    from data_prep.tokenizers import load_tokenizer
+
+    if meta.get("tokenizer"):
+        return load_tokenizer(meta["tokenizer"])
+    return shards_tokenizer(meta["config"]["data"]["paths"])
+
+
+def check_shards_tokenizer(meta: dict[str, Any], prefixes: list[str], where: str) -> None:
+    """Refuse shards tokenized otherwise than the checkpoint's model reads (``where`` names
+    the checkpoint): the same ids would be other tokens."""
+    from data_prep.shards import read_manifest
+    from data_prep.tokenizers import same_tokenizer
+
+    if not meta.get("tokenizer"):
+        return  # a model trained here read its shards' tokenizer, checked with the shards
+    for prefix in prefixes:
+        spec = read_manifest(prefix)["tokenizer"]
+        if not same_tokenizer(spec, meta["tokenizer"]):
+            raise ConfigError(
+                f"data.paths: {prefix} was tokenized with {spec.get('path')}, but {where} "
+                f"reads {meta['tokenizer']['path']}: tokenize the corpus with "
+                f"--tokenizer hf:{Path(meta['tokenizer']['path']).parent}"
+            )

@@ -7,10 +7,12 @@ use, computed from the config alone so that a law can be planned before anything
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -19,6 +21,14 @@ from megatron_split.config import ConfigError
 log = logging.getLogger(__name__)
 
 Attention = Literal["auto", "te", "sdpa", "local"]
+# How a run computes, not what the model is: free to differ from a parent's.
+RUNTIME_FIELDS = ("seq_length", "attention", "params_dtype", "init_on_cpu", "recompute", "fp8",
+                  "hidden_dropout", "attention_dropout", "init_std")  # fmt: skip
+ACTIVATIONS = {
+    "swiglu": torch.nn.functional.silu,  # gated: silu(gate) * up
+    "gelu": torch.nn.functional.gelu,
+    "gelu_tanh": functools.partial(torch.nn.functional.gelu, approximate="tanh"),
+}
 
 
 @dataclass
@@ -44,10 +54,16 @@ class ModelConfig:
     seq_length: int = 128
     position_embedding: Literal["rope", "learned"] = "rope"
     rotary_base: int = 10000
+    # Llama 3's RoPE scaling (long wavelengths divided by this factor; megatron fixes the
+    # low/high frequency factors at 1 and 4 and the original context at 8192). None: off.
+    rope_scaling_factor: float | None = None
     normalization: Literal["RMSNorm", "LayerNorm"] = "RMSNorm"
-    activation: Literal["swiglu", "gelu"] = "swiglu"
+    norm_epsilon: float = 1e-5
+    # gelu is the exact (erf) GELU; gelu_tanh its tanh approximation (GPT-2's "gelu_new")
+    activation: Literal["swiglu", "gelu", "gelu_tanh"] = "swiglu"
     tie_embeddings: bool = True
-    bias: bool = False
+    bias: bool = False  # on every linear layer
+    qkv_bias: bool = False  # on the query, key and value projections only (Qwen2)
     init_std: float = 0.02
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
@@ -58,6 +74,21 @@ class ModelConfig:
     init_on_cpu: bool = True
     recompute: Literal["none", "selective", "full"] = "none"
     fp8: FP8Config | None = None
+
+    def with_architecture(self, saved: dict[str, Any]) -> ModelConfig:
+        """This config with the architecture of ``saved`` (another model's config, as a
+        checkpoint records it): all but the fields of how a run computes."""
+        kept = set(RUNTIME_FIELDS)
+        if saved.get("position_embedding") == "learned":
+            kept.discard("seq_length")  # the position table's size
+        return dataclasses.replace(
+            self,
+            **{
+                f.name: saved[f.name]
+                for f in dataclasses.fields(self)
+                if f.name in saved and f.name not in kept
+            },  # fmt: skip
+        )
 
     # ---- derived sizes ---------------------------------------------------------------
     @property
@@ -107,6 +138,8 @@ class ModelConfig:
                 f"model.num_layers={self.num_layers} is not divisible by "
                 f"parallel.pipeline={pipeline_parallel}"
             )
+        if self.rope_scaling_factor is not None and self.position_embedding != "rope":
+            raise ConfigError("model.rope_scaling_factor needs model.position_embedding=rope")
         if self.position_embedding == "rope" and self.head_dim % 2:
             raise ConfigError(f"RoPE needs an even head dim, got {self.head_dim}")
         if self.fp8 is not None and self.attention not in ("auto", "te"):
@@ -130,7 +163,8 @@ class ModelConfig:
         norm = h * (2 if self.normalization == "LayerNorm" else 1)
         b = 1 if self.bias else 0
         qkv_out = (heads + 2 * groups) * hd
-        attn = h * qkv_out + b * qkv_out + heads * hd * h + b * h
+        qkv_b = 1 if self.bias or self.qkv_bias else 0
+        attn = h * qkv_out + qkv_b * qkv_out + heads * hd * h + b * h
         fc1_out = ffn * (2 if self.activation == "swiglu" else 1)
         mlp = h * fc1_out + b * fc1_out + ffn * h + b * h
         per_layer = attn + mlp + 2 * norm
@@ -172,11 +206,11 @@ class ModelConfig:
             ffn_hidden_size=self.ffn_size,
             kv_channels=self.head_dim,
             normalization=self.normalization,
+            layernorm_epsilon=self.norm_epsilon,
             gated_linear_unit=self.activation == "swiglu",
-            activation_func=torch.nn.functional.silu
-            if self.activation == "swiglu"
-            else torch.nn.functional.gelu,
+            activation_func=ACTIVATIONS[self.activation],
             add_bias_linear=self.bias,
+            add_qkv_bias=self.qkv_bias,
             init_method_std=self.init_std,
             hidden_dropout=self.hidden_dropout,
             attention_dropout=self.attention_dropout,
@@ -262,6 +296,8 @@ class ModelConfig:
                 "rope" if self.position_embedding == "rope" else "learned_absolute"
             ),
             rotary_base=self.rotary_base,
+            rope_scaling=self.rope_scaling_factor is not None,
+            rope_scaling_factor=self.rope_scaling_factor or 8.0,
         )
         return model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from megatron_split.checkpoint import CheckpointConfig, resolve_checkpoint
+from megatron_split.checkpoint import CheckpointConfig, read_meta, resolve_checkpoint
 from megatron_split.config import ConfigError
 from megatron_split.data import DataConfig
 from megatron_split.model import ModelConfig
@@ -70,10 +70,15 @@ class InitConfig:
     rewarm from a given LR), RNG streams from this run's seed. The parent, its step and
     tokens go into this run's lineage. Applies only while this run has no checkpoint of its
     own: a restarted branch resumes itself, not the parent.
+
+    ``model_from_parent`` takes the parent's architecture instead of ``model``'s (every
+    field but how this run computes: sequence length under RoPE, attention kernel, dtype,
+    recompute, dropout), as a branch of a released model imported with ``import-hf`` wants.
     """
 
     checkpoint: str | None = None  # a step_N directory, or a run / checkpoints directory
     load_optimizer: bool = False
+    model_from_parent: bool = False
 
     def validate(self) -> None:
         if self.checkpoint is not None:
@@ -115,9 +120,13 @@ class RunConfig:
 
     def resolve(self) -> RunConfig:
         """Fill in what the run's inputs decide, in place: the shards of ``data.clusters``,
-        and ``model.vocab_size`` from the shards' manifests unless given."""
+        the parent's architecture with ``init.model_from_parent``, and ``model.vocab_size``
+        from the shards' manifests unless given."""
         from megatron_split.data.datasets import shard_vocab
 
+        if self.init.model_from_parent and self.init.checkpoint is not None:
+            parent = read_meta(resolve_checkpoint(self.init.checkpoint))
+            self.model = self.model.with_architecture(parent["config"]["model"])
         self.data = self.data.resolve()
         vocab_size, _ = shard_vocab(self.data.paths)
         if self.model.vocab_size is None:

@@ -27,7 +27,7 @@ from megatron_split.checkpoint import (
 )
 from megatron_split.config import ConfigError
 from megatron_split.data import step_microbatches
-from megatron_split.data.datasets import dataset_tokenizer
+from megatron_split.data.datasets import check_shards_tokenizer, dataset_tokenizer
 from megatron_split.runtime import Runtime, init_distributed, seed_everything
 from megatron_split.train.config import RunConfig
 from megatron_split.train.identity import code_version, config_diff, config_hash, law_coordinates
@@ -52,6 +52,7 @@ SHAPE_FIELDS = (
     "activation",
     "tie_embeddings",
     "bias",
+    "qkv_bias",
 )
 
 
@@ -232,7 +233,9 @@ class Trainer:
                 log.info("resumed from %s (step %d)", latest, state.step)
         elif cfg.init.checkpoint is not None:
             parent = resolve_checkpoint(cfg.init.checkpoint)
-            _check_same_model(cfg, read_meta(parent), parent)
+            parent_meta = read_meta(parent)
+            _check_same_model(cfg, parent_meta, parent)
+            check_shards_tokenizer(parent_meta, cfg.data.paths, f"init.checkpoint {parent}")
             meta = checkpointer.load_weights(parent, gpt, optimizer, cfg.init.load_optimizer)
             state.lineage = {
                 **_parent_record(parent, meta),

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from megatron_split.checkpoint.hf_export import hf_config
+from megatron_split.checkpoint.hf_convert import hf_config
 from megatron_split.config import ConfigError
 from megatron_split.model.config import ModelConfig
 from tests.megatron_split.runs import train
@@ -96,4 +96,4 @@ def test_other_shapes_export_with_the_checkpoints_logits(demo_family, tmp_path, 
 )
 def test_models_without_a_hugging_face_counterpart_are_refused(fields, message):
     with pytest.raises(ConfigError, match=message):
-        hf_config(ModelConfig(vocab_size=256, num_attention_heads=4, **fields), 0, 1e-5)
+        hf_config(ModelConfig(vocab_size=256, num_attention_heads=4, **fields), 0)

