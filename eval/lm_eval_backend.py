@@ -1,16 +1,19 @@
 """An lm-evaluation-harness model backend: any of its tasks, on native checkpoints.
 
-    python -m eval.lm_eval_backend run --model msplit --tasks arc_easy \\
+    msplit lm-eval run --model megatron_split --tasks arc_easy \\
         --model_args checkpoint=runs/demo/trunk
-    python -m eval.lm_eval_backend run --model msplit --tasks arc_easy \\
+    msplit lm-eval run --model megatron_split --tasks arc_easy \\
         --model_args clusters=runs/demo/clusters,branches=runs/demo/branches/cluster_0:...
 
 With ``checkpoint=`` one model answers. With ``clusters=`` and ``branches=`` (one run per
 cluster, ``:``-separated, in cluster order) the family answers through the router: each
 request goes to the specialist of its context's nearest cluster, or to a mixture of
 ``top_k`` specialists weighted softmax(-distance / ``temperature``) (c-BTM). Specialists
-are loaded one at a time. ``python -m eval.lm_eval_backend`` is lm-eval's own command line
-with this backend registered (in Python, ``import eval.lm_eval_backend`` registers it).
+are loaded one at a time. ``msplit lm-eval`` is lm-eval's own command line with this
+backend registered as ``megatron_split`` (and ``msplit``); in Python, ``import
+eval.lm_eval_backend`` registers it. lm-eval 0.4.13 discovers no models outside its own
+source tree (no entry point or plugin import), so its ``lm_eval`` executable cannot know
+this backend by itself.
 Log-likelihood, perplexity and generation tasks are supported; generation is greedy.
 """
 
@@ -29,7 +32,7 @@ from eval.mc import mix
 from megatron_split.data.datasets import checkpoint_tokenizer
 
 
-@register_model("msplit")
+@register_model("megatron_split", "msplit")
 class MSplitLM(LM):
     def __init__(
         self,
@@ -159,7 +162,16 @@ class MSplitLM(LM):
                 gc.collect()  # nothing holds that model any more: free it before the next
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """lm-eval's command line (its own parser and flags), with this backend registered."""
+    import sys
+
     from lm_eval.__main__ import cli_evaluate
 
+    sys.argv = ["lm-eval", *(sys.argv[1:] if argv is None else argv)]
     cli_evaluate()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -24,6 +24,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "megatron_split.checkpoint.hf_import",
         "a Hugging Face model (directory or GGUF) as a checkpoint to branch from",
     ),
+    "lm-eval": (
+        "eval.lm_eval_backend",
+        "lm-evaluation-harness's command line, with the megatron_split model backend",
+    ),
     "laws": ("laws.cli", "fit scaling laws L(N, D, D') and plan the compute split"),
     "phonebook": (
         "slurm.phonebook",

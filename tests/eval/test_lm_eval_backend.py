@@ -1,6 +1,9 @@
 """The lm-evaluation-harness backend agrees with `msplit eval` on the same file and models."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -74,8 +77,23 @@ def harness(local_arc, monkeypatch, **model_args) -> dict:
     return out["results"]["local_arc"]
 
 
-def test_one_checkpoint_scores_as_our_own_evaluation(demo_family, local_arc, monkeypatch):
-    got = harness(local_arc, monkeypatch, checkpoint=str(demo_family / "trunk"))
+def harness_cli(local_arc, out, **model_args) -> dict:
+    """lm-eval's own command line (``msplit lm-eval``), in a process of its own."""
+    args = ",".join(f"{k}={v}" for k, v in model_args.items())
+    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "megatron_split.cli", "lm-eval", "run", "--model",
+         "megatron_split", "--model_args", args, "--tasks", "local_arc", "--include_path",
+         str(local_arc), "--output_path", str(out)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (results,) = out.rglob("results_*.json")
+    return json.loads(results.read_text())["results"]["local_arc"]
+
+
+def test_one_checkpoint_scores_as_our_own_evaluation(demo_family, local_arc, tmp_path):
+    got = harness_cli(local_arc, tmp_path / "out", checkpoint=demo_family / "trunk")
     task = load_task("arc", local_arc / "arc.jsonl")
     requests, where = requests_of(task.items)
     scores = ChoiceScores.empty(task.items)
