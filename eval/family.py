@@ -128,6 +128,10 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
     if len(set(names)) != len(names):
         raise FamilyError(f"standard runs {config.standard} repeat an arm: {names}")
     models = singles + [(f"branch_{i}", path) for i, path in enumerate(config.branches)]
+    # Every model reads the same sequences: the family's shortest length (a released
+    # trunk's config allows far more context than its branches trained with).
+    seq_length = min(read_meta(resolve_checkpoint(path))["config"]["model"]["seq_length"]
+                     for _, path in models)  # fmt: skip
     losses = np.full((len(models), data.k), np.nan)
     heldout_sets: dict[tuple[int, int], Any] = {}  # (cluster, seq_length): shared by models
     # Per task: each single model's scores, and each specialist's on the items routed to it.
@@ -143,7 +147,7 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
     bar = tqdm(models, desc="eval", unit="model", disable=not config.progress)
     for m, (name, path) in enumerate(bar):
         bar.set_postfix_str(name)
-        lm = CheckpointLM.load(path)
+        lm = CheckpointLM.load(path, seq_length=seq_length)
         for cluster in range(data.k):
             key = (cluster, lm.seq_length)
             if key not in heldout_sets:
@@ -178,7 +182,7 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
             final = resolve_checkpoint(branch)
             for checkpoint in complete_checkpoints(final.parent):
                 if checkpoint != final:
-                    lm = CheckpointLM.load(checkpoint)
+                    lm = CheckpointLM.load(checkpoint, seq_length=seq_length)
                     heldout = heldout_sets[(cluster, lm.seq_length)]
                     rows.append(heldout_row(lm, f"branch_{cluster}", cluster, heldout, config,
                                             "heldout_history"))  # fmt: skip

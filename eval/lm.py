@@ -50,8 +50,11 @@ class CheckpointLM:
         self.device = next(model.parameters()).device
 
     @classmethod
-    def load(cls, path: str | Path, tokenizer: Tokenizer | None = None) -> CheckpointLM:
-        """The model of checkpoint ``path``; ``tokenizer`` defaults to the one it reads."""
+    def load(
+        cls, path: str | Path, tokenizer: Tokenizer | None = None, seq_length: int | None = None
+    ) -> CheckpointLM:
+        """The model of checkpoint ``path``; ``tokenizer`` defaults to the one it reads, and
+        ``seq_length`` (the most tokens it reads at once) to its config's, never beyond."""
         from megatron_split.inference import load_trained_model
 
         trained = load_trained_model(path)
@@ -60,7 +63,7 @@ class CheckpointLM:
         return cls(
             trained.module,
             tokenizer,
-            trained.config.model.seq_length,
+            min(seq_length or trained.config.model.seq_length, trained.config.model.seq_length),
             name=str(trained.path),
             meta=trained.meta,
         )

@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +67,10 @@ CONTINUATION_SCHEDULE = [
 ]
 # A run with no trunk before it (split fraction 0 of a budget) warms up like the trunk.
 SCRATCH_SCHEDULE = ["optim.schedule.kind=wsd"]
+# A released model has no optimizer state to carry on: its continuations warm up afresh
+# (the base config's warmup), in its architecture.
+RELEASED_SCHEDULE = ["optim.schedule.kind=wsd", "init.load_optimizer=false",
+                     "init.model_from_parent=true"]  # fmt: skip
 # Set by the graph from the experiment's budgets and layout; an override would be lost.
 PLANNED_KEYS = ("train.steps", "run_dir", "init.checkpoint", "data.clusters", "data.cluster")
 
@@ -121,13 +125,13 @@ class DataStage:
         return out / "phonebook" / "facts.json" if self.phonebook is not None else None
 
     def _tokenize_nodes(
-        self, inputs: list[str], tokenizer: Path, shards: Path, at: str
+        self, inputs: list[str], tokenizer: Path, shards: Path, at: str, tokenizer_node: str
     ) -> list[Node]:
         """The shards node, after a job array that writes their partitions when asked."""
         argv = ["tokenize", "--input", *inputs, "--output-prefix", str(shards), "--tokenizer",
                 f"hf:{tokenizer}", "--append-eod", "--label-key", self.label_key, "--workers",
                 str(self.workers)]  # fmt: skip
-        manifest, after = manifest_path(shards), [at + "tokenizer"]
+        manifest, after = manifest_path(shards), [tokenizer_node]
         if self.tokenize_tasks == 1:
             return [Node(at + "shards", [Command("data_prep.cli", argv, manifest)], after,
                          self.slurm)]  # fmt: skip
@@ -144,7 +148,9 @@ class DataStage:
     def _max_tokens(self) -> list[str]:
         return [] if self.max_tokens is None else ["--max-tokens", str(self.max_tokens)]
 
-    def nodes(self, out: Path, at: str = "") -> list[Node]:
+    def nodes(self, out: Path, at: str = "", model: Path | None = None) -> list[Node]:
+        """The data nodes; with ``model`` (an imported model's run directory, made by the
+        node ``at + "model"``) the shards use its tokenizer instead of training one."""
         corpus, tokenizer = out / "corpus", out / "tokenizer.json"
         shards, embeddings, clusters = (
             out / "shards" / "corpus",
@@ -173,12 +179,14 @@ class DataStage:
             built = [node("corpus", ["corpus", "build", "--output", str(corpus), "--max-mb",
                                      str(self.max_mb), "--shards", "1"],
                           corpus / "corpus.manifest.json", [])]  # fmt: skip
+        if model is None:
+            built.append(node("tokenizer", ["train-tokenizer", "--input", *inputs, "--output",
+                                            str(tokenizer), "--vocab-size", str(self.vocab_size)],
+                              tokenizer, [n.name for n in built]))  # fmt: skip
         return [
             *built,
-            node("tokenizer", ["train-tokenizer", "--input", *inputs, "--output", str(tokenizer),
-                               "--vocab-size", str(self.vocab_size)],
-                 tokenizer, [n.name for n in built]),
-            *self._tokenize_nodes(inputs, tokenizer, shards, at),
+            *self._tokenize_nodes(inputs, model or tokenizer, shards, at,
+                                  at + ("model" if model else "tokenizer")),  # fmt: skip
             node("embeddings", ["embed", "--shards", str(shards), "--output", str(embeddings),
                                 "--embedder", self.embedder, *self._max_tokens(),
                                 "--no-progress"],
@@ -195,6 +203,10 @@ class DataStage:
 class TrunkStage:
     tokens: int | None = None  # D of the whole trunk (default: the base config's steps)
     overrides: list[str] = field(default_factory=list)  # of the base config
+    # A released model as the trunk, not trained: a Hugging Face model directory or GGUF
+    # file, imported once (node "model"); the corpus is tokenized with its tokenizer and
+    # the branches and the standard arm continue it, with its architecture.
+    from_hf: str | None = None
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
@@ -308,6 +320,8 @@ class ExperimentConfig:
             self.data.validate()
         if self.split_tokens and self.split_fractions:
             raise ConfigError("give split_tokens or split_fractions, not both")
+        if self.trunk.from_hf is not None:
+            self._validate_released()
         if self.budgets:
             self._validate_budgets()
         elif any(not 0 < f <= 1 for f in self.split_fractions):
@@ -329,6 +343,18 @@ class ExperimentConfig:
             raise ConfigError("report.kind=phonebook: the data must be data.phonebook")
         if len(self.ladder) > 1 and self.laws.fit:
             self.laws.validate()
+
+    def _validate_released(self) -> None:
+        """A released trunk is one split point of unknown D: nothing to train or sweep."""
+        given = {"trunk.tokens": self.trunk.tokens, "split_tokens": self.split_tokens,
+                 "split_fractions": self.split_fractions, "budgets": self.budgets,
+                 "ladder": self.ladder}  # fmt: skip
+        for where, value in given.items():
+            if value:
+                raise ConfigError(f"{where} with trunk.from_hf: the released model is the only "
+                                  "split point (branches.tokens sets D')")  # fmt: skip
+        if not self.branches.tokens:
+            raise ConfigError("trunk.from_hf: set branches.tokens (D' of each branch)")
 
     def _validate_budgets(self) -> None:
         if not self.split_fractions or self.split_tokens:
@@ -398,6 +424,8 @@ class _Context:
     vocab_size: int
     facts: Path | None  # recalled by every model (the phonebook's)
     tags: dict[str, Any]  # the experiment's place in its sweep
+    model: Path | None = None  # the imported released trunk's run directory
+    released: ModelConfig | None = None  # its architecture, which its continuations take
 
     def training(self, overrides: list[str], arm: Arm, run_dir: Path, start: int = 0) -> Training:
         """A planned training run, or its segment from step ``start`` to
@@ -406,6 +434,8 @@ class _Context:
         model = (
             run.model if run.model.vocab_size else replace(run.model, vocab_size=self.vocab_size)
         )
+        if self.released is not None:
+            model = model.with_architecture(asdict(self.released))
         end = run.train.end_step
         tokens = (end - start) * run.train.global_batch * run.model.seq_length
         kept = [s for s in run.checkpoint.kept_steps(run.train.steps) if start < s <= end]
@@ -466,18 +496,37 @@ def _context(
     cfg: ExperimentConfig, out: Path, prefix: str, tags: dict[str, Any]
 ) -> tuple[_Context, list[Node]]:
     """The shared parts of one experiment of a sweep, and its data nodes."""
-    here = out / prefix
+    here, at = out / prefix, f"{prefix}/" if prefix else ""
+    model, nodes, released = None, [], None
+    if cfg.trunk.from_hf is not None:
+        model, released = here / "model", _released_model(cfg.trunk.from_hf)
+        source = str(Path(cfg.trunk.from_hf).resolve())
+        nodes = [Node(at + "model", [Command("megatron_split.checkpoint.hf_import",
+                                             [source, str(model)],
+                                             model / "checkpoints" / "latest")],
+                      [], cfg.trunk.slurm)]  # fmt: skip
     if cfg.data is not None:
-        nodes = cfg.data.nodes(here, f"{prefix}/" if prefix else "")
+        nodes += cfg.data.nodes(here, at, model)
         clusters, k, vocab = here / "clusters", cfg.data.k, cfg.data.vocab_size
         facts = cfg.data.facts(here)
     else:
-        nodes, facts = [], None
+        facts = None
         clusters = Path(cfg.clusters).resolve()
         manifest = ClusterDataConfig(str(clusters)).build().manifest
         k, vocab = int(manifest["k"]), int(manifest["vocab_size"])
+    if released is not None:
+        vocab = int(released.vocab_size)
     config = str(Path(cfg.config).resolve())
-    return _Context(cfg, out, config, clusters, k, vocab, facts, tags), nodes
+    return _Context(cfg, out, config, clusters, k, vocab, facts, tags, model, released), nodes
+
+
+def _released_model(source: str) -> ModelConfig:
+    """The architecture of the released model ``source``, read from its config now."""
+    from megatron_split.checkpoint.hf_convert import model_config
+    from megatron_split.checkpoint.hf_import import HFModel
+
+    hf = HFModel(source)
+    return model_config(hf.config(), hf.where)
 
 
 def _summary_nodes(
@@ -521,7 +570,10 @@ def _plan_trunk_and_splits(
     base = load_config(RunConfig, ctx.config, trunk_user, inputs=False)
     seed = base.seed if seed is None else seed
     tokens_per_step = base.train.global_batch * base.model.seq_length
-    if cfg.budgets:  # the trunk goes as far as the last split point needs
+    if ctx.model is not None:  # the released model is the one split point
+        trunk_steps, split_steps = 0, []
+        families = [_Family("released", 0, cfg.branches.tokens, "branches.tokens", True, {})]
+    elif cfg.budgets:  # the trunk goes as far as the last split point needs
         families = _budget_families(cfg, tokens_per_step, ctx.k)
         split_steps = sorted({family.split for family in families} - {0})
         trunk_steps = split_steps[-1] if split_steps else 0
@@ -542,6 +594,7 @@ def _plan_trunk_and_splits(
     segment_at = {int(node.trainings[0].steps): node.name for node in nodes}
     for family in families:
         parent = trunk_dir / "checkpoints" / f"step_{family.split:07d}" if family.split else None
+        parent = ctx.model or parent
         family_dir, name = out / family.name, f"{at}{family.name}"
         runs: list[tuple[str, Arm]] = [(f"cluster_{c}", "specialist") for c in range(ctx.k)]
         if cfg.standard.every_split or family.first:
@@ -551,7 +604,7 @@ def _plan_trunk_and_splits(
         planned = [_continuation(ctx, family, split_tokens, rung, seed, parent,
                                  family_dir / run, arm) for run, arm in runs]  # fmt: skip
         branches, standard = planned[: ctx.k], planned[ctx.k :]
-        needs = [segment_at[family.split]] if parent is not None else after
+        needs = [segment_at[family.split]] if family.split else after
         nodes.append(Node(f"{name}/branches", branches, needs, cfg.branches.slurm))
         eval_after = [f"{name}/branches"]
         if standard:
@@ -630,7 +683,10 @@ def _continuation(
     cfg = ctx.cfg
     scope = family.name.rpartition("/")[0]  # the budget: its runs' seeds differ from others'
     own = derive_seed(seed, split_tokens, f"{scope}/{run_dir.name}" if scope else run_dir.name)
-    schedule = CONTINUATION_SCHEDULE if parent is not None else SCRATCH_SCHEDULE
+    if ctx.model is not None:
+        schedule = RELEASED_SCHEDULE
+    else:
+        schedule = CONTINUATION_SCHEDULE if parent is not None else SCRATCH_SCHEDULE
     overrides = [*schedule, *cfg.overrides, *cfg.branches.overrides,
                  *rung.overrides, f"seed={own}", f"data.seed={own}"]  # fmt: skip
     probe = load_config(RunConfig, ctx.config, overrides, inputs=False)

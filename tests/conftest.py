@@ -17,3 +17,11 @@ def demo_family(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "demo"
     run_demo(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """A byte-level BPE trained here, saved as transformers saves a model's tokenizer."""
+    from tests.megatron_split.hf_models import write_tokenizer_dir
+
+    return write_tokenizer_dir(tmp_path_factory.mktemp("tokenizer"))

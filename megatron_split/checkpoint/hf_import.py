@@ -150,8 +150,11 @@ def import_hf(
     if missing or unexpected:  # the mapping and megatron's module names disagree
         raise RuntimeError(f"weights not loaded: missing {missing}, unexpected {unexpected}")
     run_config = asdict(cfg)
+    # D counts the tokens trained here: a released model's own pretraining is not known,
+    # and its checkpoint is no point of a law fitted to runs of known D (not "annealed").
     identity = {"arm": cfg.role.arm, "cluster": None, "config_hash": config_hash(run_config),
-                "code_version": code_version()}  # fmt: skip
+                "code_version": code_version(), "D": 0, "D_prime": 0,
+                "annealed": False}  # fmt: skip
     imported = {"imported_from": str(hf.path), "architecture": hf_architecture(model),
                 "files": files}  # fmt: skip
     checkpointer = Checkpointer(cfg.checkpoint, root)

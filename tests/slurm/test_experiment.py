@@ -2,6 +2,7 @@
 on this machine (interrupted and resumed) and on a real Slurm."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -524,3 +525,71 @@ def test_a_stages_slurm_fields_are_in_its_script_and_no_other(demo_family, tmp_p
                        f"trunk.slurm={json.dumps(SITE)}"])  # fmt: skip
     executor = cfg.trunk.slurm.executor(cluster="slurm")
     assert executor._executor.max_num_timeout == 5  # requeues after time-out or preemption
+
+
+def released(source: Path, out: Path, *overrides: str) -> ExperimentConfig:
+    runs = [*TINY, "optim.schedule.warmup_steps=1", "optim.lr=1e-4"]
+    base = [f"out={out}", f"trunk.from_hf={source}", f"overrides={json.dumps(runs)}",
+            f"branches.tokens={2 * TOKENS_PER_STEP}", "eval.heldout_samples=4",
+            "data.max_mb=0.3"]  # fmt: skip
+    return load_config(ExperimentConfig, "configs/smollm2_split.yaml", [*base, *overrides])
+
+
+def test_a_released_model_is_the_trunk_of_one_family(tokenizer_dir, tmp_path):
+    from tests.megatron_split.hf_models import random_model
+
+    random_model("llama-gqa-tied", tokenizer_dir, tmp_path / "hf")
+    graph = build_graph(released(tmp_path / "hf", tmp_path / "out"))
+    assert [node.name for node in graph] == [
+        "model", "corpus", "shards", "embeddings", "clusters", "released/branches",
+        "released/standard", "released/eval", "results", "report",
+    ]  # fmt: skip
+    assert graph["shards"].after == ["model"]  # tokenized with the model's tokenizer
+    assert f"hf:{tmp_path / 'out' / 'model'}" in graph["shards"].tasks[0].argv
+    branch = graph["released/branches"].trainings[0]
+    run = resolved(branch)
+    assert run.init.checkpoint == str(tmp_path / "out" / "model")
+    assert run.init.model_from_parent and not run.init.load_optimizer
+    assert run.optim.schedule.kind == "wsd" and run.optim.schedule.warmup_steps > 0
+    # planned in the released model's architecture: its FLOPs, not the base config's
+    assert branch.flops == pytest.approx(
+        branch.tokens * run.model.with_architecture(
+            {"num_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+             "num_query_groups": 2, "ffn_hidden_size": 96, "vocab_size": 400,
+             "make_vocab_size_divisible_by": 1}).flops_per_token()
+    )  # fmt: skip
+    standard = graph["released/standard"].trainings[0]
+    assert standard.steps == 2 * branch.steps  # k D' tokens
+
+
+@pytest.mark.parametrize(
+    "override", ["trunk.tokens=4096", "split_fractions=[0.5]", "ladder={a: {}, b: {}}"]
+)
+def test_a_released_trunk_has_nothing_to_train_or_split(override, tokenizer_dir, tmp_path):
+    with pytest.raises(ConfigError, match="with trunk.from_hf: the released model is the only"):
+        released(tmp_path / "hf", tmp_path / "out", override).validate()
+
+
+def test_a_released_model_is_specialised_end_to_end(tmp_path):
+    """SmolLM2-135M from its released GGUF: imported, the corpus tokenized with its tokenizer
+    and clustered, two branches and the standard arm trained, every model evaluated."""
+    from tests.megatron_split.hf_models import smollm2
+
+    cfg = released(smollm2(), tmp_path / "out")
+    graph = build_graph(cfg)
+    assert run_local(graph) == {node.name: "complete" for node in graph}
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(tmp_path / "out" / "results" / "results.parquet").to_pylist()
+    assert {r["arm"] for r in rows} == {"trunk", "specialist", "standard"}
+    trunk = [r for r in rows if r["arm"] == "trunk"]
+    # every model read the same held-out sequences, at the branches' length, not the 8192
+    # tokens the released model's config allows; a trained LM is far below uniform's loss
+    assert len({r["tokens_evaluated"] for r in rows}) == 1
+    assert rows[0]["tokens_evaluated"] <= 4 * 64  # eval.heldout_samples x the branches' length
+    assert len(trunk) == 2 and all(r["loss"] < 0.5 * math.log(49152) for r in trunk)
+    meta = json.loads((tmp_path / "out" / "released" / "cluster_0" / "checkpoints" /
+                       "step_0000002" / "meta.json").read_text())  # fmt: skip
+    assert meta["config"]["model"]["num_layers"] == 30  # the model's architecture
+    assert meta["lineage"]["parent_lineage"]["imported_from"] == str(smollm2())
+    assert "Split vs standard at equal compute" in (tmp_path / "out" / "report.md").read_text()
