@@ -18,6 +18,9 @@ sciq     {train,valid,test}.json (a list) or .jsonl (``support``, ``question``,
 mmlu     a directory of ``*_test.csv`` (question, A, B, C, D, answer), one CSV, or a
          JSONL with ``question``, ``answer_a-d``, ``correct_answer``, ``topic``
 bigbench a BIG-bench ``task.json`` with ``examples[].input/target_scores``
+openbookqa {train,dev,test}.jsonl as released (``question.stem/choices``, ``answerKey``)
+         or the hub's (``question_stem``, ``choices.text/label``); ``openbookqa_fact``
+         reads the Additional files' ``fact1`` and puts it before the question
 ======== ======================================================================
 
 ``load_task("arc", PATH)`` returns a :class:`Task`; a malformed record stops with an error
@@ -28,6 +31,7 @@ counted in ``Task.skipped``.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -121,22 +125,44 @@ def _read_json_or_jsonl(path: Path) -> Iterator[_Record]:
 # ---------------------------------------------------------------- tasks
 
 
+def _question_and_choices(record: _Record, flat_stem: str) -> tuple[str, list[str], int]:
+    """(stem, choice texts, gold index) of an AI2-format record: ``question.stem`` and
+    ``question.choices`` as released, or the hub's flattened ``flat_stem`` and
+    ``choices.text/label``; ``answerKey`` names the gold label."""
+    question = record.data.get("question")
+    if isinstance(question, dict):  # the AI2 release
+        inner = _Record(record.path, record.line, question)
+        stem = inner.get("stem")
+        choices = [_Record(record.path, record.line, c) for c in inner.get("choices", list)]
+        texts, labels = [c.get("text") for c in choices], [c.get("label") for c in choices]
+    else:  # the flattened hub export
+        choices = _Record(record.path, record.line, record.get("choices", dict))
+        stem, texts, labels = (
+            record.get(flat_stem),
+            choices.get("text", list),
+            choices.get("label", list),
+        )
+    key = record.get("answerKey").strip()
+    if key not in labels:
+        raise record.fail(f"answerKey {key!r} is not one of the labels {labels}")
+    return stem, texts, labels.index(key)
+
+
 def _arc(path: Path, skipped: dict[str, int]) -> Iterator[MCItem]:
     for record in _read_jsonl(path):
-        question = record.get("question", (dict, str))
-        if isinstance(question, dict):  # the AI2 release
-            inner = _Record(record.path, record.line, question)
-            stem = inner.get("stem")
-            choices = [_Record(record.path, record.line, c) for c in inner.get("choices", list)]
-            texts, labels = [c.get("text") for c in choices], [c.get("label") for c in choices]
-        else:  # the flattened hub export
-            choices = _Record(record.path, record.line, record.get("choices", dict))
-            stem, texts, labels = question, choices.get("text", list), choices.get("label", list)
-        key = record.get("answerKey")
-        if key not in labels:
-            raise record.fail(f"answerKey {key!r} is not one of the labels {labels}")
+        stem, texts, gold = _question_and_choices(record, "question")
         context = f"Question: {stem}\nAnswer:"
-        yield MCItem(record.id, tuple((context, f" {t}") for t in texts), labels.index(key), stem)
+        yield MCItem(record.id, tuple((context, f" {t}") for t in texts), gold, stem)
+
+
+def _openbookqa(path: Path, skipped: dict[str, int], with_fact: bool = False) -> Iterator[MCItem]:
+    """lm-eval's prompt: the bare question stem, each choice after a space. ``with_fact``:
+    the record's ``fact1`` (the release's Additional files, the hub's "additional" config)
+    before the stem, the open-book setting."""
+    for record in _read_jsonl(path):
+        stem, texts, gold = _question_and_choices(record, "question_stem")
+        context = f"{record.get('fact1')}\n{stem}" if with_fact else stem
+        yield MCItem(record.id, tuple((context, f" {t}") for t in texts), gold, stem)
 
 
 def _hellaswag_clean(text: str) -> str:
@@ -283,6 +309,8 @@ LOADERS: dict[str, Callable[[Path, dict[str, int]], Iterator[MCItem]]] = {
     "boolq": _boolq,
     "hellaswag": _hellaswag,
     "mmlu": _mmlu,
+    "openbookqa": _openbookqa,
+    "openbookqa_fact": functools.partial(_openbookqa, with_fact=True),
     "piqa": _piqa,
     "sciq": _sciq,
     "winogrande": _winogrande,

@@ -42,6 +42,25 @@ def test_arc_release_and_flattened_export(tmp_path):
     assert task.items[0].id == "Mercury_1"
 
 
+def test_openbookqa_release_and_hub_export_with_lm_evals_prompt(tmp_path):
+    choices = [{"text": "a magnet", "label": "A"}, {"text": "a leaf", "label": "B"}]
+    release = {"id": "7-980", "question": {"stem": "What attracts iron?", "choices": choices},
+               "answerKey": "A", "fact1": "magnets attract iron"}  # fmt: skip
+    hub = {"id": "7-980", "question_stem": "What attracts iron?", "answerKey": " A",
+           "choices": {"text": ["a magnet", "a leaf"], "label": ["A", "B"]},
+           "fact1": "magnets attract iron"}  # fmt: skip
+    path = write_jsonl(tmp_path / "test_complete.jsonl", [release, hub])
+    for item in load_task("openbookqa", path).items:  # doc_to_text: question_stem
+        assert item.gold == 0 and item.query == "What attracts iron?"
+        assert item.choices == (("What attracts iron?", " a magnet"),
+                                ("What attracts iron?", " a leaf"))  # fmt: skip
+    (with_fact, _) = load_task("openbookqa_fact", path).items
+    assert with_fact.choices[0] == ("magnets attract iron\nWhat attracts iron?", " a magnet")
+    del release["fact1"]
+    with pytest.raises(TaskError, match="test_complete.jsonl:1: field 'fact1' is missing"):
+        load_task("openbookqa_fact", write_jsonl(tmp_path / "test_complete.jsonl", [release]))
+
+
 def test_hellaswag_cleans_like_lm_eval(tmp_path):
     record = {
         "activity_label": "Cooking",
