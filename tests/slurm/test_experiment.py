@@ -577,7 +577,7 @@ def test_a_released_model_is_specialised_end_to_end(tmp_path):
 
     cfg = released(smollm2(), tmp_path / "out")
     graph = build_graph(cfg)
-    assert run_local(graph) == {node.name: "complete" for node in graph}
+    assert set(run_local(graph).values()) == {"succeeded"}
     import pyarrow.parquet as pq
 
     rows = pq.read_table(tmp_path / "out" / "results" / "results.parquet").to_pylist()
@@ -585,8 +585,8 @@ def test_a_released_model_is_specialised_end_to_end(tmp_path):
     trunk = [r for r in rows if r["arm"] == "trunk"]
     # every model read the same held-out sequences, at the branches' length, not the 8192
     # tokens the released model's config allows; a trained LM is far below uniform's loss
-    assert len({r["tokens_evaluated"] for r in rows}) == 1
-    assert rows[0]["tokens_evaluated"] <= 4 * 64  # eval.heldout_samples x the branches' length
+    assert len({(r["cluster"], r["tokens_evaluated"]) for r in rows}) == 2  # one per cluster
+    assert max(r["tokens_evaluated"] for r in rows) <= 4 * 64  # heldout_samples x 64 tokens
     assert len(trunk) == 2 and all(r["loss"] < 0.5 * math.log(49152) for r in trunk)
     meta = json.loads((tmp_path / "out" / "released" / "cluster_0" / "checkpoints" /
                        "step_0000002" / "meta.json").read_text())  # fmt: skip
