@@ -228,13 +228,25 @@ def load_tokenizer(spec: str | dict[str, Any]) -> Tokenizer:
 
 def same_tokenizer(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two specs name the same tokenizer: the same kind, end-of-document token and
-    file contents, wherever the files are."""
+    contents, wherever the files are (a ``tokenizer.json`` as HF tokenizers reads it, so a
+    copy transformers re-saved is the same tokenizer)."""
 
     def identity(spec: dict[str, Any]) -> tuple:
         files = [Path(spec[key]) for key in ("path", "merges") if spec.get(key)]
-        digests = [hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else str(f)
-                   for f in files]  # fmt: skip
-        return spec.get("kind"), spec.get("eod"), *digests
+        if any(not f.is_file() for f in files):
+            return spec.get("kind"), spec.get("eod"), *map(str, files)
+        if spec.get("kind") == "hf":
+            from tokenizers import Tokenizer as RustTokenizer
+
+            # Documents are encoded without special tokens, so the post-processor (which
+            # transformers adds on saving), padding and truncation change no id here.
+            decides = json.loads(RustTokenizer.from_file(str(files[0])).to_str())
+            for key in ("post_processor", "padding", "truncation"):
+                decides.pop(key, None)
+            contents = [json.dumps(decides, sort_keys=True).encode()]
+        else:
+            contents = [f.read_bytes() for f in files]
+        return spec.get("kind"), spec.get("eod"), *(hashlib.sha256(c).hexdigest() for c in contents)
 
     return identity(a) == identity(b)
 

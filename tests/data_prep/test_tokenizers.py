@@ -11,6 +11,7 @@ from data_prep.tokenizers import (
     load_tokenizer,
     megatron_tokenizer,
     parse_spec,
+    same_tokenizer,
     whitespace_pieces,
 )
 
@@ -163,3 +164,19 @@ def test_a_text_longer_than_a_piece_encodes_to_the_ids_of_the_whole(
     assert len(whitespace_pieces(texts[0])) > 1000
     assert tokenizer.encode_batch(texts) == whole
     assert [a.tolist() for a in tokenizer.encode_arrays(texts)] == whole
+
+
+def test_a_resaved_tokenizer_is_the_same_tokenizer_and_another_is_not(bpe_spec, tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    ours = load_tokenizer(bpe_spec).spec
+    saved = tmp_path / "model"  # as transformers writes a model's tokenizer, elsewhere
+    PreTrainedTokenizerFast(tokenizer_file=ours["path"], eos_token=ours["eod"]).save_pretrained(
+        saved
+    )
+    assert same_tokenizer(ours, load_tokenizer(f"hf:{saved}").spec)
+    assert not same_tokenizer(ours, {**ours, "eod": "<unk>"})
+    data = json.loads(Path(ours["path"]).read_text())
+    data["model"]["merges"] = data["model"]["merges"][:-1]  # one merge fewer
+    (tmp_path / "other.json").write_text(json.dumps(data))
+    assert not same_tokenizer(ours, {**ours, "path": str(tmp_path / "other.json")})
