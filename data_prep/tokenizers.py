@@ -226,29 +226,25 @@ def load_tokenizer(spec: str | dict[str, Any]) -> Tokenizer:
     return GPT2Tokenizer(_gpt2_tokenizer(spec["path"], spec["merges"]), {"eod": GPT2_EOD, **spec})
 
 
-def same_tokenizer(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two specs name the same tokenizer: the same kind, end-of-document token and
-    contents, wherever the files are (a ``tokenizer.json`` as HF tokenizers reads it, so a
-    copy transformers re-saved is the same tokenizer)."""
+def tokenizer_identity(spec: dict[str, Any]) -> tuple:
+    """What makes a spec's tokenizer the tokenizer it is, wherever its files are: equal for
+    two specs of the same kind, end-of-document token and contents (a ``tokenizer.json``
+    as HF tokenizers reads it, so a copy transformers re-saved is the same tokenizer)."""
+    files = [Path(spec[key]) for key in ("path", "merges") if spec.get(key)]
+    if any(not f.is_file() for f in files):
+        return spec.get("kind"), spec.get("eod"), *map(str, files)
+    if spec.get("kind") == "hf":
+        from tokenizers import Tokenizer as RustTokenizer
 
-    def identity(spec: dict[str, Any]) -> tuple:
-        files = [Path(spec[key]) for key in ("path", "merges") if spec.get(key)]
-        if any(not f.is_file() for f in files):
-            return spec.get("kind"), spec.get("eod"), *map(str, files)
-        if spec.get("kind") == "hf":
-            from tokenizers import Tokenizer as RustTokenizer
-
-            # Documents are encoded without special tokens, so the post-processor (which
-            # transformers adds on saving), padding and truncation change no id here.
-            decides = json.loads(RustTokenizer.from_file(str(files[0])).to_str())
-            for key in ("post_processor", "padding", "truncation"):
-                decides.pop(key, None)
-            contents = [json.dumps(decides, sort_keys=True).encode()]
-        else:
-            contents = [f.read_bytes() for f in files]
-        return spec.get("kind"), spec.get("eod"), *(hashlib.sha256(c).hexdigest() for c in contents)
-
-    return identity(a) == identity(b)
+        # Documents are encoded without special tokens, so the post-processor (which
+        # transformers adds on saving), padding and truncation change no id here.
+        decides = json.loads(RustTokenizer.from_file(str(files[0])).to_str())
+        for key in ("post_processor", "padding", "truncation"):
+            decides.pop(key, None)
+        contents = [json.dumps(decides, sort_keys=True).encode()]
+    else:
+        contents = [f.read_bytes() for f in files]
+    return spec.get("kind"), spec.get("eod"), *(hashlib.sha256(c).hexdigest() for c in contents)
 
 
 def whitespace_pieces(text: str, size: int | None = None) -> list[str]:

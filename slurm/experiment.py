@@ -522,11 +522,9 @@ def _context(
 
 def _released_model(source: str) -> ModelConfig:
     """The architecture of the released model ``source``, read from its config now."""
-    from megatron_split.checkpoint.hf_convert import model_config
     from megatron_split.checkpoint.hf_import import HFModel
 
-    hf = HFModel(source)
-    return model_config(hf.config(), hf.where)
+    return HFModel(source).model_config()
 
 
 def _summary_nodes(

@@ -296,34 +296,36 @@ def _llama_to_hf(megatron: dict[str, torch.Tensor], model: ModelConfig) -> dict:
     return out
 
 
+def _shape(kind: str, rows: int, inputs: int) -> tuple[int, ...]:
+    """A linear layer's weight (rows, inputs) or bias (rows,) shape."""
+    return (rows, inputs) if kind == "weight" else (rows,)
+
+
 def _llama_from_hf(take, model: ModelConfig) -> dict:
     h, vocab, ffn = model.hidden_size, model.vocab_size, model.ffn_size
     heads, groups, head_dim = model.num_attention_heads, model.query_groups, model.head_dim
-    per_group = heads // groups
     out = {"embedding.word_embeddings.weight": take("model.embed_tokens.weight", vocab, h)}
     qkv_kinds = ("weight", "bias") if model.bias or model.qkv_bias else ("weight",)
     kinds = ("weight", "bias") if model.bias else ("weight",)
     for i in range(model.num_layers):
         src, dst = f"model.layers.{i}.", f"decoder.layers.{i}."
         for kind in qkv_kinds:
-            cols = (h,) if kind == "weight" else ()
-            q = take(f"{src}self_attn.q_proj.{kind}", heads * head_dim, *cols)
-            k = take(f"{src}self_attn.k_proj.{kind}", groups * head_dim, *cols)
-            v = take(f"{src}self_attn.v_proj.{kind}", groups * head_dim, *cols)
-            grouped = [t.reshape(groups, -1, *cols) for t in (q, k, v)]
-            qkv = torch.cat(grouped, dim=1).reshape((per_group + 2) * head_dim * groups, *cols)
+            q = take(f"{src}self_attn.q_proj.{kind}", *_shape(kind, heads * head_dim, h))
+            k = take(f"{src}self_attn.k_proj.{kind}", *_shape(kind, groups * head_dim, h))
+            v = take(f"{src}self_attn.v_proj.{kind}", *_shape(kind, groups * head_dim, h))
+            grouped = [t.reshape(groups, -1, *t.shape[1:]) for t in (q, k, v)]
+            qkv = torch.cat(grouped, dim=1).reshape(-1, *q.shape[1:])
             out[f"{dst}self_attention.linear_qkv.{kind}"] = qkv
         for kind in kinds:
-            weight = kind == "weight"
             out |= {
                 f"{dst}self_attention.linear_proj.{kind}":
-                    take(f"{src}self_attn.o_proj.{kind}", h, *[heads * head_dim][:weight]),
+                    take(f"{src}self_attn.o_proj.{kind}", *_shape(kind, h, heads * head_dim)),
                 f"{dst}mlp.linear_fc1.{kind}": torch.cat([
-                    take(f"{src}mlp.gate_proj.{kind}", ffn, *[h][:weight]),
-                    take(f"{src}mlp.up_proj.{kind}", ffn, *[h][:weight]),
+                    take(f"{src}mlp.gate_proj.{kind}", *_shape(kind, ffn, h)),
+                    take(f"{src}mlp.up_proj.{kind}", *_shape(kind, ffn, h)),
                 ]),
                 f"{dst}mlp.linear_fc2.{kind}":
-                    take(f"{src}mlp.down_proj.{kind}", h, *[ffn][:weight]),
+                    take(f"{src}mlp.down_proj.{kind}", *_shape(kind, h, ffn)),
             }  # fmt: skip
         out[dst + "input_layernorm.weight"] = take(src + "input_layernorm.weight", h)
         out[dst + "pre_mlp_layernorm.weight"] = take(src + "post_attention_layernorm.weight", h)

@@ -23,6 +23,7 @@ import torch
 
 from megatron_split.checkpoint.hf_convert import hf_architecture, megatron_state_dict, model_config
 from megatron_split.config import ConfigError
+from megatron_split.model.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ class HFModel:
         self.directory = path.parent if self.gguf else path
         self.options = {"gguf_file": path.name} if self.gguf else {}
         self.where = str(path if self.gguf else path / "config.json")
+
+    def model_config(self) -> ModelConfig:
+        """Our model config of this model's (fields we cannot express refused by name)."""
+        return model_config(self.config(), self.where)
 
     def config(self):
         from transformers import AutoConfig
@@ -123,7 +128,7 @@ def import_hf(
     from megatron_split.checkpoint import Checkpointer, TrainState, latest_checkpoint
     from megatron_split.runtime import init_distributed, seed_everything
     from megatron_split.train.config import RunConfig
-    from megatron_split.train.identity import code_version, config_hash
+    from megatron_split.train.identity import run_identity
     from megatron_split.train.loop import build_bare_model
 
     hf = HFModel(source)
@@ -131,7 +136,7 @@ def import_hf(
     root = run_dir / "checkpoints"
     if latest_checkpoint(root) is not None:
         raise ConfigError(f"{root} already holds a checkpoint: import into a new RUN_DIR")
-    model = model_config(hf.config(), hf.where)
+    model = hf.model_config()
     model.params_dtype = dtype
     log.info("reading %s (%s)", hf.path, hf_architecture(model))
     weights, files = hf.weights()
@@ -152,9 +157,8 @@ def import_hf(
     run_config = asdict(cfg)
     # D counts the tokens trained here: a released model's own pretraining is not known,
     # and its checkpoint is no point of a law fitted to runs of known D (not "annealed").
-    identity = {"arm": cfg.role.arm, "cluster": None, "config_hash": config_hash(run_config),
-                "code_version": code_version(), "D": 0, "D_prime": 0,
-                "annealed": False}  # fmt: skip
+    identity = {**run_identity(cfg.role.arm, cfg.role.cluster, run_config), "D": 0,
+                "D_prime": 0, "annealed": False}  # fmt: skip
     imported = {"imported_from": str(hf.path), "architecture": hf_architecture(model),
                 "files": files}  # fmt: skip
     checkpointer = Checkpointer(cfg.checkpoint, root)

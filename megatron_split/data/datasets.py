@@ -185,13 +185,14 @@ def check_shards_tokenizer(meta: dict[str, Any], prefixes: list[str], where: str
     """Refuse shards tokenized otherwise than the checkpoint's model reads (``where`` names
     the checkpoint): the same ids would be other tokens."""
     from data_prep.shards import read_manifest
-    from data_prep.tokenizers import same_tokenizer
+    from data_prep.tokenizers import tokenizer_identity
 
     if not meta.get("tokenizer"):
         return  # a model trained here read its shards' tokenizer, checked with the shards
+    wanted = tokenizer_identity(meta["tokenizer"])
     for prefix in prefixes:
         spec = read_manifest(prefix)["tokenizer"]
-        if not same_tokenizer(spec, meta["tokenizer"]):
+        if tokenizer_identity(spec) != wanted:
             raise ConfigError(
                 f"data.paths: {prefix} was tokenized with {spec.get('path')}, but {where} "
                 f"reads {meta['tokenizer']['path']}: tokenize the corpus with "

@@ -104,6 +104,13 @@ def code_version() -> str:
     return f"{version}+g{commit}{'.dirty' if dirty else ''}"
 
 
+def run_identity(arm: str, cluster: int | None, run_config: dict[str, Any]) -> dict[str, Any]:
+    """What a run is, as every checkpoint of it records: arm, cluster, config hash and
+    code version (its law coordinates are added per checkpoint)."""
+    return {"arm": arm, "cluster": cluster, "config_hash": config_hash(run_config),
+            "code_version": code_version()}  # fmt: skip
+
+
 def law_coordinates(arm: str, tokens: int, parent_tokens: int | None) -> dict[str, int]:
     """A checkpoint's D (pretraining tokens) and D' (specialisation tokens).
 

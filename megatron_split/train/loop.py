@@ -30,7 +30,7 @@ from megatron_split.data import step_microbatches
 from megatron_split.data.datasets import check_shards_tokenizer, dataset_tokenizer
 from megatron_split.runtime import Runtime, init_distributed, seed_everything
 from megatron_split.train.config import RunConfig
-from megatron_split.train.identity import code_version, config_diff, config_hash, law_coordinates
+from megatron_split.train.identity import config_diff, law_coordinates, run_identity
 from megatron_split.train.metrics import MetricsSink
 from megatron_split.train.signals import PreemptionFlag
 
@@ -246,12 +246,7 @@ class Trainer:
                 log.info("initialised from %s (step %d)", parent, meta["step"])
 
         run_config = asdict(cfg)
-        identity = {
-            "arm": cfg.role.arm,
-            "cluster": cfg.role.cluster,
-            "config_hash": config_hash(run_config),
-            "code_version": code_version(),
-        }
+        identity = run_identity(cfg.role.arm, cfg.role.cluster, run_config)
         metrics = MetricsSink(
             self.run_dir,
             loop.steps,

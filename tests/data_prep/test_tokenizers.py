@@ -11,7 +11,7 @@ from data_prep.tokenizers import (
     load_tokenizer,
     megatron_tokenizer,
     parse_spec,
-    same_tokenizer,
+    tokenizer_identity,
     whitespace_pieces,
 )
 
@@ -174,9 +174,10 @@ def test_a_resaved_tokenizer_is_the_same_tokenizer_and_another_is_not(bpe_spec, 
     PreTrainedTokenizerFast(tokenizer_file=ours["path"], eos_token=ours["eod"]).save_pretrained(
         saved
     )
-    assert same_tokenizer(ours, load_tokenizer(f"hf:{saved}").spec)
-    assert not same_tokenizer(ours, {**ours, "eod": "<unk>"})
+    assert tokenizer_identity(ours) == tokenizer_identity(load_tokenizer(f"hf:{saved}").spec)
+    assert tokenizer_identity(ours) != tokenizer_identity({**ours, "eod": "<unk>"})
     data = json.loads(Path(ours["path"]).read_text())
     data["model"]["merges"] = data["model"]["merges"][:-1]  # one merge fewer
     (tmp_path / "other.json").write_text(json.dumps(data))
-    assert not same_tokenizer(ours, {**ours, "path": str(tmp_path / "other.json")})
+    other = {**ours, "path": str(tmp_path / "other.json")}
+    assert tokenizer_identity(ours) != tokenizer_identity(other)

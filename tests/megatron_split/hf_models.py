@@ -49,10 +49,9 @@ def write_tokenizer_dir(root: Path) -> Path:
 def random_model(family: str, tokenizer_dir: Path, out: Path):
     """A randomly initialised model of ``family`` saved as a Hugging Face directory."""
     import transformers
-
-    config_class, model_class, fields = FAMILIES[family]
     from tokenizers import Tokenizer
 
+    config_class, model_class, fields = FAMILIES[family]
     vocab = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json")).get_vocab_size()
     config = getattr(transformers, config_class)(vocab_size=vocab, **fields)
     torch.manual_seed(0)
