@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# A real single-node Slurm (slurmctld + slurmd + munge, with accounting: slurmdbd on a
-# MariaDB) for tests and laptops, under one throwaway root. No systemd or cgroups needed;
-# everything runs as the current user (root). Accounting is what `sacct` (job states, exit
-# codes, reasons, elapsed times) and submitit's job states read.
+# A real Slurm on one host (slurmctld + munge, with accounting: slurmdbd on a MariaDB) for
+# tests and laptops, under one throwaway root. No systemd or cgroups needed; everything runs
+# as the current user (root). Accounting is what `sacct` (job states, exit codes, reasons,
+# elapsed times) and submitit's job states read.
+#
+# Two nodes, each its own slurmd on its own port (Debian builds Slurm with multiple-slurmd):
+# the host itself, alone in the default partition `debug`, and `localhost` (a name that
+# resolves everywhere, as a job's first node must for its tasks to meet there). The
+# partition `twonodes` holds both, for real multi-node jobs; both nodes claim every core.
 #
 #   slurm/local_cluster.sh install   # apt packages (Debian), once per machine
-#   slurm/local_cluster.sh start     # writes slurm.conf, starts munged, slurmctld, slurmd
+#   slurm/local_cluster.sh start     # writes slurm.conf, starts munged, slurmctld, the slurmds
 #   slurm/local_cluster.sh stop      # cancels jobs, stops the daemons
 #   slurm/local_cluster.sh env       # prints the exports that point clients at it
 #
@@ -15,6 +20,7 @@ set -euo pipefail
 root="${MSPLIT_SLURM_ROOT:-/tmp/msplit-slurm}"
 conf="$root/etc/slurm.conf"
 host="$(hostname -s)"
+nodes=("$host" localhost)
 export SLURM_CONF="$conf"
 
 log() { printf 'local_cluster: %s\n' "$*" >&2; }
@@ -28,7 +34,11 @@ install_packages() {
 }
 
 write_config() {
-    mkdir -p "$root"/{etc,run,log,spool/ctld,spool/d,munge}
+    if [[ $host == localhost ]]; then
+        log "this host is called localhost, the second node's name: give it another (hostname)"
+        return 1
+    fi
+    mkdir -p "$root"/{etc,run,log,spool/ctld,munge}
     chmod 0700 "$root/munge"
     chmod 0755 "$root/run"  # munged refuses a 0700 socket directory
     [[ -f "$root/munge/munge.key" ]] || {
@@ -46,13 +56,12 @@ AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$root/run/munge.socket
 SlurmctldPort=6817
-SlurmdPort=6818
 StateSaveLocation=$root/spool/ctld
-SlurmdSpoolDir=$root/spool/d
+SlurmdSpoolDir=$root/spool/d/%n
 SlurmctldPidFile=$root/run/slurmctld.pid
-SlurmdPidFile=$root/run/slurmd.pid
+SlurmdPidFile=$root/run/slurmd.%n.pid
 SlurmctldLogFile=$root/log/slurmctld.log
-SlurmdLogFile=$root/log/slurmd.log
+SlurmdLogFile=$root/log/slurmd.%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -70,9 +79,12 @@ AccountingStorageHost=127.0.0.1
 AccountingStoragePort=6819
 # slurmctld reaches slurmdbd through munge, and ignores AuthInfo for that connection.
 AccountingStoragePass=$root/run/munge.socket
-NodeName=${host} NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=${mem_mb} State=UNKNOWN
-PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP
+NodeName=${nodes[0]} NodeHostname=${host} NodeAddr=127.0.0.1 Port=6818 CPUs=$(nproc) RealMemory=${mem_mb} State=UNKNOWN
+NodeName=${nodes[1]} NodeHostname=${host} NodeAddr=127.0.0.1 Port=6820 CPUs=$(nproc) RealMemory=${mem_mb} State=UNKNOWN
+PartitionName=debug Nodes=${nodes[0]} Default=YES MaxTime=INFINITE State=UP
+PartitionName=twonodes Nodes=${nodes[0]},${nodes[1]} MaxTime=INFINITE State=UP
 CONF
+    for node in "${nodes[@]}"; do mkdir -p "$root/spool/d/$node"; done
     cat >"$root/etc/slurmdbd.conf" <<CONF
 AuthType=auth/munge
 AuthInfo=socket=$root/run/munge.socket
@@ -136,11 +148,14 @@ start() {
     # -c: a controller started afresh forgets the jobs of an earlier cluster under this root.
     start_accounting
     pgrep -f "slurmctld -f $conf" >/dev/null || slurmctld -f "$conf" -c
-    pgrep -f "slurmd -f $conf" >/dev/null || slurmd -f "$conf"
+    for node in "${nodes[@]}"; do
+        pgrep -f "slurmd -f $conf -N $node\$" >/dev/null || slurmd -f "$conf" -N "$node"
+    done
     for _ in $(seq 1 60); do
-        # Up once the node answers, whether or not it already runs jobs.
+        # Up once both nodes answer, whether or not they already run jobs.
         if scontrol ping >/dev/null 2>&1 &&
-            sinfo -h -o %T 2>/dev/null | grep -Eqx 'idle|mixed|allocated'; then
+            [[ $(sinfo -h -N -p twonodes -o %T 2>/dev/null | grep -Ecx 'idle|mixed|allocated') \
+                == "${#nodes[@]}" ]]; then
             log "up: SLURM_CONF=$conf"
             return 0
         fi
@@ -154,7 +169,7 @@ start() {
 stop() {
     [[ -f "$conf" ]] || return 0
     scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
-    for pidfile in slurmd slurmctld slurmdbd mariadbd munged; do
+    for pidfile in "${nodes[@]/#/slurmd.}" slurmctld slurmdbd mariadbd munged; do
         if [[ -f "$root/run/$pidfile.pid" ]]; then
             kill "$(cat "$root/run/$pidfile.pid")" 2>/dev/null || true
         fi

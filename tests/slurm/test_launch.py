@@ -1,4 +1,5 @@
-"""Training through a real Slurm: two srun tasks form a DP=2 gloo group from Slurm's env."""
+"""Training through a real Slurm: two srun tasks, on one node or on two, form a DP=2 gloo
+group from Slurm's env."""
 
 import json
 import subprocess
@@ -8,8 +9,9 @@ import pytest
 
 from megatron_split.data.synthetic import write_synthetic_shard
 from slurm.launch import SlurmConfig, submit_training
+from slurm.status import sacct_records
 from tests.megatron_split.runs import metrics, tiny_overrides, train
-from tests.slurm.cluster import need_slurm
+from tests.slurm.cluster import TWO_NODES, need_slurm
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -19,16 +21,22 @@ def cluster():
     need_slurm()
 
 
-def test_two_task_slurm_job_matches_single_process(tmp_path):
+@pytest.mark.parametrize("nodes", [1, 2], ids=["one-node", "two-nodes"])
+def test_two_task_slurm_job_matches_single_process(tmp_path, nodes):
+    """Two tasks on one node, or one on each of two (each node its own slurmd: the rank
+    from SLURM_PROCID, the rendezvous on the job's first node)."""
+    if nodes > 1:
+        need_slurm(accounting=True, partition=TWO_NODES)
     shard = write_synthetic_shard(tmp_path / "shard", seed=3)
     reference, submitted = tmp_path / "reference", tmp_path / "slurm"
     train(tiny_overrides(reference, [shard]))
-    job = submit_training(
-        None,
-        tiny_overrides(submitted, [shard]),
-        SlurmConfig(cluster="slurm", folder=str(tmp_path / "jobs" / "%j"), tasks_per_node=2),
-    )
+    partition = TWO_NODES if nodes > 1 else None
+    slurm = SlurmConfig(cluster="slurm", folder=str(tmp_path / "jobs" / "%j"), nodes=nodes,
+                        tasks_per_node=2 // nodes, partition=partition)  # fmt: skip
+    job = submit_training(None, tiny_overrides(submitted, [shard]), slurm)
     assert job.results() == [0, 0]
+    (record,) = sacct_records([job.job_id])[job.job_id]
+    assert len(record.host.split(",")) == nodes, record.host  # e.g. "localhost,vm"
     got, want = metrics(submitted), metrics(reference)
     assert sorted(got) == sorted(want)
     for step, loss in want.items():
