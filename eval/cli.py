@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="first N items of each task")
     parser.add_argument("--top-k", type=int, default=1, help="specialists mixed per task item")
     parser.add_argument("--temperature", type=float, default=0.1, help="ensemble temperature")
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also answer each task item with the specialist of its `domain` label's cluster "
+        "(the cluster holding most documents of that label), beside the router's choice",
+    )
     parser.add_argument("--heldout-samples", type=int, default=64, help="sequences per cluster")
     parser.add_argument(
         "--branch-history",
@@ -114,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             top_k=args.top_k,
             temperature=args.temperature,
+            oracle=args.oracle,
             progress=not args.no_progress,
             tasks=tasks,
             facts=json.loads(Path(args.facts).read_text())["facts"] if args.facts else [],

@@ -21,7 +21,11 @@ metric), each with its ``arm``:
   ``recall_cluster_mean``; a fact belongs to the cluster that holds most documents of
   each of its books (its labels);
 - ``<task>``: acc / acc_norm of each single model (the trunk, the standard arms) and of the
-  routed family (top-k mixing).
+  routed family (top-k mixing), over all items and per cluster the router sends items to
+  (rows with ``cluster`` and its item count ``n``: how many questions each specialist
+  answered, and how every model did on them); with ``oracle``, also the ``oracle`` family
+  (each item answered by the specialist of the cluster its ``domain`` label belongs to)
+  and the router's agreement with it (``routing_acc``).
 
 Every row carries ``tags``: the family's coordinates in its experiment (seed, budget, ...).
 """
@@ -40,7 +44,7 @@ import numpy as np
 
 from eval.facts import fact_recall
 from eval.mc import ChoiceScores, accuracy, mix, requests_of
-from eval.tasks import Task
+from eval.tasks import MCItem, Task
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,8 @@ class FamilyEvalConfig:
     branch_history: bool = False
     top_k: int = 1  # clusters each task item is routed to
     temperature: float = 0.1  # c-BTM's ensemble temperature (top_k > 1)
+    # Also answer each task item with the specialist of its domain label's cluster.
+    oracle: bool = False
     progress: bool = True
     tasks: list[Task] = field(default_factory=list)
     facts: list[dict[str, Any]] = field(default_factory=list)  # {name, number, books}
@@ -119,6 +125,8 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
         for task in config.tasks
     }
     facts_of = facts_by_cluster(config.facts, data.manifest) if config.facts else {}
+    home = home_clusters(data.manifest)
+    oracles = {task.name: oracle_clusters(task, home) for task in config.tasks if config.oracle}
     # Single models answer everything; branch i answers what is routed to cluster i.
     singles = [("trunk", config.trunk)] if config.trunk is not None else []
     singles += [
@@ -169,6 +177,8 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
                 target = single_scores[(name, task.name)].logprob
             else:
                 routed_here = (routes[task.name].clusters == m - len(singles)).any(axis=1)
+                if config.oracle:
+                    routed_here |= oracles[task.name] == m - len(singles)
                 item_ids = np.flatnonzero(routed_here)
                 target = branch_scores[task.name][m - len(singles)]
             requests, where = requests_of([task.items[i] for i in item_ids])
@@ -211,25 +221,74 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
                          "value": float(np.mean(list(per_cluster.values())))})  # fmt: skip
     for task in config.tasks:
         routing = routes[task.name]
+        label = "routed" if config.top_k == 1 else f"routed_top{config.top_k}"
         weights = routing.weights(config.temperature)
         family = mix(branch_scores[task.name], routing.clusters, weights)
-        label = "routed" if config.top_k == 1 else f"routed_top{config.top_k}"
-        scored = [(name, name, single_scores[(name, task.name)]) for name in names]
-        for name, arm, scores in [*scored, (label, "specialist", family)]:
-            for metric, (value, stderr) in accuracy(task.items, scores).items():
-                rows.append({"model": name, "arm": arm, "eval": task.name, "metric": metric,
-                             "value": value, "stderr": stderr, "n": len(task.items)})  # fmt: skip
+        answered = [(name, name, single_scores[(name, task.name)]) for name in names]
+        answered.append((label, "specialist", family))
+        if config.oracle:
+            oracle = oracles[task.name]
+            per_item = branch_scores[task.name][oracle, np.arange(len(task.items))]
+            answered.append(("oracle", "specialist", ChoiceScores(per_item)))
+            agree = float((routing.nearest == oracle).mean())
+            rows.append({"model": "router", "arm": "specialist", "eval": task.name,
+                         "metric": "routing_acc", "value": agree,
+                         "n": len(task.items)})  # fmt: skip
+        rows += task_rows(task.items, task.name, answered, routing.nearest, data.k)
     return [{**row, "tags": config.tags} for row in rows]
+
+
+def task_rows(
+    items: Sequence[MCItem],
+    task: str,
+    answered: Sequence[tuple[str, str, ChoiceScores]],
+    nearest: np.ndarray,
+    k: int,
+) -> list[dict[str, Any]]:
+    """acc and acc_norm of each (model, arm, scores) over all items, then over the items
+    the router sends to each cluster (rows with ``cluster``; ``n`` counts the items)."""
+    groups = [({}, np.arange(len(items)))]
+    groups += [({"cluster": c}, np.flatnonzero(nearest == c)) for c in range(k)]
+    rows = []
+    for place, where in groups:
+        if not len(where):
+            continue
+        subset = [items[i] for i in where]
+        for name, arm, scores in answered:
+            scored = accuracy(subset, ChoiceScores(scores.logprob[where]))
+            for metric, (value, stderr) in scored.items():
+                rows.append({"model": name, "arm": arm, "eval": task, "metric": metric, **place,
+                             "value": value, "stderr": stderr, "n": len(subset)})  # fmt: skip
+    return rows
+
+
+def home_clusters(manifest: dict[str, Any]) -> dict[str, int]:
+    """Each document label's cluster: the one holding most of its documents."""
+    home: dict[str, tuple[int, int]] = {}  # label -> (documents, cluster)
+    for cluster, info in enumerate(manifest["clusters"]):
+        for label, count in info.get("labels", {}).items():
+            home[label] = max(home.get(label, (0, cluster)), (count, cluster))
+    return {label: cluster for label, (_, cluster) in home.items()}
+
+
+def oracle_clusters(task: Task, home: dict[str, int]) -> np.ndarray:
+    """Each item's cluster by its domain label: where the oracle routes it."""
+    for item in task.items:
+        if item.domain not in home:
+            found = "has no domain" if item.domain is None else f"has domain {item.domain!r}"
+            raise FamilyError(
+                f"{task.name} ({task.source}): item {item.id} {found}; the oracle routes by a "
+                "`domain` field naming a label of the clustered documents "
+                f"({', '.join(sorted(home)) or 'none: cluster them with a label key'})"
+            )
+    return np.array([home[item.domain] for item in task.items], dtype=np.int64)
 
 
 def facts_by_cluster(
     facts: Sequence[dict[str, Any]], manifest: dict[str, Any]
 ) -> dict[int, list[dict[str, Any]]]:
     """Each cluster's facts: those of the books (document labels) it holds most of."""
-    home: dict[str, tuple[int, int]] = {}  # label -> (documents, cluster)
-    for cluster, info in enumerate(manifest["clusters"]):
-        for label, count in info.get("labels", {}).items():
-            home[label] = max(home.get(label, (0, cluster)), (count, cluster))
+    home = home_clusters(manifest)
     by_cluster: dict[int, list[dict[str, Any]]] = {c: [] for c in range(len(manifest["clusters"]))}
     for fact in facts:
         unknown = [book for book in fact["books"] if book not in home]
@@ -238,7 +297,7 @@ def facts_by_cluster(
                 f"fact {fact['name']!r} is in books {unknown} that label no cluster's documents "
                 f"(labels: {sorted(home)}): cluster the books with their label key"
             )
-        for cluster in sorted({home[book][1] for book in fact["books"]}):
+        for cluster in sorted({home[book] for book in fact["books"]}):
             by_cluster[cluster].append(fact)
     return by_cluster
 
@@ -317,10 +376,38 @@ def results_table(rows: list[dict[str, Any]], k: int) -> str:
     for r in rows:
         if r["eval"] in ("heldout", "heldout_history") and r["metric"] == "loss":
             continue  # in the matrix above, or in results.jsonl and law_points.jsonl
+        if is_task(r) and "cluster" in r:
+            continue  # in the task's table below
         stderr = f" ± {r['stderr']:.4f}" if "stderr" in r else ""
         metric = f"{r['metric']} (cluster {r['cluster']})" if "cluster" in r else r["metric"]
         lines.append(f"| {r['model']} | {r['eval']} | {metric} | {r['value']:.4f}{stderr} |")
+    for task in dict.fromkeys(r["eval"] for r in rows if is_task(r)):
+        lines += ["", *task_table([r for r in rows if r["eval"] == task], task, k)]
     return "\n".join(lines) + "\n"
+
+
+def is_task(row: dict[str, Any]) -> bool:
+    return row["eval"] not in ("heldout", "heldout_history", "facts")
+
+
+def task_table(rows: list[dict[str, Any]], task: str, k: int) -> list[str]:
+    """One task's acc (acc_norm) of every model side by side, over all items and over the
+    items the router sends to each cluster."""
+    cells = {(r["model"], r.get("cluster"), r["metric"]): r for r in rows}
+    models = list(dict.fromkeys(r["model"] for r in rows if r["metric"] == "acc"))
+    lines = [f"{task}: acc (acc_norm) over all items, and over the items routed to each "
+             "cluster (its specialist answers them in the routed family)", "",
+             "| items | n | " + " | ".join(models) + " |",
+             "|---|---|" + "---|" * len(models)]  # fmt: skip
+    for cluster in (None, *range(k)):
+        if (models[0], cluster, "acc") not in cells:
+            continue  # the router sent no item there
+        n = cells[(models[0], cluster, "acc")]["n"]
+        scores = [f"{cells[(m, cluster, 'acc')]['value']:.3f} "
+                  f"({cells[(m, cluster, 'acc_norm')]['value']:.3f})" for m in models]  # fmt: skip
+        place = "all" if cluster is None else f"cluster {cluster}"
+        lines.append(f"| {place} | {n} | " + " | ".join(scores) + " |")
+    return lines
 
 
 def plot_loss_matrix(rows: list[dict[str, Any]], k: int, path: Path) -> None:

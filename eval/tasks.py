@@ -25,7 +25,8 @@ openbookqa {train,dev,test}.jsonl as released (``question.stem/choices``, ``answ
 
 ``load_task("arc", PATH)`` returns a :class:`Task`; a malformed record stops with an error
 naming the file, line and field. Header rows that some exports carry are skipped and
-counted in ``Task.skipped``.
+counted in ``Task.skipped``. A record of any format may carry a ``domain`` (MMLU's is its
+subject unless it has one): the label that the oracle routes by (``msplit eval --oracle``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class MCItem:
     choices: tuple[tuple[str, str], ...]
     gold: int
     query: str  # the text routed to a cluster: the question, without the choices
+    # The item's domain where its file gives one (a ``domain`` field; MMLU: the subject):
+    # the oracle routes it to the cluster holding most documents of that label.
+    domain: str | None = None
 
 
 @dataclass
@@ -87,6 +91,13 @@ class _Record:
     @property
     def id(self) -> str:
         return str(self.data.get("id", f"{self.path.name}:{self.line}"))
+
+    def item(
+        self, choices: tuple[tuple[str, str], ...], gold: int, query: str, domain: str | None = None
+    ) -> MCItem:
+        """This record's item; its domain is the record's ``domain`` field, else ``domain``."""
+        label = self.data.get("domain", domain)
+        return MCItem(self.id, choices, gold, query, None if label is None else str(label))
 
 
 # ---------------------------------------------------------------- file readers
@@ -152,7 +163,7 @@ def _arc(path: Path, skipped: dict[str, int]) -> Iterator[MCItem]:
     for record in _read_jsonl(path):
         stem, texts, gold = _question_and_choices(record, "question")
         context = f"Question: {stem}\nAnswer:"
-        yield MCItem(record.id, tuple((context, f" {t}") for t in texts), gold, stem)
+        yield record.item(tuple((context, f" {t}") for t in texts), gold, stem)
 
 
 def _openbookqa(path: Path, skipped: dict[str, int], with_fact: bool = False) -> Iterator[MCItem]:
@@ -162,7 +173,7 @@ def _openbookqa(path: Path, skipped: dict[str, int], with_fact: bool = False) ->
     for record in _read_jsonl(path):
         stem, texts, gold = _question_and_choices(record, "question_stem")
         context = f"{record.get('fact1')}\n{stem}" if with_fact else stem
-        yield MCItem(record.id, tuple((context, f" {t}") for t in texts), gold, stem)
+        yield record.item(tuple((context, f" {t}") for t in texts), gold, stem)
 
 
 def _hellaswag_clean(text: str) -> str:
@@ -177,8 +188,7 @@ def _hellaswag(path: Path, skipped: dict[str, int]) -> Iterator[MCItem]:
         query = _hellaswag_clean(record.get("activity_label") + ": " + ctx)
         endings = record.get("endings", list)
         label = int(record.get("label", (int, str)))
-        yield MCItem(
-            record.id,
+        yield record.item(
             tuple((query, " " + _hellaswag_clean(e)) for e in endings),
             _check_gold(record, label, len(endings)),
             query,
@@ -199,7 +209,7 @@ def _piqa(path: Path, skipped: dict[str, int]) -> Iterator[MCItem]:
         context = f"Question: {goal}\nAnswer:"
         solutions = (record.get("sol1"), record.get("sol2"))
         choices = tuple((context, f" {s}") for s in solutions)
-        yield MCItem(record.id, choices, _check_gold(record, label, 2), goal)
+        yield record.item(choices, _check_gold(record, label, 2), goal)
 
 
 def _boolq(path: Path, skipped: dict[str, int]) -> Iterator[MCItem]:
@@ -209,7 +219,7 @@ def _boolq(path: Path, skipped: dict[str, int]) -> Iterator[MCItem]:
             raise record.fail("field 'answer' (or 'label') is missing or not a boolean")
         question = record.get("question")
         context = f"{record.get('passage')}\nQuestion: {question}?\nAnswer:"
-        yield MCItem(record.id, ((context, " no"), (context, " yes")), int(bool(answer)), question)
+        yield record.item(((context, " no"), (context, " yes")), int(bool(answer)), question)
 
 
 def _winogrande(path: Path, skipped: dict[str, int]) -> Iterator[MCItem]:
@@ -226,7 +236,7 @@ def _winogrande(path: Path, skipped: dict[str, int]) -> Iterator[MCItem]:
         if answer not in ("1", "2"):
             raise record.fail(f"field 'answer' is {answer!r}, expected '1' or '2'")
         choices = tuple((sentence[:blank] + option, continuation) for option in options)
-        yield MCItem(record.id, choices, int(answer) - 1, sentence)
+        yield record.item(choices, int(answer) - 1, sentence)
 
 
 def _sciq(path: Path, skipped: dict[str, int]) -> Iterator[MCItem]:
@@ -234,7 +244,7 @@ def _sciq(path: Path, skipped: dict[str, int]) -> Iterator[MCItem]:
         question = record.get("question")
         context = f"{record.get('support').strip()}\nQuestion: {question}\nAnswer:".lstrip()
         answers = [record.get(f"distractor{i}") for i in (1, 2, 3)] + [record.get("correct_answer")]
-        yield MCItem(record.id, tuple((context, f" {a}") for a in answers), 3, question)
+        yield record.item(tuple((context, f" {a}") for a in answers), 3, question)
 
 
 def _mmlu_item(
@@ -248,7 +258,7 @@ def _mmlu_item(
         f"{question.strip()}{listed}\nAnswer:"
     )
     choices = tuple((context, f" {LETTERS[i]}") for i in range(len(options)))
-    return MCItem(record.id, choices, LETTERS.index(answer), question)
+    return record.item(choices, LETTERS.index(answer), question, subject)
 
 
 def _mmlu(path: Path, skipped: dict[str, int]) -> Iterator[MCItem]:
@@ -295,7 +305,7 @@ def _bigbench(path: Path, skipped: dict[str, int]) -> Iterator[MCItem]:
         context = f"{prefix}{input_prefix}{question}{output_prefix}".lstrip()
         options = list(scores)
         gold = max(range(len(options)), key=lambda i: scores[options[i]])
-        yield MCItem(record.id, tuple((context, o) for o in options), gold, question)
+        yield record.item(tuple((context, o) for o in options), gold, question)
 
 
 def _check_gold(record: _Record, label: int, n_choices: int) -> int:
