@@ -7,6 +7,11 @@
 
 Writes results.jsonl (one row per model, evaluation and metric), results.md and
 heldout_loss.png (each model on each cluster) under --out, and prints the table.
+
+A model larger than one device: run it under torchrun, split over tensor x pipeline ranks
+(the same scores as on one device; rank 0 writes):
+
+    torchrun --nproc-per-node 4 -m megatron_split.cli eval --tensor 2 --pipeline 2 ...
 """
 
 from __future__ import annotations
@@ -80,6 +85,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also every earlier checkpoint of each branch on its own cluster (more D' points "
         "for the scaling law)",
     )
+    parser.add_argument(
+        "--tensor", type=int, default=1, help="tensor parallel ranks per model (torchrun)"
+    )
+    parser.add_argument(
+        "--pipeline", type=int, default=1, help="pipeline stages per model (torchrun)"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", required=True, help="results directory")
     parser.add_argument("--no-progress", action="store_true")
@@ -99,6 +110,7 @@ def parse_tags(items: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     from eval.family import FamilyError, FamilyEvalConfig, evaluate_family, write_results
     from eval.tasks import TaskError, load_task, parse_task_arg
+    from megatron_split.runtime import detect_launch_env
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -121,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             top_k=args.top_k,
             temperature=args.temperature,
             oracle=args.oracle,
+            tensor=args.tensor,
+            pipeline=args.pipeline,
             progress=not args.no_progress,
             tasks=tasks,
             facts=json.loads(Path(args.facts).read_text())["facts"] if args.facts else [],
@@ -130,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     except (TaskError, FamilyError, FileNotFoundError) as error:
         print(f"msplit eval: {error}", file=sys.stderr)
         return 2
-    print(write_results(rows, args.out, k=len(args.branches)))
+    if detect_launch_env().rank == 0:
+        print(write_results(rows, args.out, k=len(args.branches)))
     return 0
 
 

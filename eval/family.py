@@ -1,7 +1,8 @@
 """Evaluate a split family: the trunk, its k specialists and the standard arm, on held-out
 data and on tasks.
 
-One model is in memory at a time: each is loaded from its native checkpoint, scores
+One model is in memory at a time (on one device, or split over ``tensor`` x ``pipeline``
+ranks under torchrun, with the same results): each is loaded from its native checkpoint, scores
 everything it is needed for (every cluster's held-out set; the task items routed to it),
 and is freed before the next. Models are the trunk, ``branch_<i>`` (the specialist of
 cluster i) and the runs continued on the mixture (``standard``, ``standard_per_model``:
@@ -32,6 +33,7 @@ Every row carries ``tags``: the family's coordinates in its experiment (seed, bu
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -71,6 +73,8 @@ class FamilyEvalConfig:
     temperature: float = 0.1  # c-BTM's ensemble temperature (top_k > 1)
     # Also answer each task item with the specialist of its domain label's cluster.
     oracle: bool = False
+    tensor: int = 1  # each model split over tensor x pipeline ranks (under torchrun)
+    pipeline: int = 1
     progress: bool = True
     tasks: list[Task] = field(default_factory=list)
     facts: list[dict[str, Any]] = field(default_factory=list)  # {name, number, books}
@@ -116,7 +120,11 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
     from eval.router import Router
     from megatron_split.checkpoint import complete_checkpoints, read_meta, resolve_checkpoint
     from megatron_split.data.clusters import ClusterDataConfig
+    from megatron_split.runtime import detect_launch_env
 
+    if config.facts and config.pipeline > 1:
+        raise FamilyError("fact recall generates text, which does not run across pipeline "
+                          "stages: evaluate facts at pipeline=1")  # fmt: skip
     data = ClusterDataConfig(config.clusters).build()
     check_family(config.trunk, config.branches, data.prefixes)
     router = Router.from_clusters(config.clusters) if config.tasks else None
@@ -140,6 +148,8 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
     # trunk's config allows far more context than its branches trained with).
     seq_length = min(read_meta(resolve_checkpoint(path))["config"]["model"]["seq_length"]
                      for _, path in models)  # fmt: skip
+    load = functools.partial(CheckpointLM.load, seq_length=seq_length, tensor=config.tensor,
+                             pipeline=config.pipeline)  # fmt: skip
     losses = np.full((len(models), data.k), np.nan)
     heldout_sets: dict[tuple[int, int], Any] = {}  # (cluster, seq_length): shared by models
     # Per task: each single model's scores, and each specialist's on the items routed to it.
@@ -152,10 +162,11 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
     }
     rows: list[dict[str, Any]] = []
     recalls: dict[str, dict[int, float]] = {name: {} for name, _ in models}
-    bar = tqdm(models, desc="eval", unit="model", disable=not config.progress)
+    main_rank = detect_launch_env().rank == 0
+    bar = tqdm(models, desc="eval", unit="model", disable=not (config.progress and main_rank))
     for m, (name, path) in enumerate(bar):
         bar.set_postfix_str(name)
-        lm = CheckpointLM.load(path, seq_length=seq_length)
+        lm = load(path)
         for cluster in range(data.k):
             key = (cluster, lm.seq_length)
             if key not in heldout_sets:
@@ -192,7 +203,7 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
             final = resolve_checkpoint(branch)
             for checkpoint in complete_checkpoints(final.parent):
                 if checkpoint != final:
-                    lm = CheckpointLM.load(checkpoint, seq_length=seq_length)
+                    lm = load(checkpoint)
                     heldout = heldout_sets[(cluster, lm.seq_length)]
                     rows.append(heldout_row(lm, f"branch_{cluster}", cluster, heldout, config,
                                             "heldout_history"))  # fmt: skip

@@ -2,13 +2,16 @@
 
 ``CheckpointLM.load(PATH)`` takes a step directory, a ``checkpoints/`` root or a run
 directory, rebuilds the GPT the run trained from the config saved in the checkpoint, loads
-the weights on one device (resharding from whatever TP/PP layout saved them) and finds the
-tokenizer in the manifest of the shards it trained on. It then scores:
+the weights on one device, or over tensor and pipeline parallel ranks under torchrun
+(``tensor=``, ``pipeline=``), resharding from whatever TP/PP layout saved them, and finds
+the tokenizer in the manifest of the shards it trained on. It then scores, with the same
+results on every rank and at every layout:
 
 - ``loglikelihood([(context, continuation), ...])``: sum of log p(continuation | context)
   and whether the continuation is the greedy one, as lm-evaluation-harness defines them;
 - ``generate(contexts, max_new_tokens, until)``: greedy continuations through megatron's
-  KV cache, stopped at the end-of-document token or at a stop string;
+  KV cache, stopped at the end-of-document token or at a stop string (not yet across
+  pipeline stages);
 - ``dataset_loss(dataset)``: token-weighted mean NLL over a megatron GPTDataset, which is the
   training loop's validation loss computed over exactly the given samples.
 """
@@ -24,6 +27,7 @@ import torch
 
 from data_prep.tokenizers import Tokenizer
 from megatron_split.data.datasets import checkpoint_tokenizer
+from megatron_split.inference import forward_stages, from_last_stage
 
 
 @dataclass
@@ -51,13 +55,19 @@ class CheckpointLM:
 
     @classmethod
     def load(
-        cls, path: str | Path, tokenizer: Tokenizer | None = None, seq_length: int | None = None
+        cls,
+        path: str | Path,
+        tokenizer: Tokenizer | None = None,
+        seq_length: int | None = None,
+        tensor: int = 1,
+        pipeline: int = 1,
     ) -> CheckpointLM:
-        """The model of checkpoint ``path``; ``tokenizer`` defaults to the one it reads, and
-        ``seq_length`` (the most tokens it reads at once) to its config's, never beyond."""
+        """The model of checkpoint ``path`` over ``tensor`` x ``pipeline`` ranks;
+        ``tokenizer`` defaults to the one it reads, and ``seq_length`` (the most tokens it
+        reads at once) to its config's, never beyond."""
         from megatron_split.inference import load_trained_model
 
-        trained = load_trained_model(path)
+        trained = load_trained_model(path, tensor, pipeline)
         if tokenizer is None:
             tokenizer = checkpoint_tokenizer(trained.meta)
         return cls(
@@ -70,11 +80,14 @@ class CheckpointLM:
 
     # ---- scoring ---------------------------------------------------------------------
     @torch.no_grad()
-    def logits(self, tokens_BS: torch.Tensor) -> torch.Tensor:
-        """(B, S, V) float32 next-token logits of a batch of token ids."""
+    def logits(self, tokens_BS: torch.Tensor) -> torch.Tensor | None:
+        """(B, S, V) float32 next-token logits of a batch of token ids, on the pipeline's
+        last stage (None on the others)."""
         tokens_BS = tokens_BS.to(self.device)
         position_ids_BS = torch.arange(tokens_BS.shape[1], device=self.device).expand_as(tokens_BS)
-        return self.model(tokens_BS, position_ids_BS, None).float()
+        logits_BSV = forward_stages(self.model, tokens_BS, position_ids_BS,
+                                    runtime_gather_output=True)  # fmt: skip
+        return None if logits_BSV is None else logits_BSV.float()
 
     def loglikelihood(
         self, requests: Sequence[tuple[str, str]], batch_size: int = 16
@@ -108,6 +121,8 @@ class CheckpointLM:
                 # Right padding: causal attention never lets a real position read it.
                 tokens_BS[row, : len(ids)] = torch.tensor(ids)
             logits_BSV = self.logits(tokens_BS)
+            if logits_BSV is None:
+                continue  # an earlier pipeline stage: the last one scores
             for row, key in enumerate(batch):
                 for i in readers[key]:
                     ids, n_cont = windows[i]
@@ -122,7 +137,7 @@ class CheckpointLM:
                         is_greedy=bool((logprobs_CV.argmax(dim=-1) == target).all()),
                         tokens=n_cont,
                     )
-        return results  # type: ignore[return-value]
+        return from_last_stage(results)  # type: ignore[return-value]
 
     @torch.no_grad()
     def generate(
@@ -142,8 +157,15 @@ class CheckpointLM:
         the rest of its own context before it starts to generate. Every row thus sees
         exactly its own tokens at its own positions, with no padding.
         """
+        from megatron.core import parallel_state as ps
+
         if not 0 < max_new_tokens < self.seq_length:
             raise ValueError(f"max_new_tokens must lie in 1..{self.seq_length - 1}")
+        if ps.get_pipeline_model_parallel_world_size() > 1:
+            raise ValueError(
+                f"{self.name}: generation across pipeline stages is not supported; load the "
+                "model at pipeline=1 (tensor parallel ranks generate)"
+            )
         eod = self.tokenizer.eod_id if self.tokenizer is not None else None
         if eod is None and not all(contexts):
             raise ValueError("an empty context needs a tokenizer's end-of-document token")
@@ -222,10 +244,11 @@ class CheckpointLM:
             tokens_BS, labels_BS = batch["tokens"].to(self.device), batch["labels"].to(self.device)
             mask_BS = batch["loss_mask"].to(self.device).float()
             position_ids_BS = batch["position_ids"].to(self.device)
-            loss_BS = self.model(tokens_BS, position_ids_BS, None, labels=labels_BS).float()
-            total += float((loss_BS * mask_BS).sum())
+            loss_BS = forward_stages(self.model, tokens_BS, position_ids_BS, labels=labels_BS)
+            if loss_BS is not None:  # the pipeline's last stage
+                total += float((loss_BS.float() * mask_BS).sum())
             count += int(mask_BS.sum())
-        return {"loss": total / max(count, 1), "tokens": count, "samples": n}
+        return {"loss": from_last_stage(total) / max(count, 1), "tokens": count, "samples": n}
 
     # ---- helpers ---------------------------------------------------------------------
     def _window(self, context: list[int], continuation: list[int]) -> tuple[list[int], int]:

@@ -15,6 +15,11 @@ eval.lm_eval_backend`` registers it. lm-eval 0.4.13 discovers no models outside 
 source tree (no entry point or plugin import), so its ``lm_eval`` executable cannot know
 this backend by itself.
 Log-likelihood, perplexity and generation tasks are supported; generation is greedy.
+
+A model larger than one device runs under torchrun, split over ``tensor`` x ``pipeline``
+ranks (``--model_args checkpoint=RUN,tensor=2``; generation at pipeline=1): every rank
+answers the same requests (lm-eval sees one process), and rank 0 alone prints and writes
+the results.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class MSplitLM(LM):
         top_k: int = 1,
         temperature: float = 0.1,
         batch_size: int = 16,
+        tensor: int = 1,
+        pipeline: int = 1,
         **_ignored,  # lm-eval passes its own options (device, ...) to every backend
     ) -> None:
         super().__init__()
@@ -65,6 +72,7 @@ class MSplitLM(LM):
             self.router = Router.from_clusters(clusters)
         self.top_k, self.temperature = int(top_k), float(temperature)
         self.batch_size = int(batch_size)
+        self.layout = {"tensor": int(tensor), "pipeline": int(pipeline)}
         meta = read_meta(resolve_checkpoint(self.models[0]))
         self.tokenizer = checkpoint_tokenizer(meta)
         self.seq_length = int(meta["config"]["model"]["seq_length"])
@@ -158,19 +166,50 @@ class MSplitLM(LM):
         for model, path in enumerate(self.models):
             needed = np.flatnonzero((clusters == model).any(axis=1))
             if needed.size:
-                work(model, CheckpointLM.load(path, tokenizer=self.tokenizer), needed)
+                lm = CheckpointLM.load(path, tokenizer=self.tokenizer, **self.layout)
+                work(model, lm, needed)
+                del lm
                 gc.collect()  # nothing holds that model any more: free it before the next
+
+
+# lm-eval's options that write results: on model-parallel ranks other than 0 they are
+# dropped (with their value, where they take one), so that one process reports.
+OUTPUT_OPTIONS = {"--output_path": True, "-o": True, "--log_samples": False, "-s": False}
 
 
 def main(argv: list[str] | None = None) -> int:
     """lm-eval's command line (its own parser and flags), with this backend registered."""
+    import logging
+    import os
     import sys
 
     from lm_eval.__main__ import cli_evaluate
 
-    sys.argv = ["lm-eval", *(sys.argv[1:] if argv is None else argv)]
+    from megatron_split.runtime import detect_launch_env
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if detect_launch_env().rank != 0:
+        args = without_outputs(args)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
+    # lm-eval's own logger keeps its records to itself; this shows the package's (layouts).
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.argv = ["lm-eval", *args]
     cli_evaluate()
     return 0
+
+
+def without_outputs(args: list[str]) -> list[str]:
+    """``args`` without lm-eval's options that write results (OUTPUT_OPTIONS)."""
+    kept, skip = [], False
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif name in OUTPUT_OPTIONS:
+            skip = OUTPUT_OPTIONS[name] and "=" not in arg
+        else:
+            kept.append(arg)
+    return kept
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Evaluating a trunk and its branches: family checks, routing, the CLI's outputs."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -145,3 +146,36 @@ def test_cli_reports_a_bad_task_file(demo_family, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "bad.jsonl:1: field 'choices' is missing" in done.stderr
+
+
+@pytest.mark.parametrize("layout", [("2", "1"), ("1", "2")], ids=["tp2", "pp2"])
+def test_eval_under_torchrun_splits_each_model_with_the_single_device_scores(
+    demo_family, arc_file, tmp_path, layout
+):
+    """A model larger than one device: each model over two ranks (TP=2, or two pipeline
+    stages) scores what it scores on one, held-out losses and task answers alike."""
+    tensor, pipeline = layout
+    args = ["eval", "--clusters", str(demo_family / "clusters"),
+            "--trunk", str(demo_family / "trunk"), "--branches", *branches(demo_family),
+            "--standard", str(demo_family / SPLIT / "standard"), "--task", f"arc={arc_file}",
+            "--heldout-samples", "8", "--no-progress"]  # fmt: skip
+    outputs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"nproc{nproc}"
+        launcher = (["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+                    if nproc == 2 else [])  # fmt: skip
+        layout_args = ["--tensor", tensor, "--pipeline", pipeline] if nproc == 2 else []
+        cmd = [sys.executable, *launcher, "-m", "megatron_split.cli", *args, *layout_args,
+               "--out", str(out)]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("Held-out loss") == 1  # rank 0 alone prints
+        if nproc == 2:  # each rank holds a part of each model
+            assert f"at TP={tensor}, PP={pipeline}: rank 1 holds" in done.stderr
+        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        outputs[nproc] = {(r["model"], r["eval"], r["metric"], r.get("cluster")): r["value"]
+                          for r in rows}  # fmt: skip
+    assert outputs[2].keys() == outputs[1].keys()
+    for key, value in outputs[1].items():
+        assert outputs[2][key] == pytest.approx(value, rel=1e-5), key

@@ -77,19 +77,27 @@ def harness(local_arc, monkeypatch, **model_args) -> dict:
     return out["results"]["local_arc"]
 
 
-def harness_cli(local_arc, out, **model_args) -> dict:
-    """lm-eval's own command line (``msplit lm-eval``), in a process of its own."""
+def harness_cli(local_arc, out, nproc: int = 1, **model_args) -> dict:
+    """lm-eval's own command line (``msplit lm-eval``), in a process of its own (or under
+    torchrun, ``nproc`` processes); the results, and each document's log-likelihoods."""
     args = ",".join(f"{k}={v}" for k, v in model_args.items())
-    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
+    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     done = subprocess.run(
-        [sys.executable, "-m", "megatron_split.cli", "lm-eval", "run", "--model",
-         "megatron_split", "--model_args", args, "--tasks", "local_arc", "--include_path",
-         str(local_arc), "--output_path", str(out)],
+        [sys.executable, *(launcher if nproc > 1 else []), "-m", "megatron_split.cli",
+         "lm-eval", "run", "--model", "megatron_split", "--model_args", args, "--tasks",
+         "local_arc", "--include_path", str(local_arc), "--output_path", str(out),
+         "--log_samples"],
         capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("|local_arc|") == 1, done.stdout  # one process reports
+    if nproc > 1:  # each rank holds a part of the model
+        assert f"at TP={model_args['tensor']}, PP={model_args['pipeline']}: rank 1" in done.stderr
     (results,) = out.rglob("results_*.json")
-    return json.loads(results.read_text())["results"]["local_arc"]
+    (samples,) = out.rglob("samples_local_arc_*.jsonl")
+    loglikelihoods = [json.loads(line)["resps"] for line in samples.read_text().splitlines()]
+    return json.loads(results.read_text())["results"]["local_arc"] | {"resps": loglikelihoods}
 
 
 def test_one_checkpoint_scores_as_our_own_evaluation(demo_family, local_arc, tmp_path):
@@ -103,6 +111,30 @@ def test_one_checkpoint_scores_as_our_own_evaluation(demo_family, local_arc, tmp
     ours = accuracy(task.items, scores)
     assert got["acc,none"] == pytest.approx(ours["acc"][0])
     assert got["acc_norm,none"] == pytest.approx(ours["acc_norm"][0])
+
+
+@pytest.mark.parametrize("layout", [(2, 1), (1, 2)], ids=["tp2", "pp2"])
+def test_the_cli_under_torchrun_splits_the_model_with_the_same_scores(
+    demo_family, local_arc, tmp_path, layout
+):
+    tensor, pipeline = layout
+    one = harness_cli(local_arc, tmp_path / "one", checkpoint=demo_family / "trunk")
+    split = harness_cli(local_arc, tmp_path / "split", nproc=2, checkpoint=demo_family / "trunk",
+                        tensor=tensor, pipeline=pipeline)  # fmt: skip
+    assert len(one["resps"]) == 12 and all(len(doc) == 3 for doc in one["resps"])  # 3 choices
+    assert split["acc,none"] == one["acc,none"]
+    assert split["acc_norm,none"] == one["acc_norm,none"]
+    for doc_split, doc_one in zip(split["resps"], one["resps"], strict=True):
+        for (got,), (want,) in zip(doc_split, doc_one, strict=True):
+            assert float(got[0]) == pytest.approx(float(want[0]), rel=1e-5, abs=1e-5)
+
+
+def test_lm_evals_output_options_are_dropped_on_other_ranks():
+    from eval.lm_eval_backend import without_outputs
+
+    args = ["run", "--model", "msplit", "--output_path", "o", "-s", "--tasks", "t",
+            "--output_path=o", "-o", "o", "--log_samples", "--limit", "3"]  # fmt: skip
+    assert without_outputs(args) == ["run", "--model", "msplit", "--tasks", "t", "--limit", "3"]
 
 
 def test_routed_family_scores_as_msplit_eval(demo_family, local_arc, monkeypatch, tmp_path):
@@ -121,7 +153,8 @@ def test_routed_family_scores_as_msplit_eval(demo_family, local_arc, monkeypatch
             tasks=[load_task("arc", local_arc / "arc.jsonl")],
         )
     )
-    ours = {r["metric"]: r["value"] for r in rows if r["model"] == "routed" and r["eval"] == "arc"}
+    ours = {r["metric"]: r["value"] for r in rows
+            if r["model"] == "routed" and r["eval"] == "arc" and "cluster" not in r}  # fmt: skip
     assert got["acc,none"] == pytest.approx(ours["acc"])
     assert got["acc_norm,none"] == pytest.approx(ours["acc_norm"])
 
