@@ -1,10 +1,10 @@
 """Evaluate a split family: the trunk, its k specialists and the standard arm, on held-out
 data and on tasks.
 
-One model is in memory at a time (on one device, or split over ``tensor`` x ``pipeline``
-ranks under torchrun, with the same results): each is loaded from its native checkpoint, scores
-everything it is needed for (every cluster's held-out set; the task items routed to it),
-and is freed before the next. Models are the trunk, ``branch_<i>`` (the specialist of
+One model is in memory at a time: each is loaded from its native checkpoint (on one
+device, or split over ``tensor`` x ``pipeline`` ranks under torchrun, with the same
+results), scores everything it is needed for (every cluster's held-out set; the task items
+routed to it), and is freed before the next. Models are the trunk, ``branch_<i>`` (the specialist of
 cluster i) and the runs continued on the mixture (``standard``, ``standard_per_model``:
 named by the arm their checkpoint records). Results are rows, one per (model, evaluation,
 metric), each with its ``arm``:
@@ -133,7 +133,7 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
         for task in config.tasks
     }
     facts_of = facts_by_cluster(config.facts, data.manifest) if config.facts else {}
-    home = home_clusters(data.manifest)
+    home = home_clusters(data.manifest) if config.oracle else {}
     oracles = {task.name: oracle_clusters(task, home) for task in config.tasks if config.oracle}
     # Single models answer everything; branch i answers what is routed to cluster i.
     singles = [("trunk", config.trunk)] if config.trunk is not None else []
