@@ -29,8 +29,9 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/msplit demo
 
-# The reproduction at small scale: split vs standard at equal compute over four model sizes,
-# and the law fitted on three and checked on the fourth; its outputs are committed.
+# The reproduction at small scale: split vs standard at equal compute over five model sizes,
+# and the law chosen on the fourth, fitted on four and checked on the fifth; its outputs are
+# committed.
 repro: install
 	$(BIN)/msplit experiment run configs/repro_small.yaml
 	$(BIN)/python -m slurm.report publish --root runs/repro_small --to benchmarks/results/repro_small
