@@ -158,7 +158,7 @@ def test_every_run_has_its_own_seed_and_seeds_repeat_the_experiment(demo_family,
     ("name", "nodes"),
     # data + trunk segments (one per split point) + 3 per split point + summary
     [("demo", 5 + 1 + 3 + 2), ("experiment_tiny", 2 + 2 * 3 + 2),
-     ("repro_small", 5 + 4 * (4 + 4 * 3) + 4), ("ladder_gpu", 4 * (3 + 3 * 3) + 4),
+     ("repro_small", 5 + 5 * (4 + 4 * 3) + 4), ("ladder_gpu", 4 * (3 + 3 * 3) + 4),
      ("phonebook", 3 * (5 + 3 * (5 + 2 * (4 * 2 + 1))) + 2)],
 )  # fmt: skip
 def test_shipped_experiments_plan(demo_family, tmp_path, name, nodes):

@@ -35,7 +35,10 @@ def test_two_task_slurm_job_matches_single_process(tmp_path, nodes):
                         tasks_per_node=2 // nodes, partition=partition)  # fmt: skip
     job = submit_training(None, tiny_overrides(submitted, [shard]), slurm)
     assert job.results() == [0, 0]
-    (record,) = sacct_records([job.job_id])[job.job_id]
+    deadline = time.monotonic() + 60
+    while (record := sacct_records([job.job_id])[job.job_id][0]).state != "COMPLETED":
+        assert time.monotonic() < deadline, f"accounting still says {record}"
+        time.sleep(0.5)  # accounting lags the job's end by a moment
     assert len(record.host.split(",")) == nodes, record.host  # e.g. "localhost,vm"
     got, want = metrics(submitted), metrics(reference)
     assert sorted(got) == sorted(want)
