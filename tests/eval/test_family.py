@@ -14,6 +14,7 @@ from eval.mc import ChoiceScores, accuracy, mix
 from eval.router import Router
 from eval.tasks import load_task
 from tests.demo_family import SPLIT, branches, heldout_loss
+from tests.megatron_split.runs import python
 
 pytestmark = pytest.mark.slow
 
@@ -162,10 +163,8 @@ def test_eval_under_torchrun_splits_each_model_with_the_single_device_scores(
     outputs = {}
     for nproc in (1, 2):
         out = tmp_path / f"nproc{nproc}"
-        launcher = (["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-                    if nproc == 2 else [])  # fmt: skip
         layout_args = ["--tensor", tensor, "--pipeline", pipeline] if nproc == 2 else []
-        cmd = [sys.executable, *launcher, "-m", "megatron_split.cli", *args, *layout_args,
+        cmd = [*python(nproc), "-m", "megatron_split.cli", *args, *layout_args,
                "--out", str(out)]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip

@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -110,6 +109,7 @@ def test_tensor_parallel_ranks_generate_what_one_device_does(tokenizer_dir, tmp_
     from megatron_split.checkpoint.hf_import import import_hf
     from tests.eval.generate_at_layout import PROMPTS
     from tests.megatron_split.hf_models import random_model
+    from tests.megatron_split.runs import python
 
     source = tmp_path / "llama"
     random_model("llama-gqa-tied", tokenizer_dir, source)
@@ -118,9 +118,8 @@ def test_tensor_parallel_ranks_generate_what_one_device_does(tokenizer_dir, tmp_
     assert len(set(want)) == len(PROMPTS)  # distinct texts: a comparison that can fail
     for tensor, pipeline in (("2", "1"), ("1", "2")):
         out = tmp_path / f"tp{tensor}pp{pipeline}.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node=2", "-m", "tests.eval.generate_at_layout", run, str(out),
-               tensor, pipeline]  # fmt: skip
+        cmd = [*python(2), "-m", "tests.eval.generate_at_layout", run, str(out), tensor,
+               pipeline]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
         if pipeline == "1":

@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from eval.lm import CheckpointLM  # noqa: E402
 from eval.mc import ChoiceScores, accuracy, requests_of  # noqa: E402
 from eval.tasks import load_task  # noqa: E402
 from tests.demo_family import branches  # noqa: E402
+from tests.megatron_split.runs import python  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -82,9 +82,8 @@ def harness_cli(local_arc, out, nproc: int = 1, **model_args) -> dict:
     torchrun, ``nproc`` processes); the results, and each document's log-likelihoods."""
     args = ",".join(f"{k}={v}" for k, v in model_args.items())
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     done = subprocess.run(
-        [sys.executable, *(launcher if nproc > 1 else []), "-m", "megatron_split.cli",
+        [*python(nproc), "-m", "megatron_split.cli",
          "lm-eval", "run", "--model", "megatron_split", "--model_args", args, "--tasks",
          "local_arc", "--include_path", str(local_arc), "--output_path", str(out),
          "--log_samples"],

@@ -38,19 +38,17 @@ def tiny_overrides(run_dir: Path, shards: list[str], **extra) -> list[str]:
     return [f"{k}={v}" for k, v in base.items()]
 
 
-def command(overrides: list[str], nproc: int = 1) -> list[str]:
+def python(nproc: int = 1) -> list[str]:
+    """The interpreter, under torchrun with ``nproc`` processes when there are several: the
+    start of a command that goes on with ``-m MODULE ...``."""
     if nproc == 1:
-        return [sys.executable, "-m", "megatron_split.train_cli", *overrides]
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "megatron_split.train_cli",
-        *overrides,
-    ]
+        return [sys.executable]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={nproc}"]  # fmt: skip
+
+
+def command(overrides: list[str], nproc: int = 1) -> list[str]:
+    return [*python(nproc), "-m", "megatron_split.train_cli", *overrides]
 
 
 def env() -> dict[str, str]:
