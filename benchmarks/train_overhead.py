@@ -4,9 +4,10 @@ Both loops train the same model on the same shards with the same batch: the bare
 only megatron's forward-backward schedule and optimizer step; ours adds everything a real
 run has (LR schedule, loss reduction, logging to JSONL and TensorBoard, preemption checks,
 checkpoints every 100 steps), once with synchronous checkpoints and once with background
-ones (``checkpoint.async_save``). Rounds alternate the variants to spread machine noise;
-each round gives each variant's overhead = baseline tokens/s / its tokens/s - 1, and the
-JSON reports the median over rounds (not the best round), with every round's numbers.
+ones (``checkpoint.async_save``). Each round runs the three once, in an order rotated from
+round to round, so that neither machine noise nor a place in the order favours one; each
+round gives each variant's overhead = baseline tokens/s / its tokens/s - 1, and the JSON
+reports the median over rounds (not the best round), with every round's numbers.
 
     python benchmarks/train_overhead.py --json benchmarks/results/train_overhead.json
 """
@@ -93,7 +94,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", required=True, help="output JSON path")
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6, help="a multiple of 3 puts each "
+                        "variant first, second and third equally often")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="dotted.key=value on the run config")
     args = parser.parse_args()
 
@@ -113,17 +115,23 @@ def main() -> None:
         tree = apply_overrides(to_dict(RunConfig()), [*base, *extra])
         return replace(from_dict(RunConfig, tree), run_dir=str(work / f"{name}{round_}"))
 
+    def tokens_per_s(name: str, round_: int) -> float:
+        if name == "baseline":
+            return bare_megatron_loop(config(name, round_, []))
+        return our_loop(config(name, round_, VARIANTS[name]))
+
+    order = ["baseline", *VARIANTS]
     rounds = []
     for round_ in range(args.rounds):
-        speeds = {"baseline": bare_megatron_loop(config("baseline", round_, []))}
-        for name, extra in VARIANTS.items():
-            speeds[name] = our_loop(config(name, round_, extra))
+        shift = round_ % len(order)
+        speeds = {name: tokens_per_s(name, round_) for name in order[shift:] + order[:shift]}
         rounds.append(speeds)
         print(f"round {round_}: " + ", ".join(f"{k} {v:,.0f}" for k, v in speeds.items())
               + " tokens/s", flush=True)  # fmt: skip
     result: dict[str, Any] = {
         "baseline_tokens_per_s": statistics.median(r["baseline"] for r in rounds),
-        "method": f"median over {args.rounds} rounds alternating baseline and variants",
+        "method": f"median over {args.rounds} rounds, each running the baseline and the "
+        "variants in an order rotated from round to round",
         "steps": args.steps,
         "checkpoint_every": 100,
         "overrides": args.overrides,

@@ -27,7 +27,7 @@ import torch
 
 from data_prep.tokenizers import Tokenizer
 from megatron_split.data.datasets import checkpoint_tokenizer
-from megatron_split.inference import forward_stages, from_last_stage
+from megatron_split.inference import forward_stages, from_last_stage, output_positions
 
 
 @dataclass
@@ -80,14 +80,18 @@ class CheckpointLM:
 
     # ---- scoring ---------------------------------------------------------------------
     @torch.no_grad()
-    def logits(self, tokens_BS: torch.Tensor) -> torch.Tensor | None:
-        """(B, S, V) float32 next-token logits of a batch of token ids, on the pipeline's
-        last stage (None on the others)."""
+    def logits(
+        self, tokens_BS: torch.Tensor, positions: slice = slice(None)
+    ) -> torch.Tensor | None:
+        """(B, P, V) float32 next-token logits of a batch of token ids at sequence
+        ``positions`` (all S by default), on the pipeline's last stage (None on the
+        others)."""
         tokens_BS = tokens_BS.to(self.device)
         position_ids_BS = torch.arange(tokens_BS.shape[1], device=self.device).expand_as(tokens_BS)
-        logits_BSV = forward_stages(self.model, tokens_BS, position_ids_BS,
-                                    runtime_gather_output=True)  # fmt: skip
-        return None if logits_BSV is None else logits_BSV.float()
+        with output_positions(self.model, positions):
+            logits_BPV = forward_stages(self.model, tokens_BS, position_ids_BS,
+                                        runtime_gather_output=True)  # fmt: skip
+        return None if logits_BPV is None else logits_BPV.float()
 
     def loglikelihood(
         self, requests: Sequence[tuple[str, str]], batch_size: int = 16
@@ -114,24 +118,27 @@ class CheckpointLM:
             readers.setdefault(tuple(ids[:-1]), []).append(i)
         results: list[ScoredContinuation | None] = [None] * len(requests)
         inputs = sorted(readers, key=len, reverse=True)  # similar lengths: less padding
-        for first in range(0, len(inputs), batch_size):
-            batch = inputs[first : first + batch_size]
+        for begin in range(0, len(inputs), batch_size):
+            batch = inputs[begin : begin + batch_size]
             tokens_BS = torch.zeros(len(batch), len(batch[0]), dtype=torch.long)
             for row, ids in enumerate(batch):
                 # Right padding: causal attention never lets a real position read it.
                 tokens_BS[row, : len(ids)] = torch.tensor(ids)
-            logits_BSV = self.logits(tokens_BS)
-            if logits_BSV is None:
+            # Position t predicts token t + 1, so a continuation's predictors are the last
+            # n_cont positions of its input. Only the batch's span of them reaches the output
+            # layer.
+            first = {i: len(key) - windows[i][1] for key in batch for i in readers[key]}
+            span = slice(min(first.values()), len(batch[0]))
+            logits_BPV = self.logits(tokens_BS, span)
+            if logits_BPV is None:
                 continue  # an earlier pipeline stage: the last one scores
             for row, key in enumerate(batch):
                 for i in readers[key]:
                     ids, n_cont = windows[i]
-                    # position t predicts token t + 1: the continuation's predictors end at
-                    # the input's last position
-                    predictors = slice(len(ids) - 1 - n_cont, len(ids) - 1)
                     target = torch.tensor(ids[-n_cont:], device=self.device)
-                    # normalise only the rows scored: no second (B, S, V) tensor
-                    logprobs_CV = torch.log_softmax(logits_BSV[row, predictors], dim=-1)
+                    start = first[i] - span.start
+                    # normalise only the rows scored: no second (B, P, V) tensor
+                    logprobs_CV = torch.log_softmax(logits_BPV[row, start : start + n_cont], -1)
                     results[i] = ScoredContinuation(
                         logprob=float(logprobs_CV.gather(1, target[:, None]).sum()),
                         is_greedy=bool((logprobs_CV.argmax(dim=-1) == target).all()),

@@ -11,6 +11,8 @@ reads the same on one device and on many.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -89,6 +91,30 @@ def forward_stages(
         return output
     dist.send(output.contiguous(), dst=ps.get_pipeline_model_parallel_next_rank())
     return None
+
+
+@contextmanager
+def output_positions(module: Any, positions: slice) -> Iterator[None]:
+    """Within, the model's output layer reads only the hidden states at sequence
+    ``positions``, so its logits are (B, len(positions), V). A scoring batch scores a few
+    positions of each row; at a large vocabulary the output layer at all the others would be
+    a fifth of the forward pass thrown away. Nothing changes on earlier pipeline stages."""
+    from megatron.core.utils import get_attr_wrapped_model
+
+    gpt = get_attr_wrapped_model(module, "post_process", return_model_obj=True)
+    if not gpt.post_process:
+        yield
+        return
+
+    def keep_positions(_layer: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        hidden_SBH, *rest = args
+        return (hidden_SBH[positions], *rest), kwargs
+
+    handle = gpt.output_layer.register_forward_pre_hook(keep_positions, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def from_last_stage(value: T) -> T:

@@ -11,7 +11,8 @@ Layout of ``<run>/checkpoints``::
 A checkpoint is written under ``step_000100.tmp`` and renamed only after every rank has
 finished, ``meta.json`` is fsynced and ``latest`` is replaced atomically; so a directory
 without ``.tmp`` is always complete, and a crash mid-save leaves only a ``.tmp`` that the
-next save removes. With ``checkpoint.async_save`` the model and optimizer are written by a
+next save removes. A synchronous save is written by the training process itself
+(:mod:`.inprocess_save`). With ``checkpoint.async_save`` the model and optimizer are written by a
 background process (megatron.core's async ``dist_checkpointing``) while training goes on,
 and the rename and ``latest`` happen once every rank's write has finished: a kill during
 the write leaves the previous ``latest``.
@@ -195,6 +196,8 @@ class Checkpointer:
         the write has started; :meth:`wait` or a later :meth:`poll` publishes it."""
         from megatron.core import dist_checkpointing
 
+        from megatron_split.checkpoint.inprocess_save import InProcessTorchDistSave
+
         self.wait()  # one write at a time, published in order
         rank = dist.get_rank()
         final = self.root / step_dir_name(state.step)
@@ -224,7 +227,12 @@ class Checkpointer:
             **({"tokenizer": tokenizer} if tokenizer else {}),
         }
         background = self.writes is not None
-        request = dist_checkpointing.save(sharded, str(tmp), async_sharded_save=background)
+        request = dist_checkpointing.save(
+            sharded,
+            str(tmp),
+            sharded_strategy=None if background else InProcessTorchDistSave(),
+            async_sharded_save=background,
+        )
         (tmp / "rng").mkdir(exist_ok=True)
         torch.save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
         if background:  # published by poll() or wait() once every rank's write is done
