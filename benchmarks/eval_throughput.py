@@ -3,11 +3,11 @@ the `msplit` lm-eval backend runs) on a native checkpoint, against lm-evaluation
 Hugging Face backend on the same model exported with export-hf.
 
 Both score the same (context, continuation) requests (MMLU questions from the assets) and
-greedily continue the same prompts (the questions, 32 new tokens, stopping at a blank
-line) with the same batch size in this process, in alternating rounds; the JSON reports
-the median round of each side, every round, and how far their log-likelihoods are apart
-and the share of identical generations (they are the same model, so only float rounding
-may differ).
+greedily continue the same prompts (the questions, in the model's chat template when it has
+one; 32 new tokens, stopping at a blank line) with the same batch size in this process, in
+alternating rounds; the JSON reports the median round of each side, every round, how far
+their log-likelihoods are apart and the share of identical generations (they are the same
+model, so only float rounding may differ).
 
     python benchmarks/eval_throughput.py --json OUT.json [--hf-model GGUF_OR_DIR | --checkpoint RUN]
 
@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         model = args.hf_model or default_assets_dir() / SMOLLM2_GGUF
         checkpoint = args.checkpoint or str(import_hf(model, Path(tmp) / "imported"))
         ours = CheckpointLM.load(checkpoint)
-        baseline = _harness_model(export_hf(checkpoint, Path(tmp) / "hf"), args.batch_size)
-        prompts = list(dict.fromkeys(context for context, _ in requests))[: args.generations]
+        hf_dir = export_hf(checkpoint, Path(tmp) / "hf")
+        baseline = _harness_model(hf_dir, args.batch_size)
+        questions = list(dict.fromkeys(context for context, _ in requests))[: args.generations]
+        prompts, prompt_format = _generation_prompts(questions, hf_dir)
         generations = _instances(prompts, "generate_until")
         times: dict[str, list[float]] = {k: [] for k in ("ours", "baseline", "gen", "gen_base")}
         for _ in range(args.rounds):  # alternating, so that machine load hits both
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "generation_speedup_vs_baseline": median["gen_base"] / median["gen"],
         "same_generation_fraction": sum(a == b for a, b in zip(our_texts, their_texts, strict=True))
         / len(prompts),  # fmt: skip
+        "generation_prompts": prompt_format,
+        "mean_generated_tokens": statistics.mean(len(ours.tokenizer.encode(t)) for t in our_texts),
         "requests": len(requests),
         "generations": len(prompts),
         "batch_size": args.batch_size,
@@ -103,6 +107,23 @@ def _harness_model(directory: Path, batch_size: int):
     from lm_eval.models.huggingface import HFLM
 
     return HFLM(pretrained=str(directory), batch_size=batch_size, device="cpu")
+
+
+def _generation_prompts(questions: list[str], hf_dir: Path) -> tuple[list[str], str]:
+    """The questions as a user's turn in the model's chat template when it has one (an
+    instruct model ends a bare MMLU prompt at once, which would time the prompt's reading
+    alone), else as they are."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    if not tokenizer.chat_template:
+        return questions, "plain"
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+        for question in questions
+    ], "chat template"
 
 
 GENERATION = {"until": ["\n\n"], "max_gen_toks": 32, "do_sample": False}

@@ -74,6 +74,12 @@ class Tokenizer(ABC):
     def encode(self, text: str) -> list[int]:
         return self.encode_batch([text])[0]
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of an evaluation prompt, in which the strings of the tokenizer's special
+        tokens (a chat template's turn markers) are those tokens, as transformers and
+        lm-evaluation-harness read them; in a document (:meth:`encode`) they are text."""
+        return self.encode(text)
+
     def token_dtype(self) -> type[np.integer]:
         """The smallest index dtype that holds every id (as Megatron's shards use)."""
         return np.uint16 if self.vocab_size < 65536 else np.int32
@@ -111,6 +117,13 @@ class HFTokenizer(Tokenizer):
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
         return [e.ids for e in encodings]
+
+    def encode_prompt(self, text: str) -> list[int]:
+        self._tokenizer.encode_special_tokens = False
+        try:
+            return self._tokenizer.encode(text, add_special_tokens=False).ids
+        finally:
+            self._tokenizer.encode_special_tokens = True
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=False)

@@ -158,11 +158,8 @@ class CheckpointLM:
         the end-of-document token or once the decoded text holds a string of ``until``.
 
         Contexts are cut from the left to leave room for the new tokens, as lm-evaluation-
-        harness does. Decoding reads megatron's static KV cache, one position per step.
-        Contexts of similar lengths share a batch: it reads all of them up to the shortest
-        one's length at once, then one position per step for every row, each row reading
-        the rest of its own context before it starts to generate. Every row thus sees
-        exactly its own tokens at its own positions, with no padding.
+        harness does. Decoding reads megatron's static KV cache, one position per step, in
+        batches of contexts of similar lengths, each read at once (see ``_decode``).
         """
         from megatron.core import parallel_state as ps
 
@@ -190,38 +187,59 @@ class CheckpointLM:
     def _decode(
         self, rows: list[list[int]], max_new_tokens: int, eod: int | None, until: Sequence[str]
     ) -> list[list[int]]:
-        """Greedy decoding of a batch of contexts through one static KV cache."""
+        """Greedy decoding of a batch of contexts through one static KV cache.
+
+        The contexts are padded on the left to the longest and read in one forward pass; a
+        mask keeps every row from reading its padding, and a row's position ids count from
+        its first token. Rotary embeddings depend only on differences of positions, which
+        the padding leaves as they were. Only the last position reaches the output layer.
+        """
         from megatron.core.inference.contexts import StaticInferenceContext
 
-        lengths = [len(row) for row in rows]
-        batch, position = len(rows), min(lengths)  # the next position to read or predict
-        cache = StaticInferenceContext(batch, max(lengths) + max_new_tokens)
-        tokens_BS = torch.tensor([row[:position] for row in rows], device=self.device)
-        positions_BS = torch.arange(position, device=self.device).expand(batch, -1)
+        batch, width = len(rows), max(len(row) for row in rows)
+        pads_B1 = torch.tensor([[width - len(row)] for row in rows], device=self.device)
+        tokens_BS = torch.tensor([[0] * (width - len(row)) + row for row in rows],
+                                 device=self.device)  # fmt: skip
+        index_S = torch.arange(width, device=self.device)
+        positions_BS = (index_S - pads_B1).clamp(min=0)
+        readable_BS = index_S >= pads_B1  # the keys each row may read
+        causal_SS = index_S[:, None] >= index_S
+        # a padding position reads itself, so that no row of the softmax is empty
+        allowed_BSS = (causal_SS & readable_BS[:, None, :]) | torch.eye(
+            width, dtype=torch.bool, device=self.device
+        )
+        blocked_B1SS = ~allowed_BSS[:, None]  # megatron's masks: True where not allowed
+        cache = StaticInferenceContext(batch, width + max_new_tokens)
         new: list[list[int]] = [[] for _ in rows]
         running = [True] * batch
         while True:
-            logits_BSV = self.model(tokens_BS, positions_BS, None, inference_context=cache,
-                                    runtime_gather_output=True)  # fmt: skip
-            feed = logits_BSV[:, -1].argmax(dim=-1).tolist()  # each row's next token
+            with output_positions(self.model, slice(-1, None)):
+                logits_B1V = self.model(
+                    tokens_BS,
+                    positions_BS,
+                    blocked_B1SS,
+                    inference_context=cache,
+                    runtime_gather_output=True,
+                )
+            feed = logits_B1V[:, -1].argmax(dim=-1).tolist()  # each row's next token
             for b, token in enumerate(feed):
-                if position < lengths[b]:  # still reading its context
-                    feed[b] = rows[b][position]
-                elif running[b]:
-                    if token == eod:
-                        running[b] = False
-                        continue
-                    new[b].append(token)
-                    done = len(new[b]) == max_new_tokens
-                    running[b] = not (done or (until and self._reached(new[b], until)))
+                if not running[b]:
+                    continue
+                if token == eod:
+                    running[b] = False
+                    continue
+                new[b].append(token)
+                done = len(new[b]) == max_new_tokens
+                running[b] = not (done or (until and self._reached(new[b], until)))
             if not any(running):
                 return new
             # finished rows ride along (their tokens are never read): the cache keeps rows
             # aligned at one position
             cache.sequence_len_offset += tokens_BS.shape[1]
             tokens_BS = torch.tensor(feed, device=self.device)[:, None]
-            positions_BS = torch.full((batch, 1), position, device=self.device)
-            position += 1
+            positions_BS = positions_BS[:, -1:] + 1
+            readable_BS = torch.cat([readable_BS, readable_BS.new_ones(batch, 1)], dim=1)
+            blocked_B1SS = ~readable_BS[:, None, None, :]
 
     def generate_text(
         self, contexts: Sequence[str], max_new_tokens: int, until: Sequence[str] = (), **kwargs
@@ -229,7 +247,7 @@ class CheckpointLM:
         """``generate`` on strings; each text is cut before the first ``until`` string."""
         if self.tokenizer is None:
             raise ValueError(f"{self.name}: no tokenizer to encode text with")
-        ids = [self.tokenizer.encode(c) if c else [] for c in contexts]
+        ids = [self.tokenizer.encode_prompt(c) if c else [] for c in contexts]
         return [
             cut_at(self.tokenizer.decode(out), until)
             for out in self.generate(ids, max_new_tokens, until, **kwargs)
@@ -275,9 +293,9 @@ def cut_at(text: str, until: Sequence[str]) -> str:
 def encode_pair(tokenizer: Tokenizer, context: str, continuation: str) -> tuple[list, list]:
     """(context ids, continuation ids) of a pair of strings."""
     if not context:  # an empty context conditions on the end-of-document token
-        return [tokenizer.eod_id], tokenizer.encode(continuation)
+        return [tokenizer.eod_id], tokenizer.encode_prompt(continuation)
     # Encode the whole string and split at the context's own length, so that the
     # continuation's tokens are those the model would see (lm-eval does the same).
-    whole = tokenizer.encode(context + continuation)
-    n_context = min(len(tokenizer.encode(context)), len(whole) - 1)
+    whole = tokenizer.encode_prompt(context + continuation)
+    n_context = min(len(tokenizer.encode_prompt(context)), len(whole) - 1)
     return whole[:n_context], whole[n_context:]

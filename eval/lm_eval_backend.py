@@ -89,7 +89,7 @@ class MSplitLM(LM):
         for index, req in enumerate(requests):
             text = req.args[0]
             for window in get_rolling_token_windows(
-                self.tokenizer.encode(text), self.tokenizer.eod_id, self.seq_length, 1
+                self.tokenizer.encode_prompt(text), self.tokenizer.eod_id, self.seq_length, 1
             ):
                 windows.append(make_disjoint_window(window))
                 owner.append(index)

@@ -19,6 +19,8 @@ import torch
 from megatron_split.checkpoint.hf_convert import hf_config, hf_state_dict
 from megatron_split.config import ConfigError
 
+CHAT_TEMPLATE = "chat_template.jinja"
+
 
 def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     """Write the Hugging Face model directory of ``checkpoint`` to ``out``; returns it."""
@@ -58,6 +60,11 @@ def _write_tokenizer(tokenizer: Any, directory: Path) -> None:
         tokenizer.save(directory / "tokenizer.json")
         config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eod}
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    # an imported model's chat template goes back out with it (transformers reads the file)
+    source = Path(tokenizer.spec.get("path", ""))
+    template = (source if source.is_dir() else source.parent) / CHAT_TEMPLATE
+    if tokenizer.spec["kind"] == "hf" and template.is_file():
+        shutil.copy(template, directory / CHAT_TEMPLATE)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,12 +55,13 @@ class SDPAttention(MegatronModule):
     ):
         if packed_seq_params is not None or attention_bias is not None:
             raise NotImplementedError("SDPAttention supports neither packed sequences nor bias")
-        mask_type = attn_mask_type or self.attn_mask_type
-        causal = mask_type == AttnMaskType.causal
         # megatron: [s, b, heads, head_dim]; SDPA: [b, heads, s, head_dim]
         q_BHSD, k_BGSD, v_BGSD = (t.permute(1, 2, 0, 3) for t in (query, key, value))
+        # A mask given is the whole mask (as in megatron's unfused softmax), so a padded
+        # batch can say which keys each row reads; without one the mask type decides.
         # megatron masks are True where attention is NOT allowed; SDPA wants the opposite.
-        mask = None if causal or attention_mask is None else ~attention_mask
+        mask = None if attention_mask is None else ~attention_mask
+        causal = mask is None and (attn_mask_type or self.attn_mask_type) == AttnMaskType.causal
         dropout_p = self.dropout_p if self.training else 0.0
         with tensor_parallel.get_cuda_rng_tracker().fork():
             out_BHSD = F.scaled_dot_product_attention(

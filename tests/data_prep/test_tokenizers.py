@@ -131,6 +131,10 @@ def test_gpt2_through_tiktoken_gives_megatrons_ids(gpt2_dir: Path, tmp_path: Pat
     # token; here a document cannot end itself, so the string stays text.
     assert megatron("a <|endoftext|> b")["input_ids"] == [64, 220, 50256, 275]
     assert ours.encode("a <|endoftext|> b") == [64, 1279, 91, 437, 1659, 5239, 91, 29, 275]
+    # An evaluation prompt reads it as transformers does (a chat template's turn markers);
+    # documents still do not.
+    assert ours.encode_prompt("a <|endoftext|> b") == [64, 220, 50256, 275]
+    assert ours.encode("a <|endoftext|> b") == [64, 1279, 91, 437, 1659, 5239, 91, 29, 275]
 
 
 def test_other_vocabularies_in_gpt2_files_encode_through_hf(bpe_spec: str, tmp_path: Path) -> None:

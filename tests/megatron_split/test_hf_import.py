@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from megatron_split.checkpoint import read_meta, resolve_checkpoint
+from megatron_split.checkpoint.hf_export import export_hf
 from megatron_split.checkpoint.hf_import import import_hf
 from megatron_split.config import ConfigError
 from tests.megatron_split.hf_models import FAMILIES, random_model, smollm2
@@ -85,6 +86,8 @@ def test_a_released_model_imports_with_transformers_logits_and_its_tokenizer(tmp
 
     ours = load_tokenizer(f"hf:{tmp_path / 'run'}")
     assert ours.encode(TEXT) == theirs(TEXT, add_special_tokens=False).input_ids
+    exported = AutoTokenizer.from_pretrained(export_hf(tmp_path / "run", tmp_path / "hf"))
+    assert theirs.chat_template and exported.chat_template == theirs.chat_template
 
 
 @pytest.mark.slow
