@@ -394,7 +394,8 @@ def test_a_preempted_array_task_resumes_under_its_own_index_as_if_never_stopped(
     need_slurm()
     full = build_graph(experiment(demo_family, tmp_path, f"trunk.tokens={6 * TOKENS_PER_STEP}",
                                   f"split_tokens=[{6 * TOKENS_PER_STEP}]",
-                                  f"branches.tokens={60 * TOKENS_PER_STEP}"))  # fmt: skip
+                                  f"branches.tokens={400 * TOKENS_PER_STEP}"))  # fmt: skip
+    # 400 steps (~10 s here) leave the signal time to arrive on a loaded machine
     graph = Graph([full["trunk"], full["split_6/branches"]], full.out)  # the two branches only
     ids = submit_slurm(graph)
     branch = graph["split_6/branches"].tasks[1]
@@ -409,7 +410,7 @@ def test_a_preempted_array_task_resumes_under_its_own_index_as_if_never_stopped(
         assert time.monotonic() < deadline, "the requeued branch did not finish"
         time.sleep(1)
     saved = sorted(p.name for p in (branch.marker / "checkpoints").glob("step_*"))
-    assert len(saved) == 2 and saved[-1] == "step_0000060", saved  # preemption + final
+    assert len(saved) == 2 and saved[-1] == "step_0000400", saved  # preemption + final
     # the same run, never stopped, in a directory of its own
     reference = tmp_path / "reference"
     done = subprocess.run([sys.executable, "-m", "megatron_split.train_cli", *branch.argv,
