@@ -25,6 +25,7 @@ import numpy as np
 
 from data_prep import atomic
 from data_prep.doc_texts import ShardDocuments
+from data_prep.indexed import ShardBuilder
 from data_prep.shards import SHARD_FORMAT, doc_table_path, manifest_path
 
 
@@ -50,7 +51,6 @@ def write_cluster_shards(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Write one shard per cluster under `out`; returns their manifests, in cluster order."""
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
     from tqdm import tqdm
 
     grouped, bounds = group_by_cluster(labels, k, seed)
@@ -73,12 +73,13 @@ def write_cluster_shards(
         for cluster, prefix in enumerate(prefixes):  # one open shard at a time, whatever k
             members = grouped[bounds[cluster] : bounds[cluster + 1]]
             temp = atomic.temp_path(prefix)
-            builder = IndexedDatasetBuilder(f"{temp}.bin", dtype=dtype)
+            builder = ShardBuilder(f"{temp}.bin", dtype=dtype)
             tokens = 0
             for doc in members:
                 sequences = documents.sequences(int(doc))
-                builder.add_document(np.concatenate(sequences), [len(s) for s in sequences])
-                tokens += sum(len(s) for s in sequences)
+                lengths = np.array([len(s) for s in sequences])
+                builder.add_documents(sequences, lengths, np.array([len(sequences)]))
+                tokens += int(lengths.sum())
             builder.finalize(f"{temp}.idx")
             _write_doc_table(table, members, Path(f"{temp}.docs"))
             for suffix, temp_suffix in (

@@ -11,8 +11,10 @@ import importlib
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+if TYPE_CHECKING:  # nltk imports scipy: a second and more, paid only when splitting
+    from nltk.tokenize.punkt import PunktParameters
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class SentenceSplitter:
     """Splits a document into sentences; their concatenation is the document."""
 
     def __init__(self, config: SentenceSplitterConfig):
+        from nltk.tokenize.punkt import PunktSentenceTokenizer
+
         self.config = config
         self._punkt = PunktSentenceTokenizer(punkt_parameters(config.language))
 
@@ -44,6 +48,8 @@ class SentenceSplitter:
 @lru_cache(maxsize=8)
 def punkt_parameters(language: str) -> PunktParameters:
     """nltk PunktParameters for a language from the installed ``punkt.data`` module."""
+    from nltk.tokenize.punkt import PunktParameters
+
     try:
         data = importlib.import_module(f"punkt.data.{language}")
     except ModuleNotFoundError as error:

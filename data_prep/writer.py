@@ -2,17 +2,17 @@
 
 Each worker streams one partition of the input (see :mod:`data_prep.plan`): it reads and
 checks records, encodes them in large batches with the tokenizer's batch encoder, and
-appends raw token arrays to an ``IndexedDatasetBuilder``. Finished partitions are kept
-under ``PREFIX.parts/`` with a marker holding their fingerprint, so a restarted job skips
-them; the merge concatenates them in input order and publishes each shard's files, its
-document table and, last, its manifest. On a cluster the partitions are shared out over the
-tasks of a job array (``task`` of ``tasks``: every ``tasks``-th partition, no merge), and
-one run with ``tasks == 1`` then merges them (writing any partition still missing).
+appends raw token arrays to a shard of its own (:mod:`data_prep.indexed`, no torch import
+in any process). Finished partitions are kept under ``PREFIX.parts/`` with a marker holding
+their fingerprint, so a restarted job skips them; the merge concatenates them in input order
+and publishes each shard's files, its document table and, last, its manifest. On a cluster
+the partitions are shared out over the tasks of a job array (``task`` of ``tasks``: every
+``tasks``-th partition, no merge), and one run with ``tasks == 1`` then merges them
+(writing any partition still missing).
 """
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import math
@@ -31,10 +31,8 @@ from typing import Any
 
 import numpy as np
 
-# Imported here, before workers fork, so that each worker does not import torch again.
-from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
-
 from data_prep import atomic
+from data_prep.indexed import ShardBuilder
 from data_prep.plan import PARTITIONS_PER_WORKER, Plan, make_plan
 from data_prep.readers import (
     CONTROL_CHAR_POLICIES,
@@ -225,6 +223,8 @@ class ShardWriter:
         """Tokenizer, plan, run fingerprint and one job per partition."""
         config = self.config
         tokenizer = _cached_tokenizer(parse_spec(config.tokenizer))  # workers reuse (or fork) it
+        if config.split_sentences:  # nltk and the punkt parameters, loaded before workers fork
+            SentenceSplitterConfig(config.language).build()
         plan = make_plan(
             expand_inputs(config.inputs),
             config.partitions or PARTITIONS_PER_WORKER * config.workers,
@@ -303,13 +303,9 @@ class ShardWriter:
             Path(prefix).parent.mkdir(parents=True, exist_ok=True)
             manifest_path(prefix).unlink(missing_ok=True)  # incomplete until republished
             temp = atomic.temp_path(prefix)
-            builder = IndexedDatasetBuilder(f"{temp}.bin", dtype=tokenizer.token_dtype())
-            gc.freeze()  # add_index runs gc.collect() per part: skip the objects already here
-            try:
-                for job in jobs:
-                    builder.add_index(job.prefix(key_index))
-            finally:
-                gc.unfreeze()
+            builder = ShardBuilder(f"{temp}.bin", dtype=tokenizer.token_dtype())
+            for job in jobs:
+                builder.add_shard(job.prefix(key_index))
             builder.finalize(f"{temp}.idx")
             _merge_doc_tables([job.doc_table for job in jobs], key_index, Path(f"{temp}.docs"))
             for suffix, temp_suffix in ((".bin", ".bin"), (".idx", ".idx"),
@@ -364,7 +360,7 @@ def write_partition(job: PartitionJob, report: Callable[[int, int, int], None]) 
     skipped: Counter[str] = Counter()
     dtype = tokenizer.token_dtype()
     temps = [f"{job.prefix(k)}.tmp" for k in range(n_keys)]
-    builders = [IndexedDatasetBuilder(f"{t}.bin", dtype=dtype) for t in temps]
+    builders = [ShardBuilder(f"{t}.bin", dtype=dtype) for t in temps]
     table_temp = job.doc_table.with_name(job.doc_table.name + ".tmp")
     table_writer = pq.ParquetWriter(table_temp, _doc_schema(n_keys, pa))
     batch_bytes = int(config.batch_mb * (1 << 20))
@@ -418,7 +414,7 @@ def _batches(
 
 
 def _encode_into(
-    builder: IndexedDatasetBuilder,
+    builder: ShardBuilder,
     texts: list[str],
     tokenizer: Tokenizer,
     splitter: SentenceSplitter | None,
@@ -438,24 +434,8 @@ def _encode_into(
         for end in ends.tolist():
             encoded[end - 1] = np.concatenate([encoded[end - 1], eod])
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    append_documents(builder, encoded, lengths, ends)
+    builder.add_documents(encoded, lengths, ends)
     return np.add.reduceat(lengths, ends - np.asarray(counts))
-
-
-def append_documents(
-    builder: IndexedDatasetBuilder, pieces: list[np.ndarray], lengths: np.ndarray, ends: np.ndarray
-) -> None:
-    """``builder.add_document`` for a whole batch: one array write instead of one per document.
-
-    `pieces` are the sequences (sentences, or whole documents) in order, `lengths` their
-    lengths and `ends` the cumulative number of sequences at each document's end. The index
-    bookkeeping is add_document's: sequence lengths, then one document index per document.
-    """
-    tokens = np.concatenate(pieces, dtype=builder.dtype, casting="unsafe")
-    builder.data_file.write(tokens.tobytes(order="C"))
-    offset = len(builder.sequence_lengths)
-    builder.sequence_lengths.extend(lengths.tolist())
-    builder.document_indices.extend((offset + ends).tolist())
 
 
 def _doc_schema(n_keys: int, pa: Any) -> Any:

@@ -26,8 +26,8 @@ def write_synthetic_shard(
     """Write a complete shard at ``prefix``; token ids are 1..vocab-1 and ``eod`` is 0."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
+    from data_prep.indexed import ShardBuilder
     from data_prep.shards import SHARD_FORMAT, doc_table_path, doc_table_schema, manifest_path
 
     rng = np.random.default_rng(seed)
@@ -35,7 +35,7 @@ def write_synthetic_shard(
     cumulative = np.cumsum(rng.dirichlet(np.full(successors, 0.5), size=vocab), axis=1)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.uint16 if vocab <= 65536 else np.int32
-    builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=dtype)
+    builder = ShardBuilder(f"{prefix}.bin", dtype=dtype)
     lengths = []
     for _ in range(n_docs):
         length = int(rng.integers(*doc_length))
@@ -47,7 +47,7 @@ def write_synthetic_shard(
             pick = min(np.searchsorted(cumulative[row], choices[i]), successors - 1)
             doc[i] = next_ids[row, pick]
         doc[length] = eod
-        builder.add_document(doc, [len(doc)])
+        builder.add_documents([doc], np.array([len(doc)]), np.array([1]))
         lengths.append(len(doc))
     builder.finalize(f"{prefix}.idx")
     pq.write_table(

@@ -69,3 +69,24 @@ def test_corpus_build_prints_its_sources(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "speeches" in out and "legal" in out
     assert (tmp_path / "corpus-00000.jsonl").stat().st_size > 0
+
+
+def test_tokenizing_loads_neither_torch_nor_nltk(tmp_path: Path, jsonl: Path, gpt2_dir: Path):
+    """Start-up a small job does not need (torch and megatron.core: seconds; nltk: over one)
+    is not paid by `msplit data tokenize` (its workers are forks of this process)."""
+    import subprocess
+    import sys
+
+    program = (
+        "import sys, data_prep.cli\n"
+        "data_prep.cli.main(sys.argv[1:])\n"
+        "heavy = {'torch', 'megatron', 'nltk', 'transformers', 'scipy'}\n"
+        "print(sorted(heavy & {name.split('.')[0] for name in sys.modules}))\n"
+    )
+    argv = ["tokenize", "--input", str(jsonl), "--output-prefix", str(tmp_path / "s"),
+            "--tokenizer", f"gpt2:{gpt2_dir}", "--workers", "2", "--append-eod",
+            "--no-progress"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", program, *argv], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert done.stdout.strip() == "[]"
+    assert len(IndexedDataset(str(tmp_path / "s"))) == read_manifest(tmp_path / "s")["documents"]

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
+from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from data_prep import writer as writer_module
 from data_prep.shards import open_indexed_dataset, read_doc_table, read_manifest
 from data_prep.tokenizers import load_tokenizer
-from data_prep.writer import TokenizeConfig, append_documents, tokenize, write_partition
+from data_prep.writer import TokenizeConfig, tokenize, write_partition
 from tests.data_prep.conftest import make_records, write_jsonl
 
 
@@ -87,27 +87,6 @@ def test_workers_and_partitions_do_not_change_the_bytes(
     one, two = (pq.read_table(tmp_path / f"{n}.docs.parquet") for n in ("one", "two"))
     assert one.equals(two)
     assert not (tmp_path / "two.parts").exists()
-
-
-def test_batch_append_matches_add_document(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    docs = [[rng.integers(0, 500, rng.integers(1, 9)).tolist() for _ in range(rng.integers(1, 4))]
-            for _ in range(30)]  # fmt: skip
-    reference = IndexedDatasetBuilder(str(tmp_path / "ref.bin"), dtype=np.uint16)
-    for sentences in docs:
-        flat = [t for s in sentences for t in s]
-        reference.add_document(np.array(flat), [len(s) for s in sentences])
-    reference.finalize(str(tmp_path / "ref.idx"))
-    batched = IndexedDatasetBuilder(str(tmp_path / "bat.bin"), dtype=np.uint16)
-    pieces = [s for sentences in docs for s in sentences]
-    lengths = np.array([len(p) for p in pieces])
-    ends = np.cumsum([len(sentences) for sentences in docs])
-    append_documents(batched, pieces[:40], lengths[:40], ends[ends <= 40])
-    rest = ends[ends > 40] - 40
-    append_documents(batched, pieces[40:], lengths[40:], rest)
-    batched.finalize(str(tmp_path / "bat.idx"))
-    for suffix in (".bin", ".idx"):
-        assert (tmp_path / f"ref{suffix}").read_bytes() == (tmp_path / f"bat{suffix}").read_bytes()
 
 
 def test_several_json_keys_write_one_shard_each(tmp_path: Path, bpe_spec: str) -> None:
