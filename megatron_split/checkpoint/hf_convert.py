@@ -18,12 +18,17 @@ over all heads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 
 from megatron_split.config import ConfigError
 from megatron_split.model.config import ModelConfig
+
+# A tensor read and converted when called.
+Loader = Callable[[], torch.Tensor]
 
 # The model fields that decide which Hugging Face architecture holds the model exactly.
 SHAPES = {
@@ -231,35 +236,41 @@ def hf_state_dict(megatron: dict[str, torch.Tensor], model: ModelConfig) -> dict
     return {name: t.detach().float().cpu().contiguous() for name, t in out.items()}
 
 
-def megatron_state_dict(hf: dict[str, torch.Tensor], model: ModelConfig, where: str) -> dict:
-    """Hugging Face weights under the names of megatron's local-spec GPTModel. A missing,
-    misshapen or left-over tensor is refused by name (``where`` names the files)."""
-    weights = {k: v for k, v in hf.items() if not k.endswith(BUFFERS)}
+def megatron_loaders(
+    shapes: dict[str, tuple[int, ...]],
+    read: Callable[[str], torch.Tensor],
+    model: ModelConfig,
+    where: str,
+) -> dict[str, Loader]:
+    """Hugging Face weights under the names of megatron's local-spec GPTModel, each a loader
+    that reads (``read(hf_name)``) and converts its tensor only when called, so that a rank
+    reads only what it holds. ``shapes`` (Hugging Face name -> shape) is checked at once: a
+    missing, misshapen or left-over tensor is refused by name (``where`` names the files)."""
+    names = {k: s for k, s in shapes.items() if not k.endswith(BUFFERS)}
     if model.tie_embeddings:  # transformers' state dicts repeat a tied output layer
-        weights.pop("lm_head.weight", None)
+        names.pop("lm_head.weight", None)
     taken: set[str] = set()
 
-    def take(name: str, *shape: int) -> torch.Tensor:
-        if name not in weights:
+    def take(name: str, *shape: int) -> Loader:
+        if name not in names:
             raise ConfigError(f"{where}: tensor {name} is missing")
-        tensor = weights[name]
-        if tuple(tensor.shape) != shape:
+        if tuple(names[name]) != shape:
             raise ConfigError(
-                f"{where}: tensor {name} has shape {tuple(tensor.shape)}, the config says {shape}"
+                f"{where}: tensor {name} has shape {tuple(names[name])}, the config says {shape}"
             )
         taken.add(name)
-        return tensor
+        return lambda: read(name)
 
     if hf_architecture(model) == "gpt2":
         out = _gpt2_from_hf(take, model)
     else:
         out = _llama_from_hf(take, model)
-    extra = sorted(set(weights) - taken)
+    extra = sorted(set(names) - taken)
     if extra:
         more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
         raise ConfigError(f"{where}: tensors the config has no place for: "
                           f"{', '.join(extra[:5])}{more}")  # fmt: skip
-    return {name: t.float().contiguous() for name, t in out.items()}
+    return out
 
 
 def _llama_to_hf(megatron: dict[str, torch.Tensor], model: ModelConfig) -> dict:
@@ -301,7 +312,7 @@ def _shape(kind: str, rows: int, inputs: int) -> tuple[int, ...]:
     return (rows, inputs) if kind == "weight" else (rows,)
 
 
-def _llama_from_hf(take, model: ModelConfig) -> dict:
+def _llama_from_hf(take: Callable[..., Loader], model: ModelConfig) -> dict[str, Loader]:
     h, vocab, ffn = model.hidden_size, model.vocab_size, model.ffn_size
     heads, groups, head_dim = model.num_attention_heads, model.query_groups, model.head_dim
     out = {"embedding.word_embeddings.weight": take("model.embed_tokens.weight", vocab, h)}
@@ -310,20 +321,21 @@ def _llama_from_hf(take, model: ModelConfig) -> dict:
     for i in range(model.num_layers):
         src, dst = f"model.layers.{i}.", f"decoder.layers.{i}."
         for kind in qkv_kinds:
-            q = take(f"{src}self_attn.q_proj.{kind}", *_shape(kind, heads * head_dim, h))
-            k = take(f"{src}self_attn.k_proj.{kind}", *_shape(kind, groups * head_dim, h))
-            v = take(f"{src}self_attn.v_proj.{kind}", *_shape(kind, groups * head_dim, h))
-            grouped = [t.reshape(groups, -1, *t.shape[1:]) for t in (q, k, v)]
-            qkv = torch.cat(grouped, dim=1).reshape(-1, *q.shape[1:])
-            out[f"{dst}self_attention.linear_qkv.{kind}"] = qkv
+            qkv = (
+                take(f"{src}self_attn.q_proj.{kind}", *_shape(kind, heads * head_dim, h)),
+                take(f"{src}self_attn.k_proj.{kind}", *_shape(kind, groups * head_dim, h)),
+                take(f"{src}self_attn.v_proj.{kind}", *_shape(kind, groups * head_dim, h)),
+            )
+            out[f"{dst}self_attention.linear_qkv.{kind}"] = partial(_group_qkv, qkv, groups)
         for kind in kinds:
+            gate_up = (
+                take(f"{src}mlp.gate_proj.{kind}", *_shape(kind, ffn, h)),
+                take(f"{src}mlp.up_proj.{kind}", *_shape(kind, ffn, h)),
+            )
             out |= {
                 f"{dst}self_attention.linear_proj.{kind}":
                     take(f"{src}self_attn.o_proj.{kind}", *_shape(kind, h, heads * head_dim)),
-                f"{dst}mlp.linear_fc1.{kind}": torch.cat([
-                    take(f"{src}mlp.gate_proj.{kind}", *_shape(kind, ffn, h)),
-                    take(f"{src}mlp.up_proj.{kind}", *_shape(kind, ffn, h)),
-                ]),
+                f"{dst}mlp.linear_fc1.{kind}": partial(_concatenate, gate_up),
                 f"{dst}mlp.linear_fc2.{kind}":
                     take(f"{src}mlp.down_proj.{kind}", *_shape(kind, h, ffn)),
             }  # fmt: skip
@@ -333,6 +345,17 @@ def _llama_from_hf(take, model: ModelConfig) -> dict:
     if not model.tie_embeddings:
         out["output_layer.weight"] = take("lm_head.weight", vocab, h)
     return out
+
+
+def _group_qkv(qkv: tuple[Loader, Loader, Loader], groups: int) -> torch.Tensor:
+    """Separate q, k, v rows -> megatron's [q heads of the group, k, v] x groups."""
+    q, k, v = (load() for load in qkv)
+    grouped = [t.reshape(groups, -1, *t.shape[1:]) for t in (q, k, v)]
+    return torch.cat(grouped, dim=1).reshape(-1, *q.shape[1:])
+
+
+def _concatenate(parts: tuple[Loader, ...]) -> torch.Tensor:
+    return torch.cat([load() for load in parts])
 
 
 # GPT-2 name -> megatron's, within a layer
@@ -378,7 +401,7 @@ def _gpt2_to_hf(megatron: dict[str, torch.Tensor], model: ModelConfig) -> dict:
     return out
 
 
-def _gpt2_from_hf(take, model: ModelConfig) -> dict:
+def _gpt2_from_hf(take: Callable[..., Loader], model: ModelConfig) -> dict[str, Loader]:
     h, vocab, heads, head_dim = (model.hidden_size, model.vocab_size, model.num_attention_heads,
                                  model.head_dim)  # fmt: skip
     out = {
@@ -393,16 +416,31 @@ def _gpt2_from_hf(take, model: ModelConfig) -> dict:
             for kind in ("weight", "bias"):
                 out[f"{dst}{norm}_layernorm.{kind}"] = take(f"{src}{name}.{kind}", h)
         for name, (rows, cols) in _gpt2_linear_shapes(model).items():
-            weight = take(f"{src}{name}.weight", cols, rows).t()  # Conv1D stores (in, out)
+            weight = take(f"{src}{name}.weight", cols, rows)
             bias = take(f"{src}{name}.bias", rows)
-            if name == "attn.c_attn":  # [q of every head; k; v] rows -> per head [q, k, v]
-                weight = weight.reshape(3, heads, head_dim, h).transpose(0, 1).reshape(rows, h)
-                bias = bias.reshape(3, heads, head_dim).transpose(0, 1).reshape(rows)
-            out[f"{dst}{GPT2_LINEARS[name]}.weight"] = weight
-            out[f"{dst}{GPT2_LINEARS[name]}.bias"] = bias
+            per_head = (heads, head_dim) if name == "attn.c_attn" else None
+            out[f"{dst}{GPT2_LINEARS[name]}.weight"] = partial(_gpt2_weight, weight, per_head)
+            out[f"{dst}{GPT2_LINEARS[name]}.bias"] = partial(_gpt2_bias, bias, per_head)
     if not model.tie_embeddings:
         out["output_layer.weight"] = take("lm_head.weight", vocab, h)
     return out
+
+
+def _gpt2_weight(load: Loader, per_head: tuple[int, int] | None) -> torch.Tensor:
+    """A Conv1D weight, stored (in, out), as megatron's (out, in); c_attn's [q of every head;
+    k; v] rows regrouped per head [q, k, v] (``per_head``: heads, head_dim)."""
+    weight = load().t()
+    if per_head is None:
+        return weight
+    rows, h = weight.shape
+    return weight.reshape(3, *per_head, h).transpose(0, 1).reshape(rows, h)
+
+
+def _gpt2_bias(load: Loader, per_head: tuple[int, int] | None) -> torch.Tensor:
+    bias = load()
+    if per_head is None:
+        return bias
+    return bias.reshape(3, *per_head).transpose(0, 1).reshape(-1)
 
 
 def _norm(megatron: dict[str, torch.Tensor], layer: str, which: str, kind: str) -> torch.Tensor:

@@ -8,6 +8,14 @@ written beside it (``RUN_DIR/tokenizer.json``; tokenize corpora with
 ``msplit data tokenize --tokenizer hf:RUN_DIR``). Llama (and SmolLM2, TinyLlama), Mistral,
 Qwen2 and GPT-2 import; what our model cannot express is refused by name (hf_convert.py).
 The checkpoint appears complete or not at all.
+
+A model larger than one process imports under torchrun, split over ``--tensor`` x
+``--pipeline`` ranks: each rank builds its part of the model and reads from the
+safetensors (or memory-mapped ``.bin``) files only the tensors of its layers, one at a
+time, copying in its tensor-parallel slice, as megatron's sharded state dict places it;
+the ranks then save one checkpoint together::
+
+    torchrun --nproc-per-node 4 -m megatron_split.cli import-hf HF_DIR RUN --tensor 2 --pipeline 2
 """
 
 from __future__ import annotations
@@ -21,7 +29,12 @@ from typing import Any, Literal
 
 import torch
 
-from megatron_split.checkpoint.hf_convert import hf_architecture, megatron_state_dict, model_config
+from megatron_split.checkpoint.hf_convert import (
+    Loader,
+    hf_architecture,
+    megatron_loaders,
+    model_config,
+)
 from megatron_split.config import ConfigError
 from megatron_split.model.config import ModelConfig
 
@@ -62,26 +75,26 @@ class HFModel:
         except (OSError, ValueError, KeyError) as error:
             raise ConfigError(f"{self.where}: {error}") from None
 
-    def weights(self) -> tuple[dict[str, torch.Tensor], list[str]]:
-        """(tensors by Hugging Face name, the files they came from)."""
+    def tensors(self) -> HFTensors:
+        """The model's tensors, read one by one when asked for."""
         if self.gguf:  # transformers dequantizes GGUF tensors into its own model
             from transformers import AutoModelForCausalLM
 
             model = AutoModelForCausalLM.from_pretrained(
                 self.directory, local_files_only=True, dtype=torch.float32, **self.options
             )
-            return dict(model.state_dict()), [self.path.name]
+            return HFTensors(dict(model.state_dict()), [self.path.name])
         files = self._weight_files()
-        weights: dict[str, torch.Tensor] = {}
+        tensors: dict[str, Any] = {}
         for file in files:
             if file.suffix == ".safetensors":
-                from safetensors.torch import load_file
+                from safetensors import safe_open
 
-                part = load_file(file)
-            else:
-                part = torch.load(file, map_location="cpu", weights_only=True)
-            weights.update(part)
-        return weights, [f.name for f in files]
+                handle = safe_open(file, framework="pt")
+                tensors |= {name: handle for name in handle.keys()}  # noqa: SIM118
+            else:  # a zip-format state dict maps its storages, read when touched
+                tensors |= torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        return HFTensors(tensors, [f.name for f in files])
 
     def _weight_files(self) -> list[Path]:
         for index in (SAFETENSORS_INDEX, BIN_INDEX):
@@ -99,12 +112,9 @@ class HFModel:
             f"{self.directory}: no weights ({SAFETENSORS}, {BIN} or their .index.json)"
         )
 
-    def save_tokenizer(self, out: Path) -> dict[str, Any]:
-        """Write the model's tokenizer to ``out`` (``tokenizer.json`` and its config, as
-        transformers saves it); returns its spec."""
+    def tokenizer(self):
+        """The model's fast tokenizer, with its EOS, as transformers loads it."""
         from transformers import AutoTokenizer
-
-        from data_prep.tokenizers import load_tokenizer
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(
@@ -116,18 +126,84 @@ class HFModel:
             ) from None
         if not tokenizer.is_fast or tokenizer.eos_token is None:
             raise ConfigError(f"{self.directory}: the tokenizer needs a tokenizer.json and EOS")
-        tokenizer.save_pretrained(out)
-        return load_tokenizer({"kind": "hf", "path": str(out), "eod": tokenizer.eos_token}).spec
+        return tokenizer
+
+
+class HFTensors:
+    """Hugging Face tensors by name, from memory, a memory-mapped state dict or a
+    safetensors file's handle, which reads a tensor only when asked for it."""
+
+    def __init__(self, tensors: dict[str, Any], files: list[str]):
+        self._tensors = tensors
+        self.files = files
+        self.read_names: set[str] = set()
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(self._source_shape(name)) for name in self._tensors}
+
+    def _source_shape(self, name: str) -> list[int]:
+        source = self._tensors[name]
+        if isinstance(source, torch.Tensor):
+            return list(source.shape)
+        return source.get_slice(name).get_shape()
+
+    def read(self, name: str) -> torch.Tensor:
+        self.read_names.add(name)
+        source = self._tensors[name]
+        return source if isinstance(source, torch.Tensor) else source.get_tensor(name)
+
+
+def load_into(gpt, loaders: dict[str, Loader]) -> set[str]:
+    """Copy into this rank's part of ``gpt`` its slice of every tensor it holds, placed as
+    megatron's sharded state dict places it (global layer, tensor-parallel rows or columns,
+    SwiGLU's gate and up halves sharded apart); returns the megatron names it loaded."""
+    from megatron.core.dist_checkpointing.dict_utils import nested_values
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor, apply_factories
+
+    sharded = gpt.sharded_state_dict()
+    apply_factories(sharded)  # SwiGLU's fc1 as two sharded views, gate and up
+    # the local spec saves a layer's norms under Transformer Engine's names (fused into the
+    # next linear layer); the loaders have the modules' own names
+    renames = gpt.decoder.layers[0].submodules_config.sharded_state_dict_keys_map
+    loaded: set[str] = set()
+    name, tensor = None, None  # the last tensor read: fc1's halves come one after the other
+    for shard in nested_values(sharded):
+        if not isinstance(shard, ShardedTensor):
+            continue  # _extra_state objects, nothing imported
+        where = shard.global_slice()
+        key = shard.key
+        if shard.prepend_axis_num:  # a layer's tensor: its first axis is the global layer
+            module = key.removeprefix("decoder.layers.")
+            for local, saved in renames.items():
+                if module.startswith(saved):
+                    module = local + module.removeprefix(saved)
+            key, where = f"decoder.layers.{where[0]}.{module}", where[1:]
+        if key not in loaders:
+            raise RuntimeError(f"{key}: no Hugging Face tensor maps to this parameter")
+        if key != name:
+            name, tensor = key, loaders[key]()
+        with torch.no_grad():
+            shard.data.copy_(tensor[where])  # the data is a view of the parameter
+        loaded.add(key)
+    return loaded
 
 
 def import_hf(
-    source: str | Path, run_dir: str | Path, dtype: Literal["fp32", "bf16"] = "fp32"
+    source: str | Path,
+    run_dir: str | Path,
+    dtype: Literal["fp32", "bf16"] = "fp32",
+    tensor: int = 1,
+    pipeline: int = 1,
 ) -> Path:
-    """Write the native checkpoint of the Hugging Face model ``source`` under ``run_dir``;
-    returns the checkpoint directory."""
+    """Write the native checkpoint of the Hugging Face model ``source`` under ``run_dir``,
+    split over ``tensor`` x ``pipeline`` ranks (the processes of torchrun); returns the
+    checkpoint directory."""
+    import torch.distributed as dist
+
+    from data_prep.tokenizers import load_tokenizer
     from megatron_split.checkpoint import Checkpointer, TrainState, latest_checkpoint
-    from megatron_split.runtime import init_distributed, seed_everything
-    from megatron_split.train.config import RunConfig
+    from megatron_split.runtime import detect_launch_env, init_distributed, seed_everything
+    from megatron_split.train.config import ParallelConfig, RunConfig
     from megatron_split.train.identity import run_identity
     from megatron_split.train.loop import build_bare_model
 
@@ -138,32 +214,52 @@ def import_hf(
         raise ConfigError(f"{root} already holds a checkpoint: import into a new RUN_DIR")
     model = hf.model_config()
     model.params_dtype = dtype
-    log.info("reading %s (%s)", hf.path, hf_architecture(model))
-    weights, files = hf.weights()
-    state_dict = megatron_state_dict(weights, model, str(hf.path))
-    del weights
+    if model.padded_vocab_size(tensor) != model.vocab_size:
+        raise ConfigError(f"{hf.where}: vocab_size={model.vocab_size} does not split over "
+                          f"--tensor {tensor}: choose a tensor size that divides it")  # fmt: skip
+    model.validate(tensor, pipeline)
+    launch = detect_launch_env()
+    world = launch.world_size
+    if world != tensor * pipeline:
+        raise ConfigError(f"--tensor {tensor} --pipeline {pipeline} needs {tensor * pipeline} "
+                          f"processes, this run has {world}: start it with torchrun "
+                          f"--nproc-per-node {tensor * pipeline}")  # fmt: skip
+    if launch.rank == 0:
+        log.info("reading %s (%s)", hf.path, hf_architecture(model))
+    tensors = hf.tensors()
+    shapes = tensors.shapes()
+    loaders = megatron_loaders(shapes, tensors.read, model, str(hf.path))
+    tokenizer = hf.tokenizer()
 
-    cfg = RunConfig(run_dir=str(run_dir), model=model)
+    cfg = RunConfig(run_dir=str(run_dir), model=model,
+                    parallel=ParallelConfig(tensor=tensor, pipeline=pipeline))  # fmt: skip
     cfg.role.arm = "trunk"  # a released model plays the trunk its branches start from
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = hf.save_tokenizer(run_dir)
-    runtime = init_distributed()
+    runtime = init_distributed(tensor, pipeline)
+    if runtime.is_main:  # tokenizer.json and its config, as transformers saves them
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(run_dir)
+    dist.barrier()
+    spec = load_tokenizer({"kind": "hf", "path": str(run_dir), "eod": tokenizer.eos_token}).spec
     seed_everything(cfg.seed)
     _, gpt = build_bare_model(cfg, torch.device("cpu"))
-    missing, unexpected = gpt.load_state_dict(state_dict, strict=False)
-    missing = [name for name in missing if not name.endswith("_extra_state")]
-    if missing or unexpected:  # the mapping and megatron's module names disagree
-        raise RuntimeError(f"weights not loaded: missing {missing}, unexpected {unexpected}")
+    loaded = load_into(gpt, loaders)
+    log.info("rank %d: read %d of %d Hugging Face tensors", runtime.env.rank,
+             len(tensors.read_names), len(shapes))  # fmt: skip
+    everyone: list[set[str]] = [set() for _ in range(world)]
+    dist.all_gather_object(everyone, loaded)
+    unloaded = sorted(set(loaders) - set().union(*everyone))
+    if unloaded:  # the mapping and megatron's parameters disagree
+        raise RuntimeError(f"imported tensors no parameter holds: {unloaded}")
     run_config = asdict(cfg)
     # D counts the tokens trained here: a released model's own pretraining is not known,
     # and its checkpoint is no point of a law fitted to runs of known D (not "annealed").
     identity = {**run_identity(cfg.role.arm, cfg.role.cluster, run_config), "D": 0,
                 "D_prime": 0, "annealed": False}  # fmt: skip
     imported = {"imported_from": str(hf.path), "architecture": hf_architecture(model),
-                "files": files}  # fmt: skip
+                "files": tensors.files}  # fmt: skip
     checkpointer = Checkpointer(cfg.checkpoint, root)
     path = checkpointer.save(gpt, None, TrainState(lineage=imported), run_config, identity,
-                             tokenizer=tokenizer)  # fmt: skip
+                             tokenizer=spec)  # fmt: skip
     if runtime.is_main:
         log.info("imported %s -> %s", hf.path, path)
     return path
@@ -181,13 +277,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="the run directory to write (checkpoints/, tokenizer)")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                         help="the parameters' dtype in the checkpoint's model config")  # fmt: skip
+    parser.add_argument(
+        "--tensor",
+        type=int,
+        default=1,
+        help="tensor parallel ranks to import over (run under torchrun)",
+    )
+    parser.add_argument(
+        "--pipeline",
+        type=int,
+        default=1,
+        help="pipeline stages to import over (run under torchrun)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        path = import_hf(args.model, args.run_dir, args.dtype)
+        path = import_hf(args.model, args.run_dir, args.dtype, args.tensor, args.pipeline)
     except ConfigError as error:
         print(f"msplit import-hf: {error}", file=sys.stderr)
         return 2
-    print(f"written: {path} (branch from it: init.checkpoint={Path(args.run_dir)}; "
-          f"tokenize with --tokenizer hf:{Path(args.run_dir)})")  # fmt: skip
+    from megatron_split.runtime import detect_launch_env
+
+    if detect_launch_env().rank == 0:
+        print(f"written: {path} (branch from it: init.checkpoint={Path(args.run_dir)}; "
+              f"tokenize with --tokenizer hf:{Path(args.run_dir)})")  # fmt: skip
     return 0

@@ -1,7 +1,9 @@
 """Import from Hugging Face: the imported checkpoint gives transformers' logits, exports back
-to the same tensors, trains at TP=2 as at TP=1, and bad model directories are refused by name."""
+to the same tensors (imported in one process or over TP=2 x PP=2 ranks), trains at TP=2 as at
+TP=1, and bad model directories and layouts are refused by name."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ from megatron_split.checkpoint.hf_export import export_hf
 from megatron_split.checkpoint.hf_import import import_hf
 from megatron_split.config import ConfigError
 from tests.megatron_split.hf_models import FAMILIES, random_model, smollm2
-from tests.megatron_split.runs import metrics, train
+from tests.megatron_split.runs import env, metrics, python, train
 
 TEXT = "The court held that the contract was void. Mr. Smith met Dr. Jones in Washington.\n"
 
@@ -117,6 +119,51 @@ def test_an_imported_model_trains_at_tp2_as_at_tp1_on_shards_of_its_tokenizer(
             "llama"
         )
     assert losses[2] == pytest.approx(losses[1], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["qwen2-qkv-bias", "gpt2"])
+def test_an_import_over_tp2_pp2_reads_only_each_ranks_layers_and_equals_the_model(
+    family, tokenizer_dir, tmp_path
+):
+    """Four ranks each read their stage's tensors and keep their tensor-parallel slice; the
+    checkpoint they save together exports back to the original tensors."""
+    from safetensors.torch import load_file
+
+    random_model(family, tokenizer_dir, tmp_path / "hf")
+    done = subprocess.run(
+        [*python(4), "-m", "megatron_split.cli", "import-hf", str(tmp_path / "hf"),
+         str(tmp_path / "run"), "--tensor", "2", "--pipeline", "2"],
+        capture_output=True, text=True, timeout=600, env=env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    reads = re.findall(r"rank (\d): read (\d+) of (\d+) Hugging Face tensors", done.stderr)
+    assert sorted(rank for rank, _, _ in reads) == ["0", "1", "2", "3"]
+    assert all(int(read) < int(total) for _, read, total in reads), reads
+    assert done.stdout.count("written:") == 1
+    meta = read_meta(resolve_checkpoint(tmp_path / "run"))
+    assert meta["config"]["parallel"] | {"distributed_optimizer": False} == {
+        "tensor": 2, "pipeline": 2, "distributed_optimizer": False}  # fmt: skip
+
+    export_hf(tmp_path / "run", tmp_path / "back")
+    original = load_file(tmp_path / "hf" / "model.safetensors")
+    exported = load_file(tmp_path / "back" / "model.safetensors")
+    original = {k: v for k, v in original.items() if not k.endswith((".attn.bias", "masked_bias"))}
+    assert sorted(exported) == sorted(original)
+    for name, tensor in original.items():
+        assert torch.equal(exported[name], tensor.float()), name
+
+
+def test_an_import_layout_that_cannot_hold_the_model_is_refused_before_anything_is_written(
+    tokenizer_dir, tmp_path
+):
+    source = write_model(tmp_path, "llama-gqa-tied", tokenizer_dir)
+    with pytest.raises(ConfigError, match="vocab_size=400 does not split over --tensor 3"):
+        import_hf(source, tmp_path / "run", tensor=3)
+    with pytest.raises(ConfigError, match="needs 2 processes, this run has 1: start it with "
+                                          "torchrun --nproc-per-node 2"):  # fmt: skip
+        import_hf(source, tmp_path / "run", pipeline=2)
+    assert not (tmp_path / "run").exists()
 
 
 def test_shards_of_another_tokenizer_are_refused_by_name(tokenizer_dir, tmp_path, shards):
