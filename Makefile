@@ -15,7 +15,7 @@ install: $(VENV)/.installed assets
 assets: $(VENV)/.installed
 	PYTHON=$(BIN)/python bash data_prep/install_assets.sh $(ASSETS)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py megatron_split_lm_eval.pth
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
@@ -24,6 +24,9 @@ $(VENV)/.installed: pyproject.toml
 		$(BIN)/pip install -q $(CPU_TORCH); \
 	fi
 	$(BIN)/pip install -q -e '.[dev]'
+	@# an editable install carries no data files: put lm_eval's start-up hook in by hand
+	$(BIN)/python -c "import shutil, sysconfig; \
+		shutil.copy('megatron_split_lm_eval.pth', sysconfig.get_path('purelib'))"
 	touch $@
 
 demo: install

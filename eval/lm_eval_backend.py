@@ -1,19 +1,18 @@
 """An lm-evaluation-harness model backend: any of its tasks, on native checkpoints.
 
-    msplit lm-eval run --model megatron_split --tasks arc_easy \\
+    lm_eval run --model megatron_split --tasks arc_easy \\
         --model_args checkpoint=runs/demo/trunk
-    msplit lm-eval run --model megatron_split --tasks arc_easy \\
+    lm_eval run --model megatron_split --tasks arc_easy \\
         --model_args clusters=runs/demo/clusters,branches=runs/demo/branches/cluster_0:...
 
 With ``checkpoint=`` one model answers. With ``clusters=`` and ``branches=`` (one run per
 cluster, ``:``-separated, in cluster order) the family answers through the router: each
 request goes to the specialist of its context's nearest cluster, or to a mixture of
 ``top_k`` specialists weighted softmax(-distance / ``temperature``) (c-BTM). Specialists
-are loaded one at a time. ``msplit lm-eval`` is lm-eval's own command line with this
-backend registered as ``megatron_split`` (and ``msplit``); in Python, ``import
-eval.lm_eval_backend`` registers it. lm-eval 0.4.13 discovers no models outside its own
-source tree (no entry point or plugin import), so its ``lm_eval`` executable cannot know
-this backend by itself.
+are loaded one at a time. The backend is ``megatron_split`` (and ``msplit``) to lm-eval's
+own ``lm_eval`` executable (registered at start-up: eval/lm_eval_plugin.py) and to
+``msplit lm-eval``, the same command line; in Python, ``import eval.lm_eval_backend``
+registers it.
 Log-likelihood, perplexity and generation tasks are supported; generation is greedy.
 
 A model larger than one device runs under torchrun, split over ``tensor`` x ``pipeline``

@@ -128,3 +128,33 @@ def test_tensor_parallel_ranks_generate_what_one_device_does(tokenizer_dir, tmp_
         else:
             assert done.returncode != 0
             assert "generation across pipeline stages is not supported" in done.stderr
+
+
+@pytest.mark.parametrize("family", ["llama-gqa-tied", "gpt2"])  # rotary, learned positions
+def test_a_prefix_a_batch_shares_is_read_once_with_the_scores_of_reading_every_row(
+    family, tokenizer_dir, tmp_path
+):
+    from eval.lm import shared_prefix
+    from megatron_split.checkpoint.hf_import import import_hf
+    from tests.megatron_split.hf_models import random_model
+
+    random_model(family, tokenizer_dir, tmp_path / "hf")
+    lm = CheckpointLM.load(import_hf(tmp_path / "hf", tmp_path / "run"))
+    g = torch.Generator().manual_seed(0)
+    prefix = torch.randint(0, 400, (40,), generator=g).tolist()  # a task's shared header
+    tails = [torch.randint(0, 400, (n,), generator=g).tolist() for n in (5, 17, 9, 30, 12, 21)]
+    requests = [(prefix + tail, [len(tail) % 7, 3][: len(tail) % 2 + 1]) for tail in tails]
+    assert shared_prefix([ctx + cont[:-1] for ctx, cont in requests]) == 40
+    read: list[int] = []
+    hook = lm.model.embedding.register_forward_pre_hook(
+        lambda _, args, kwargs: read.append(kwargs["input_ids"].numel()), with_kwargs=True
+    )
+    batched = lm.loglikelihood_tokens(requests, batch_size=8)
+    alone = lm.loglikelihood_tokens(requests, batch_size=1)
+    hook.remove()
+    widths = [len(ctx) + len(cont) - 1 for ctx, cont in requests]
+    assert read[:2] == [40, len(requests) * (max(widths) - 40)]  # the prefix once, then the rest
+    assert read[2:] == sorted(widths, reverse=True)
+    for a, b in zip(batched, alone, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+        assert (a.is_greedy, a.tokens) == (b.is_greedy, b.tokens)

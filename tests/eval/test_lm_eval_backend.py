@@ -3,6 +3,8 @@
 import json
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,14 +79,18 @@ def harness(local_arc, monkeypatch, **model_args) -> dict:
     return out["results"]["local_arc"]
 
 
-def harness_cli(local_arc, out, nproc: int = 1, **model_args) -> dict:
-    """lm-eval's own command line (``msplit lm-eval``), in a process of its own (or under
-    torchrun, ``nproc`` processes); the results, and each document's log-likelihoods."""
+def harness_cli(local_arc, out, nproc: int = 1, stock: bool = False, **model_args) -> dict:
+    """lm-eval's own command line in a process of its own: its ``lm_eval`` executable
+    (``stock``) or ``msplit lm-eval`` (under torchrun with ``nproc`` processes); the
+    results, and each document's log-likelihoods."""
     args = ",".join(f"{k}={v}" for k, v in model_args.items())
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    if stock:
+        command = [str(Path(sys.executable).parent / "lm_eval")]
+    else:
+        command = [*python(nproc), "-m", "megatron_split.cli", "lm-eval"]
     done = subprocess.run(
-        [*python(nproc), "-m", "megatron_split.cli",
-         "lm-eval", "run", "--model", "megatron_split", "--model_args", args, "--tasks",
+        [*command, "run", "--model", "megatron_split", "--model_args", args, "--tasks",
          "local_arc", "--include_path", str(local_arc), "--output_path", str(out),
          "--log_samples"],
         capture_output=True, text=True, timeout=600, env=env,
@@ -99,8 +105,10 @@ def harness_cli(local_arc, out, nproc: int = 1, **model_args) -> dict:
     return json.loads(results.read_text())["results"]["local_arc"] | {"resps": loglikelihoods}
 
 
-def test_one_checkpoint_scores_as_our_own_evaluation(demo_family, local_arc, tmp_path):
-    got = harness_cli(local_arc, tmp_path / "out", checkpoint=demo_family / "trunk")
+def test_the_stock_lm_eval_executable_scores_a_checkpoint_as_our_own_evaluation(
+    demo_family, local_arc, tmp_path
+):
+    got = harness_cli(local_arc, tmp_path / "out", stock=True, checkpoint=demo_family / "trunk")
     task = load_task("arc", local_arc / "arc.jsonl")
     requests, where = requests_of(task.items)
     scores = ChoiceScores.empty(task.items)
