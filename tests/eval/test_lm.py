@@ -104,18 +104,21 @@ def test_generation_stops_at_the_first_stop_string(trunk, texts):
 
 def test_tensor_parallel_ranks_generate_what_one_device_does(tokenizer_dir, tmp_path):
     """A random Llama (so that greedy tokens vary) imported from Hugging Face generates the
-    same text at TP=2 under torchrun as on one device; across pipeline stages generation
-    is refused by name."""
+    same text at TP=2 under torchrun as on one device, and scores a batch that reads a
+    shared prefix once through the KV cache the same; across pipeline stages generation is
+    refused by name."""
     from megatron_split.checkpoint.hf_import import import_hf
-    from tests.eval.generate_at_layout import PROMPTS
+    from tests.eval.generate_at_layout import PROMPTS, shared_prefix_requests
     from tests.megatron_split.hf_models import random_model
     from tests.megatron_split.runs import python
 
     source = tmp_path / "llama"
     random_model("llama-gqa-tied", tokenizer_dir, source)
     run = str(import_hf(source, tmp_path / "run"))
-    want = CheckpointLM.load(run).generate_text(PROMPTS, max_new_tokens=12, batch_size=2)
+    one = CheckpointLM.load(run)
+    want = one.generate_text(PROMPTS, max_new_tokens=12, batch_size=2)
     assert len(set(want)) == len(PROMPTS)  # distinct texts: a comparison that can fail
+    want_scores = [s.logprob for s in one.loglikelihood_tokens(shared_prefix_requests(), 8)]
     for tensor, pipeline in (("2", "1"), ("1", "2")):
         out = tmp_path / f"tp{tensor}pp{pipeline}.json"
         cmd = [*python(2), "-m", "tests.eval.generate_at_layout", run, str(out), tensor,
@@ -124,7 +127,9 @@ def test_tensor_parallel_ranks_generate_what_one_device_does(tokenizer_dir, tmp_
                               env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
         if pipeline == "1":
             assert done.returncode == 0, done.stderr[-3000:]
-            assert json.loads(out.read_text()) == want
+            got = json.loads(out.read_text())
+            assert got["texts"] == want
+            assert got["scores"] == pytest.approx(want_scores, abs=1e-4)
         else:
             assert done.returncode != 0
             assert "generation across pipeline stages is not supported" in done.stderr
@@ -136,14 +141,12 @@ def test_a_prefix_a_batch_shares_is_read_once_with_the_scores_of_reading_every_r
 ):
     from eval.lm import shared_prefix
     from megatron_split.checkpoint.hf_import import import_hf
+    from tests.eval.generate_at_layout import shared_prefix_requests
     from tests.megatron_split.hf_models import random_model
 
     random_model(family, tokenizer_dir, tmp_path / "hf")
     lm = CheckpointLM.load(import_hf(tmp_path / "hf", tmp_path / "run"))
-    g = torch.Generator().manual_seed(0)
-    prefix = torch.randint(0, 400, (40,), generator=g).tolist()  # a task's shared header
-    tails = [torch.randint(0, 400, (n,), generator=g).tolist() for n in (5, 17, 9, 30, 12, 21)]
-    requests = [(prefix + tail, [len(tail) % 7, 3][: len(tail) % 2 + 1]) for tail in tails]
+    requests = shared_prefix_requests()
     assert shared_prefix([ctx + cont[:-1] for ctx, cont in requests]) == 40
     read: list[int] = []
     hook = lm.model.embedding.register_forward_pre_hook(
