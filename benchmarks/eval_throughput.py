@@ -54,13 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     # first subject's alone
     items = task.items[:: len(task.items) // args.questions][: args.questions]
     requests, _ = requests_of(items)
+    contexts = list(dict.fromkeys(context for context, _ in requests))  # one per question
     with tempfile.TemporaryDirectory(prefix="eval-bench-") as tmp:
         model = args.hf_model or default_assets_dir() / SMOLLM2_GGUF
         checkpoint = args.checkpoint or str(import_hf(model, Path(tmp) / "imported"))
         ours = CheckpointLM.load(checkpoint)
         hf_dir = export_hf(checkpoint, Path(tmp) / "hf")
         baseline = _harness_model(hf_dir, args.batch_size)
-        questions = list(dict.fromkeys(context for context, _ in requests))[: args.generations]
+        questions = contexts[: args.generations]
         prompts, prompt_format = _generation_prompts(questions, hf_dir)
         generations = _instances(prompts, "generate_until")
         times: dict[str, list[float]] = {k: [] for k in ("ours", "baseline", "gen", "gen_base")}
@@ -97,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean_generated_tokens": statistics.mean(len(ours.tokenizer.encode(t)) for t in our_texts),
         "requests": len(requests),
         "subjects": len({item.domain for item in items}),
-        "mean_context_tokens": statistics.mean(
-            len(ours.tokenizer.encode(context)) for context in dict.fromkeys(c for c, _ in requests)
-        ),
+        "mean_context_tokens": statistics.mean(len(ours.tokenizer.encode(c)) for c in contexts),
         "generations": len(prompts),
         "batch_size": args.batch_size,
         "median_seconds": median,
