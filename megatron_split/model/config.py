@@ -245,11 +245,14 @@ class ModelConfig:
 
     def layer_spec(self, init_seed: int = 0):
         """The layer spec: TE, or megatron's local spec with the chosen core attention; its
-        layers are seeded by global layer number (see seeded_layer.py)."""
+        layers are seeded by global layer number (see seeded_layer.py), and their KV caches
+        hold rotated keys (see cached_attention.py)."""
+        from megatron_split.model.cached_attention import RotatedKeyCacheAttention
         from megatron_split.model.seeded_layer import SeededTransformerLayer
 
         spec = self._base_layer_spec()
         spec.module = SeededTransformerLayer
+        spec.submodules.self_attention.module = RotatedKeyCacheAttention
         spec.params = {**spec.params, "init_seed": init_seed}
         return spec
 

@@ -1,0 +1,70 @@
+"""Decoding through a KV cache of rotated keys: each key rotated once, the logits of reading
+the whole sequence at once, and transformers' greedy continuations."""
+
+import pytest
+import torch
+
+from eval.lm import CheckpointLM
+from megatron_split.checkpoint.hf_import import import_hf
+from tests.megatron_split.hf_models import random_model
+
+pytestmark = pytest.mark.slow
+
+
+def imported(family: str, tokenizer_dir, tmp_path):
+    hf_model = random_model(family, tokenizer_dir, tmp_path / "hf")
+    return hf_model, CheckpointLM.load(import_hf(tmp_path / "hf", tmp_path / "run"))
+
+
+def test_decoding_rotates_each_new_key_once_and_gives_the_logits_of_one_full_pass(
+    tokenizer_dir, tmp_path, monkeypatch
+):
+    import megatron.core.transformer.attention as attention
+    from megatron.core.inference.contexts import StaticInferenceContext
+
+    import megatron_split.model.cached_attention as cached_attention
+
+    _, lm = imported("llama3-untied-biases", tokenizer_dir, tmp_path)
+    tokens_1S = torch.randint(0, 400, (1, 24), generator=torch.Generator().manual_seed(1))
+    positions_1S = torch.arange(24)[None]
+    with torch.inference_mode():
+        want_1SV = lm.model(tokens_1S, positions_1S, None)
+    rotated: list[int] = []  # positions each rotation call covers, queries and keys alike
+
+    def counting(rotate):
+        def wrapper(t, *args, **kwargs):
+            rotated.append(t.shape[0])
+            return rotate(t, *args, **kwargs)
+
+        return wrapper
+
+    for module in (attention, cached_attention):
+        monkeypatch.setattr(module, "apply_rotary_pos_emb", counting(module.apply_rotary_pos_emb))
+    cache = StaticInferenceContext(1, 24)
+    cache.materialize_only_last_token_logits = False
+    with torch.inference_mode():
+        got = [lm.model(tokens_1S[:, :16], positions_1S[:, :16], None, inference_context=cache,
+                        runtime_gather_output=True)]  # fmt: skip
+        for step in range(16, 24):
+            cache.sequence_len_offset = step
+            rotated.clear()
+            got.append(lm.model(tokens_1S[:, step : step + 1], positions_1S[:, step : step + 1],
+                                None, inference_context=cache,
+                                runtime_gather_output=True))  # fmt: skip
+            assert rotated == [1, 1] * 2  # the new key and the query, in each of 2 layers
+    assert torch.allclose(torch.cat(got, dim=1), want_1SV, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama-gqa-tied", "qwen2-qkv-bias"])
+def test_greedy_continuations_are_transformers_own(family, tokenizer_dir, tmp_path):
+    hf_model, lm = imported(family, tokenizer_dir, tmp_path)
+    prompts = [[5, 17, 90, 3], [250, 11, 9, 9, 42, 7, 300, 12, 1], [77]]
+    got = lm.generate(prompts, max_new_tokens=16, batch_size=3)
+    for prompt, ids in zip(prompts, got, strict=True):
+        out = hf_model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False,
+                                eos_token_id=lm.tokenizer.eod_id, pad_token_id=0)  # fmt: skip
+        want = out[0, len(prompt) :].tolist()
+        if lm.tokenizer.eod_id in want:
+            want = want[: want.index(lm.tokenizer.eod_id)]
+        assert ids == want
+    assert len({tuple(ids) for ids in got}) == len(prompts)  # a comparison that can fail
