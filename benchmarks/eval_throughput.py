@@ -4,10 +4,11 @@ Hugging Face backend on the same model exported with export-hf.
 
 Both score the same (context, continuation) requests (MMLU questions from the assets, spread
 evenly over its 57 subjects) and greedily continue the same prompts (the questions, in the
-model's chat template when it has one; 32 new tokens, stopping at a blank line) with the
-same batch size in this process, in alternating rounds; the JSON reports the median round
-of each side, every round, how far their log-likelihoods are apart and the share of
-identical generations (they are the same model, so only float rounding may differ).
+model's chat template when it has one, spread over the subjects as well; 32 new tokens,
+stopping at a blank line) with the same batch size in this process, in alternating rounds;
+the JSON reports the median round of each side, every round, how far their
+log-likelihoods are apart and the share of identical generations (they are the same model,
+so only float rounding may differ).
 
     python benchmarks/eval_throughput.py --json OUT.json [--hf-model GGUF_OR_DIR | --checkpoint RUN]
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         ours = CheckpointLM.load(checkpoint)
         hf_dir = export_hf(checkpoint, Path(tmp) / "hf")
         baseline = _harness_model(hf_dir, args.batch_size)
-        questions = contexts[: args.generations]
+        questions = contexts[:: max(len(contexts) // args.generations, 1)][: args.generations]
         prompts, prompt_format = _generation_prompts(questions, hf_dir)
         generations = _instances(prompts, "generate_until")
         times: dict[str, list[float]] = {k: [] for k in ("ours", "baseline", "gen", "gen_base")}

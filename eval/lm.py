@@ -165,13 +165,7 @@ class CheckpointLM:
         from megatron.core.inference.contexts import StaticInferenceContext
 
         cache = StaticInferenceContext(batch, width)
-        prefix_1P = torch.tensor([rows[0][:shared]], device=self.device)
-        self.model(prefix_1P, torch.arange(shared, device=self.device)[None], None,
-                   inference_context=cache, runtime_gather_output=True)  # fmt: skip
-        for key_memory, value_memory in cache.key_value_memory_dict.values():  # [S, B, G, D]
-            key_memory[:shared, 1:] = key_memory[:shared, :1]
-            value_memory[:shared, 1:] = value_memory[:shared, :1]
-        cache.sequence_len_offset = shared
+        self._read_shared_prefix(cache, rows[0][:shared])  # rows right-padded: no shifts
         cache.materialize_only_last_token_logits = False
         query_S = torch.arange(shared, width, device=self.device)
         blocked_11SK = (torch.arange(width, device=self.device) > query_S[:, None])[None, None]
@@ -180,6 +174,19 @@ class CheckpointLM:
                                     blocked_11SK, inference_context=cache,
                                     runtime_gather_output=True)  # fmt: skip
         return logits_BPV.float()
+
+    def _read_shared_prefix(
+        self, cache: Any, prefix: list[int], shifts_B: Sequence[int] | None = None
+    ) -> None:
+        """Read ``prefix`` once, into the first row of a static KV cache, give every row
+        its copy (shifted as ``share_cached_prefix`` says) and set the cache to read on."""
+        from megatron_split.model.cached_attention import share_cached_prefix
+
+        prefix_1P = torch.tensor([prefix], device=self.device)
+        self.model(prefix_1P, torch.arange(len(prefix), device=self.device)[None], None,
+                   inference_context=cache, runtime_gather_output=True)  # fmt: skip
+        share_cached_prefix(self.model, cache, len(prefix), shifts_B)
+        cache.sequence_len_offset = len(prefix)
 
     def _reads_cache_with_masks(self) -> bool:
         """Whether a forward pass can read on from a KV cache here: one pipeline stage (the
@@ -197,6 +204,17 @@ class CheckpointLM:
         decoder = get_attr_wrapped_model(self.model, "decoder")
         attention = decoder.layers[0].self_attention.core_attention
         return isinstance(attention, SDPAttention | DotProductAttention)
+
+    def _shares_decoding_prefix(self) -> bool:
+        """Whether decoding can read a shared prefix once: a cache read on under masks,
+        with its keys rotated as they enter it (or no rotary embedding at all)."""
+        from megatron.core.utils import get_attr_wrapped_model
+
+        from megatron_split.model.cached_attention import RotatedKeyCacheAttention
+
+        decoder = get_attr_wrapped_model(self.model, "decoder")
+        attention = decoder.layers[0].self_attention
+        return self._reads_cache_with_masks() and isinstance(attention, RotatedKeyCacheAttention)
 
     @torch.inference_mode()
     def generate(
@@ -241,39 +259,58 @@ class CheckpointLM:
     ) -> list[list[int]]:
         """Greedy decoding of a batch of contexts through one static KV cache.
 
-        The contexts are padded on the left to the longest and read in one forward pass; a
-        mask keeps every row from reading its padding, and a row's position ids count from
-        its first token. Rotary embeddings depend only on differences of positions, which
-        the padding leaves as they were. Only the last position reaches the output layer.
+        The contexts are padded on the left to the longest; a mask keeps every row from
+        reading its padding, and a row's position ids count from its first token. Rotary
+        embeddings depend only on differences of positions, which the padding leaves as
+        they were. Only the last position reaches the output layer.
+
+        A prefix the rows share (a chat template's system turn) is read once, at the
+        cache's first positions, and the padding goes between it and each row's rest; every
+        row's copy of it is rotated on by the row's padding (``share_cached_prefix``), so
+        that relative positions stay those of the row read whole. The rest is read in
+        passes over consecutive rows (``prompt_passes``), each from its longest row's first
+        token on: the short prompts of a batch do not read the long ones' padding.
         """
         from megatron.core.inference.contexts import StaticInferenceContext
 
         batch, width = len(rows), max(len(row) for row in rows)
-        pads_B1 = torch.tensor([[width - len(row)] for row in rows], device=self.device)
-        tokens_BS = torch.tensor([[0] * (width - len(row)) + row for row in rows],
-                                 device=self.device)  # fmt: skip
+        shared = shared_prefix(rows) if self._shares_decoding_prefix() else 0
+        pads = [width - len(row) for row in rows]
+        padded = [[0] * pad + row[shared:] for pad, row in zip(pads, rows, strict=True)]
+        tokens_BS = torch.tensor(padded, device=self.device)
+        pads_B1 = torch.tensor(pads, device=self.device)[:, None]
         index_S = torch.arange(width, device=self.device)
-        positions_BS = (index_S - pads_B1).clamp(min=0)
-        readable_BS = index_S >= pads_B1  # the keys each row may read
-        causal_SS = index_S[:, None] >= index_S
+        # cache index i holds a row's token i - pad, or prefix token i below ``shared``
+        positions_BS = (index_S[shared:] - pads_B1).clamp(min=0)
+        readable_BS = (index_S < shared) | (index_S >= shared + pads_B1)  # keys a row reads
+        causal_SS = index_S[shared:, None] >= index_S
         # a padding position reads itself, so that no row of the softmax is empty
-        allowed_BSS = (causal_SS & readable_BS[:, None, :]) | torch.eye(
-            width, dtype=torch.bool, device=self.device
-        )
+        allowed_BSS = (causal_SS & readable_BS[:, None, :]) | (index_S[shared:, None] == index_S)
         blocked_B1SS = ~allowed_BSS[:, None]  # megatron's masks: True where not allowed
         cache = StaticInferenceContext(batch, width + max_new_tokens)
-        new: list[list[int]] = [[] for _ in rows]
-        running = [True] * batch
-        while True:
+        if shared:
+            self._read_shared_prefix(cache, rows[0][:shared], pads)
+        budget = CPU_TOKENS_PER_PASS if self.device.type == "cpu" else None
+        feed = [0] * batch  # each row's next token
+        passes = prompt_passes([len(row) - shared for row in rows], budget)
+        for group in sorted(passes, key=lambda group: min(pads[b] for b in group)):
+            skip = min(pads[b] for b in group)  # padding every row of the pass has
+            cache.batch_size_offset, cache.sequence_len_offset = group.start, shared + skip
+            rows_B = slice(group.start, group.stop)
             with output_positions(self.model, slice(-1, None)):
                 logits_B1V = self.model(
-                    tokens_BS,
-                    positions_BS,
-                    blocked_B1SS,
+                    tokens_BS[rows_B, skip:],
+                    positions_BS[rows_B, skip:],
+                    blocked_B1SS[rows_B, :, skip:],
                     inference_context=cache,
                     runtime_gather_output=True,
                 )
-            feed = logits_B1V[:, -1].argmax(dim=-1).tolist()  # each row's next token
+            feed[rows_B] = logits_B1V[:, -1].argmax(dim=-1).tolist()
+        cache.batch_size_offset, cache.sequence_len_offset = 0, width
+        positions_B1 = positions_BS[:, -1:]
+        new: list[list[int]] = [[] for _ in rows]
+        running = [True] * batch
+        while True:
             for b, token in enumerate(feed):
                 if not running[b]:
                     continue
@@ -287,11 +324,18 @@ class CheckpointLM:
                 return new
             # finished rows ride along (their tokens are never read): the cache keeps rows
             # aligned at one position
-            cache.sequence_len_offset += tokens_BS.shape[1]
-            tokens_BS = torch.tensor(feed, device=self.device)[:, None]
-            positions_BS = positions_BS[:, -1:] + 1
+            positions_B1 = positions_B1 + 1
             readable_BS = torch.cat([readable_BS, readable_BS.new_ones(batch, 1)], dim=1)
-            blocked_B1SS = ~readable_BS[:, None, None, :]
+            with output_positions(self.model, slice(-1, None)):
+                logits_B1V = self.model(
+                    torch.tensor(feed, device=self.device)[:, None],
+                    positions_B1,
+                    ~readable_BS[:, None, None, :],
+                    inference_context=cache,
+                    runtime_gather_output=True,
+                )
+            cache.sequence_len_offset += 1
+            feed = logits_B1V[:, -1].argmax(dim=-1).tolist()
 
     def generate_text(
         self, contexts: Sequence[str], max_new_tokens: int, until: Sequence[str] = (), **kwargs
@@ -338,10 +382,10 @@ class CheckpointLM:
 
 
 # On a CPU, a forward pass reads at most this many tokens (rows x padded width, less a prefix
-# read once): beyond, its activations (SmolLM2's MLP: 12 KB a token) leave the caches and
-# the elementwise work slows several-fold. Measured on SmolLM2-135M and MMLU: 512 to 1,024
-# tokens a pass were fastest; 16 rows of ~400 tokens took 2.4 times as long.
-CPU_TOKENS_PER_PASS = 1024
+# read once): fewer leave the matrix products short, more push the activations (SmolLM2's
+# MLP: 12 KB a token) out of the caches. Measured on SmolLM2-135M and MMLU, 2 cores: 1.86 ms
+# a token at 512 tokens a pass, 1.63 at 1,024, 1.46 at 2,048 to 3,072, slower from 4,096 on.
+CPU_TOKENS_PER_PASS = 2048
 
 # Inputs that share a prefix of at least this many tokens are batched together, and a
 # batch's shared prefix is read once when that saves at least MIN_TOKENS_SAVED tokens:
@@ -402,6 +446,23 @@ def batches(
         batch.append(ids)
     if batch:
         yield batch
+
+
+def prompt_passes(lengths: Sequence[int], token_budget: int | None) -> list[range]:
+    """Consecutive rows, from the last back, read in one pass each: at most
+    ``token_budget`` tokens a pass (its rows times its longest), always one row at least;
+    all rows in one pass without a budget. Rows sorted by length pad little."""
+    if token_budget is None:
+        return [range(len(lengths))]
+    passes, stop = [], len(lengths)
+    while stop:
+        start, longest = stop - 1, lengths[stop - 1]
+        while start and (stop - start + 1) * max(longest, lengths[start - 1]) <= token_budget:
+            start -= 1
+            longest = max(longest, lengths[start])
+        passes.append(range(start, stop))
+        stop = start
+    return passes
 
 
 def cut_at(text: str, until: Sequence[str]) -> str:

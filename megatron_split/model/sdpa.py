@@ -62,6 +62,17 @@ class SDPAttention(MegatronModule):
         # megatron masks are True where attention is NOT allowed; SDPA wants the opposite.
         mask = None if attention_mask is None else ~attention_mask
         causal = mask is None and (attn_mask_type or self.attn_mask_type) == AttnMaskType.causal
+        s, b = query.shape[0], query.shape[1]
+        grouped = self.groups_per_partition != self.heads_per_partition
+        if s == 1 and grouped and not self.training and (mask is None or mask.shape[1] == 1):
+            # One query position (a decoding step): the heads of a group read the same keys
+            # under the same mask, so they go where SDPA's sequence is, one head per group,
+            # and no key or value is broadcast to every head.
+            q_BGRD = q_BHSD.reshape(b, self.groups_per_partition, -1, q_BHSD.shape[-1])
+            out_BGRD = F.scaled_dot_product_attention(
+                q_BGRD, k_BGSD, v_BGSD, attn_mask=mask, scale=self.softmax_scale
+            )
+            return out_BGRD.reshape(s, b, self.hidden_per_partition)
         dropout_p = self.dropout_p if self.training else 0.0
         with tensor_parallel.get_cuda_rng_tracker().fork():
             out_BHSD = F.scaled_dot_product_attention(
@@ -72,7 +83,6 @@ class SDPAttention(MegatronModule):
                 dropout_p=dropout_p,
                 is_causal=causal,
                 scale=self.softmax_scale,
-                enable_gqa=self.groups_per_partition != self.heads_per_partition,
+                enable_gqa=grouped,
             )
-        s, b = query.shape[0], query.shape[1]
         return out_BHSD.permute(2, 0, 1, 3).reshape(s, b, self.hidden_per_partition)

@@ -161,3 +161,14 @@ def test_a_prefix_a_batch_shares_is_read_once_with_the_scores_of_reading_every_r
     for a, b in zip(batched, alone, strict=True):
         assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
         assert (a.is_greedy, a.tokens) == (b.is_greedy, b.tokens)
+
+
+def test_prompt_passes_cover_every_row_once_within_the_budget():
+    from eval.lm import prompt_passes
+
+    lengths = [1, 2, 3, 4, 5, 7, 9, 12]
+    passes = prompt_passes(lengths, token_budget=24)
+    assert passes == [range(6, 8), range(3, 6), range(0, 3)]  # the longest rows first
+    assert all(len(p) * max(lengths[b] for b in p) <= 24 for p in passes)
+    assert prompt_passes(lengths, token_budget=5)[:2] == [range(7, 8), range(6, 7)]  # one row
+    assert prompt_passes(lengths, token_budget=None) == [range(8)]

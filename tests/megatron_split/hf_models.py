@@ -25,7 +25,8 @@ FAMILIES = {
     "qwen2-qkv-bias": ("Qwen2Config", "Qwen2ForCausalLM",
                        dict(SMALL, num_key_value_heads=2, tie_word_embeddings=False)),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel",
-             dict(n_embd=64, n_layer=2, n_head=4, n_positions=128, n_inner=96)),
+             dict(n_embd=64, n_layer=2, n_head=4, n_positions=128, n_inner=96,
+                  initializer_range=0.1)),
 }  # fmt: skip
 
 
