@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if not corpus:
             CorpusConfig(output=f"{tmp}/corpus", max_mb=args.max_mb, progress=False).build().run()
             corpus = sorted(str(p) for p in Path(f"{tmp}/corpus").glob("*.jsonl"))
+            os.sync()  # the corpus on disk: its writeback must not slow the first side's I/O
         if args.megatron_lm:
             baseline = _MegatronLM(args.megatron_lm, args.megatron_python, tokenizer.spec, tmp)
         else:
@@ -458,7 +459,10 @@ def _limit_child(corpus: list[str], spec: str, workers: int) -> None:
     for path in corpus:
         with open(path, encoding="utf-8") as lines:
             _TEXTS.extend(json.loads(line)["text"] for line in lines)
-    step = -(-len(_TEXTS) // (4 * workers))  # shares as small as the writer's partitions
+    from data_prep.plan import PARTITIONS_PER_WORKER
+
+    # shares as small as the writer's partitions
+    step = -(-len(_TEXTS) // (PARTITIONS_PER_WORKER * workers))
     shares = [(i, i + step) for i in range(0, len(_TEXTS), step)]
     if tokenizer.encodes_in_threads:
         pool = ThreadPoolExecutor(workers)

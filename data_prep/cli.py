@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from data_prep.cluster_cli import add_commands as add_cluster_commands
+from data_prep.plan import PARTITIONS_PER_WORKER
 from data_prep.readers import BadInputError
 from data_prep.tokenizers import TokenizerError
 
@@ -89,7 +90,9 @@ def _add_tokenize(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", type=int, default=1, help="worker processes")
     p.add_argument(
-        "--partitions", type=int, help="partitions: resumable units of work (default: 4 per worker)"
+        "--partitions",
+        type=int,
+        help=f"partitions: resumable units of work (default: {PARTITIONS_PER_WORKER} per worker)",
     )
     p.add_argument(
         "--executor",

@@ -17,6 +17,7 @@ Two things keep encoding fast and its memory bounded without changing a single i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -134,17 +135,34 @@ class HFTokenizer(Tokenizer):
 
 
 class GPT2Tokenizer(HFTokenizer):
-    """GPT-2 BPE files. With OpenAI's GPT-2 vocabulary in them, encoding goes through
-    tiktoken (the same ids; HF tokenizers still decodes and saves); any other vocabulary in
-    GPT-2's file format encodes through HF tokenizers."""
+    """GPT-2 BPE files. With OpenAI's GPT-2 vocabulary in them (and its end-of-text token
+    last), encoding goes through tiktoken (the same ids), and HF tokenizers, which decodes
+    and saves, loads only when that is asked; any other vocabulary in GPT-2's file format
+    is an HF tokenizer throughout."""
 
-    def __init__(self, tokenizer: Any, spec: dict[str, Any]):
-        super().__init__(tokenizer, spec)
-        self._tiktoken = _gpt2_tiktoken(tokenizer, self.eod_id)
-        if self._tiktoken is not None:
-            self.encoder = "tiktoken"
-            # tiktoken holds the GIL for part of each call: parallel encoding takes processes.
-            self.encodes_in_threads = False
+    def __init__(self, spec: dict[str, Any]):
+        try:
+            vocab = json.loads(Path(spec["path"]).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise TokenizerError(f"{spec['path']}: not a GPT-2 vocabulary: {error}") from None
+        if not isinstance(vocab, dict):
+            raise TokenizerError(f"{spec['path']}: not a GPT-2 vocabulary (token -> id object)")
+        eod_id = vocab.get(spec["eod"])
+        self._tiktoken = _gpt2_tiktoken(vocab, eod_id) if eod_id == len(vocab) - 1 else None
+        if self._tiktoken is None:
+            super().__init__(_gpt2_tokenizer(spec["path"], spec["merges"]), spec)
+            return
+        self.spec, self.eod_id, self.vocab_size = spec, eod_id, len(vocab)
+        self.gpt2_pre_tokenizer = True
+        self.encoder = "tiktoken"
+        # tiktoken holds the GIL for part of each call: parallel encoding takes processes.
+        self.encodes_in_threads = False
+
+    @functools.cached_property
+    def _tokenizer(self) -> Any:  # the tiktoken case's, when first asked for (0.1 s)
+        tokenizer = _gpt2_tokenizer(self.spec["path"], self.spec["merges"])
+        tokenizer.encode_special_tokens = True  # as HFTokenizer sets it
+        return tokenizer
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         if self._tiktoken is None:
@@ -236,7 +254,7 @@ def load_tokenizer(spec: str | dict[str, Any]) -> Tokenizer:
 
     if spec["kind"] == "hf":
         return HFTokenizer(RustTokenizer.from_file(spec["path"]), spec)
-    return GPT2Tokenizer(_gpt2_tokenizer(spec["path"], spec["merges"]), {"eod": GPT2_EOD, **spec})
+    return GPT2Tokenizer({"eod": GPT2_EOD, **spec})
 
 
 def tokenizer_identity(spec: dict[str, Any]) -> tuple:
@@ -293,14 +311,14 @@ def _byte_level_bytes() -> dict[str, int]:
     return {chr(b): b for b in printable} | {chr(256 + n): b for n, b in enumerate(others)}
 
 
-def _gpt2_tiktoken(tokenizer: Any, eod_id: int) -> Any | None:
-    """A tiktoken encoding with the tokenizer's ranks when they are OpenAI's GPT-2 ones."""
+def _gpt2_tiktoken(vocab: dict[str, int], eod_id: int) -> Any | None:
+    """A tiktoken encoding of a GPT-2 vocabulary (token -> id, with the end-of-text token
+    at `eod_id`) when its other tokens are OpenAI's GPT-2 ranks."""
     stand_in = _byte_level_bytes()
-    vocab = tokenizer.get_vocab(with_added_tokens=False)
-    vocab.pop(GPT2_EOD, None)
     try:
-        ranks = {bytes(stand_in[c] for c in token): i for token, i in vocab.items()}
-    except KeyError:  # not written in the byte-level alphabet
+        ranks = {bytes(stand_in[c] for c in token): i
+                 for token, i in vocab.items() if i != eod_id}  # fmt: skip
+    except (KeyError, TypeError):  # not written in the byte-level alphabet
         return None
     digest = hashlib.sha256()
     for token in sorted(ranks, key=ranks.__getitem__):

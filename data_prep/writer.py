@@ -429,12 +429,12 @@ def _encode_into(
         counts = [len(sentences) for sentences in split]
     encoded = tokenizer.encode_arrays(pieces)
     ends = np.cumsum(counts)  # one past each document's last piece
-    if config.append_eod:
-        eod = np.array([tokenizer.eod_id])
-        for end in ends.tolist():
-            encoded[end - 1] = np.concatenate([encoded[end - 1], eod])
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    builder.add_documents(encoded, lengths, ends)
+    tokens = np.concatenate(encoded, dtype=builder.dtype, casting="unsafe")
+    if config.append_eod:  # after each document's last piece, in one pass over the tokens
+        tokens = np.insert(tokens, np.cumsum(lengths)[ends - 1], tokenizer.eod_id)
+        lengths[ends - 1] += 1
+    builder.add_documents([tokens], lengths, ends)
     return np.add.reduceat(lengths, ends - np.asarray(counts))
 
 
@@ -450,14 +450,32 @@ def _doc_schema(n_keys: int, pa: Any) -> Any:
 
 
 def _doc_rows(batch: list[Document], n_tokens: list[np.ndarray], pa: Any) -> Any:
-    data: dict[str, Any] = {
-        "source": [d.source for d in batch],
-        "line": [d.line for d in batch],
-        "id": [d.doc_id for d in batch],
-        "label": [d.label for d in batch],
-    }
-    data |= {f"n_tokens_{k}": counts for k, counts in enumerate(n_tokens)}
-    return pa.table(data, schema=_doc_schema(len(n_tokens), pa))
+    columns = [
+        _string_column([d.source for d in batch], pa),
+        _int64_column(np.fromiter((d.line for d in batch), np.int64, len(batch)), pa),
+        _string_column([d.doc_id for d in batch], pa),
+        _string_column([d.label for d in batch], pa),
+        *(_int64_column(counts, pa) for counts in n_tokens),
+    ]
+    return pa.Table.from_arrays(columns, schema=_doc_schema(len(n_tokens), pa))
+
+
+# Columns are built from their buffers: pyarrow's converters of Python and numpy values
+# first import pandas to look for its types, which costs every worker process 0.3 s.
+def _int64_column(values: np.ndarray, pa: Any) -> Any:
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
+def _string_column(values: list[str | None], pa: Any) -> Any:
+    encoded = [b"" if v is None else v.encode("utf-8") for v in values]
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])
+    present = np.fromiter((v is not None for v in values), bool, len(values))
+    validity = None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
+    buffers = [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    # 64-bit offsets take a batch of any size; the table's column is a plain string
+    return pa.Array.from_buffers(pa.large_string(), len(values), buffers).cast(pa.string())
 
 
 def _merge_doc_tables(parts: list[Path], key_index: int, out: Path) -> None:
@@ -472,13 +490,10 @@ def _merge_doc_tables(parts: list[Path], key_index: int, out: Path) -> None:
             parquet = pq.ParquetFile(part)
             for batch in parquet.iter_batches(batch_size=65536):
                 n = batch.num_rows
-                writer.write_table(pa.table(
-                    {"doc": np.arange(offset, offset + n, dtype=np.int64),
-                     "source": batch.column("source"), "line": batch.column("line"),
-                     "id": batch.column("id"), "label": batch.column("label"),
-                     "n_tokens": batch.column(f"n_tokens_{key_index}")},
-                    schema=schema,
-                ))  # fmt: skip
+                doc = _int64_column(np.arange(offset, offset + n), pa)
+                columns = [batch.column(name) for name in ("source", "line", "id", "label")]
+                tokens = batch.column(f"n_tokens_{key_index}")
+                writer.write_table(pa.Table.from_arrays([doc, *columns, tokens], schema=schema))
                 offset += n
 
 
@@ -569,14 +584,12 @@ def _run_pool(jobs: list[PartitionJob], workers: int, progress: _Progress) -> Pa
                     total.add(result.get())
                 except BadInputError as error:
                     errors[index] = error
-            time.sleep(0.05)
+            time.sleep(0.01)
         if errors:  # the pool's exit terminates the partitions still running
             raise errors[min(errors)]
-        pool.close()
-        pool.join()
-        while not queue.empty():
+        while not queue.empty():  # every delta was sent before its partition's result
             progress.update(*queue.get())
-    return total
+    return total  # the pool's exit stops the idle workers at once (close and join poll)
 
 
 class _Progress:

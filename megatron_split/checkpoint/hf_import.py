@@ -1,19 +1,19 @@
 """Import a Hugging Face model: ``msplit import-hf HF_MODEL RUN_DIR``.
 
 A model directory (``config.json`` with safetensors or a ``.bin`` state dict, sharded or
-not) or a GGUF file (dequantized by transformers) becomes ``RUN_DIR/checkpoints/step_0000000``:
-a native checkpoint of the weights (no optimizer state), loadable at any TP/PP layout like
-every other, whose meta.json says where it came from and names the model's own tokenizer,
-written beside it (``RUN_DIR/tokenizer.json``; tokenize corpora with
-``msplit data tokenize --tokenizer hf:RUN_DIR``). Llama (and SmolLM2, TinyLlama), Mistral,
-Qwen2 and GPT-2 import; what our model cannot express is refused by name (hf_convert.py).
-The checkpoint appears complete or not at all.
+not) or a GGUF file (each tensor dequantized as transformers dequantizes it) becomes
+``RUN_DIR/checkpoints/step_0000000``: a native checkpoint of the weights (no optimizer
+state), loadable at any TP/PP layout like every other, whose meta.json says where it came
+from and names the model's own tokenizer, written beside it (``RUN_DIR/tokenizer.json``;
+tokenize corpora with ``msplit data tokenize --tokenizer hf:RUN_DIR``). Llama (and
+SmolLM2, TinyLlama), Mistral, Qwen2 and GPT-2 import; what our model cannot express is
+refused by name (hf_convert.py). The checkpoint appears complete or not at all.
 
 A model larger than one process imports under torchrun, split over ``--tensor`` x
 ``--pipeline`` ranks: each rank builds its part of the model and reads from the
-safetensors (or memory-mapped ``.bin``) files only the tensors of its layers, one at a
-time, copying in its tensor-parallel slice, as megatron's sharded state dict places it;
-the ranks then save one checkpoint together::
+safetensors (or memory-mapped ``.bin`` or GGUF) files only the tensors of its layers, one
+at a time, copying in its tensor-parallel slice, as megatron's sharded state dict places
+it; the ranks then save one checkpoint together::
 
     torchrun --nproc-per-node 4 -m megatron_split.cli import-hf HF_DIR RUN --tensor 2 --pipeline 2
 """
@@ -27,6 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from megatron_split.checkpoint.hf_convert import (
@@ -77,13 +78,9 @@ class HFModel:
 
     def tensors(self) -> HFTensors:
         """The model's tensors, read one by one when asked for."""
-        if self.gguf:  # transformers dequantizes GGUF tensors into its own model
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(
-                self.directory, local_files_only=True, dtype=torch.float32, **self.options
-            )
-            return HFTensors(dict(model.state_dict()), [self.path.name])
+        if self.gguf:
+            gguf = GGUFTensors(self.path, self.config())
+            return HFTensors(dict.fromkeys(gguf.names(), gguf), [self.path.name])
         files = self._weight_files()
         tensors: dict[str, Any] = {}
         for file in files:
@@ -129,9 +126,57 @@ class HFModel:
         return tokenizer
 
 
+class GGUFTensors:
+    """A GGUF file's tensors under transformers' names, each dequantized (and un-permuted,
+    transposed, ... by transformers' processor for the architecture) only when read, from
+    the memory-mapped file: a rank reads its layers, not the whole model."""
+
+    def __init__(self, path: Path, config: Any):
+        from gguf import GGUFReader
+        from transformers import AutoModelForCausalLM
+        from transformers.modeling_gguf_pytorch_utils import (
+            TENSOR_PROCESSORS,
+            TensorProcessor,
+            get_gguf_hf_weights_map,
+            load_gguf_checkpoint,
+            read_field,
+        )
+
+        reader = GGUFReader(path)
+        self._metadata = load_gguf_checkpoint(str(path))  # the config the processors read
+        architecture = read_field(reader, "general.architecture")[0]
+        self._processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(
+            config=self._metadata["config"]
+        )
+        with torch.device("meta"):  # the names and shapes of transformers' model, no memory
+            skeleton = AutoModelForCausalLM.from_config(config)
+        self._shapes = {name: list(t.shape) for name, t in skeleton.state_dict().items()}
+        self._to_hf = get_gguf_hf_weights_map(skeleton, self._processor)
+        self._sources = {self._to_hf[t.name]: t for t in reader.tensors if t.name in self._to_hf}
+
+    def names(self) -> list[str]:
+        return list(self._sources)
+
+    def shape(self, name: str) -> list[int]:
+        return self._shapes[name]
+
+    def read(self, name: str) -> torch.Tensor:
+        from gguf import dequantize
+
+        source = self._sources[name]
+        metadata = {**self._metadata, "tensors": {}}
+        weights = dequantize(source.data, source.tensor_type)
+        processed = self._processor.process(weights=weights, name=source.name,
+                                            tensor_key_mapping=self._to_hf,
+                                            parsed_parameters=metadata)  # fmt: skip
+        # a processor may file a tensor under its transformers name itself (GPT-2's output)
+        tensor = metadata["tensors"].get(name) if processed.name is None else processed.weights
+        return torch.from_numpy(np.array(tensor, dtype=np.float32))  # a copy: the map is read-only
+
+
 class HFTensors:
-    """Hugging Face tensors by name, from memory, a memory-mapped state dict or a
-    safetensors file's handle, which reads a tensor only when asked for it."""
+    """Hugging Face tensors by name, from memory, a memory-mapped state dict, a
+    safetensors file's handle or a GGUF file, which read a tensor only when asked for it."""
 
     def __init__(self, tensors: dict[str, Any], files: list[str]):
         self._tensors = tensors
@@ -145,12 +190,18 @@ class HFTensors:
         source = self._tensors[name]
         if isinstance(source, torch.Tensor):
             return list(source.shape)
+        if isinstance(source, GGUFTensors):
+            return source.shape(name)
         return source.get_slice(name).get_shape()
 
     def read(self, name: str) -> torch.Tensor:
         self.read_names.add(name)
         source = self._tensors[name]
-        return source if isinstance(source, torch.Tensor) else source.get_tensor(name)
+        if isinstance(source, torch.Tensor):
+            return source
+        if isinstance(source, GGUFTensors):
+            return source.read(name)
+        return source.get_tensor(name)
 
 
 def load_into(gpt, loaders: dict[str, Loader]) -> set[str]:

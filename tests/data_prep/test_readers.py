@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -105,6 +106,32 @@ def test_control_characters_follow_the_policy(tmp_path: Path, policy, text, reas
     # stripped to nothing is empty; kept, two control characters are a document
     expected = {"keep": Document, "strip": BadRecord, "error": BadRecord}[policy]
     assert isinstance(only_controls, expected)
+
+
+def _json_writings(text: str) -> list[str]:
+    """The ways a JSON line can hold `text`: raw, escaped (lower- and upper-case hex)."""
+    escaped = json.dumps({"text": text})
+    upper = re.sub(r"(?<=\\u)[0-9a-f]{4}", lambda match: match.group().upper(), escaped)
+    return [json.dumps({"text": text}, ensure_ascii=False), escaped, upper]
+
+
+@pytest.mark.parametrize("policy", readers.CONTROL_CHAR_POLICIES)
+def test_the_line_prescan_misses_no_control_character(policy: str) -> None:
+    # Every character the checks look for (and neighbours), alone and in a pair of
+    # surrogates, each way JSON can write it: the record a line gives when its bytes are
+    # pre-scanned is the one a scan of its decoded text gives.
+    chars = [chr(c) for c in (*range(0x80), 0xE9, 0xD7FF, 0xD800, 0xDBFF, 0xDC00, 0xDFFF,
+                              0xE000, 0xFFFF)] + ["\ud83d\ude00", "\\b", "\\f"]  # fmt: skip
+    config = ReaderConfig(control_chars=policy)
+    for char in chars:
+        for line in (w for text in (char, f"a{char}b", f"\\{char}") for w in _json_writings(text)):
+            try:  # a raw lone surrogate is not UTF-8: such a line is never scanned
+                raw = line.encode("utf-8")
+            except UnicodeEncodeError:
+                continue
+            scanned = readers._parse_json_line(raw, config, "f.jsonl", 1)
+            fields = json.loads(line)
+            assert scanned == readers.make_record(fields, config, "f.jsonl", 1, len(raw)), raw
 
 
 def test_oversized_line_is_measured_not_held(tmp_path: Path) -> None:

@@ -35,6 +35,28 @@ def test_shard_ids_equal_the_tokenizers_encoding(tmp_path: Path, jsonl: Path, bp
     assert read_manifest(tmp_path / "s") == manifest
 
 
+def test_split_sentences_are_sequences_and_the_eod_ends_each_documents_last(
+    tmp_path: Path, bpe_spec: str
+) -> None:
+    from data_prep.sentences import SentenceSplitterConfig
+
+    texts = ["Mr. Smith met Dr. Jones. The court held that the contract was void.",
+             "One sentence only.", "A first one. A second one! A third one?"]  # fmt: skip
+    path = write_jsonl(tmp_path / "s.jsonl", [{"text": t} for t in texts])
+    run([path], tmp_path / "s", bpe_spec, split_sentences=True, append_eod=True)
+    tokenizer, splitter = load_tokenizer(bpe_spec), SentenceSplitterConfig("english").build()
+    expected = []
+    for text in texts:
+        sentences = [tokenizer.encode(sentence) for sentence in splitter.split(text)]
+        expected.append(sentences[:-1] + [sentences[-1] + [tokenizer.eod_id]])
+    dataset = IndexedDataset(str(tmp_path / "s"))
+    bounds = dataset.document_indices.tolist()
+    assert bounds == np.cumsum([0] + [len(e) for e in expected]).tolist()
+    for doc, sequences in enumerate(expected):
+        found = [dataset[i].tolist() for i in range(bounds[doc], bounds[doc + 1])]
+        assert found == sequences
+
+
 def test_a_document_larger_than_a_piece_gives_the_ids_of_its_whole_encoding(
     tmp_path: Path, gpt2_dir: Path
 ) -> None:
@@ -69,6 +91,19 @@ def test_manifest_and_doc_table(tmp_path: Path, jsonl: Path, bpe_spec: str) -> N
     assert {row["label"] for row in table} == {"synthetic"}
     assert [row["line"] for row in table] == list(range(1, 201))
     assert [row["n_tokens"] for row in table] == [len(dataset[i]) for i in range(200)]
+
+
+def test_doc_table_keeps_missing_labels_and_any_id(tmp_path: Path, bpe_spec: str) -> None:
+    records = make_records(30)
+    for i, record in enumerate(records):
+        record["id"] = f"dóc-{i}-東京-😀" if i % 2 else ""
+        if i % 3:
+            del record["label"]
+    run([write_jsonl(tmp_path / "d.jsonl", records)], tmp_path / "s", bpe_spec, workers=2,
+        partitions=3, executor="processes")  # fmt: skip
+    table = read_doc_table(tmp_path / "s").to_pylist()
+    assert [row["id"] for row in table] == [r["id"] for r in records]
+    assert [row["label"] for row in table] == [r.get("label") for r in records]
 
 
 @pytest.mark.parametrize("executor", ["threads", "processes"])

@@ -13,7 +13,7 @@ import torch
 
 from megatron_split.checkpoint import read_meta, resolve_checkpoint
 from megatron_split.checkpoint.hf_export import export_hf
-from megatron_split.checkpoint.hf_import import import_hf
+from megatron_split.checkpoint.hf_import import HFModel, import_hf
 from megatron_split.config import ConfigError
 from tests.megatron_split.hf_models import FAMILIES, random_model, smollm2
 from tests.megatron_split.runs import env, metrics, python, train
@@ -96,6 +96,45 @@ def test_a_released_model_imports_with_transformers_logits_and_its_tokenizer(tmp
     assert ours.encode(TEXT) == theirs(TEXT, add_special_tokens=False).input_ids
     exported = AutoTokenizer.from_pretrained(export_hf(tmp_path / "run", tmp_path / "hf"))
     assert theirs.chat_template and exported.chat_template == theirs.chat_template
+
+
+@pytest.mark.slow
+def test_a_gguf_is_read_a_dequantized_tensor_at_a_time_as_transformers_reads_it():
+    from transformers import AutoModelForCausalLM
+
+    gguf = smollm2()
+    tensors = HFModel(gguf).tensors()
+    assert not tensors.read_names  # opening the file dequantizes nothing
+    theirs = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                  dtype=torch.float32).state_dict()  # fmt: skip
+    shapes = tensors.shapes()
+    # the output layer is tied to the embedding, which the file holds once
+    assert sorted(shapes) == sorted(name for name in theirs if name != "lm_head.weight")
+    for name, shape in shapes.items():
+        ours = tensors.read(name)
+        assert ours.shape == shape and torch.equal(ours, theirs[name]), name
+
+
+@pytest.mark.slow
+def test_a_gguf_imports_over_pp2_each_stage_reading_its_layers(tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    gguf = smollm2()
+    done = subprocess.run(
+        [*python(2), "-m", "megatron_split.cli", "import-hf", str(gguf), str(tmp_path / "run"),
+         "--pipeline", "2"], capture_output=True, text=True, timeout=600, env=env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    reads = re.findall(r"rank (\d): read (\d+) of (\d+) Hugging Face tensors", done.stderr)
+    assert sorted(rank for rank, _, _ in reads) == ["0", "1"]
+    assert all(int(read) < int(total) for _, read, total in reads), reads
+    exported = load_file(export_hf(tmp_path / "run", tmp_path / "back") / "model.safetensors")
+    theirs = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                  dtype=torch.float32).state_dict()  # fmt: skip
+    assert set(theirs) - set(exported) <= {"lm_head.weight"}  # tied to the embedding
+    for name, tensor in exported.items():
+        assert torch.equal(tensor, theirs[name]), name
 
 
 @pytest.mark.slow
