@@ -71,6 +71,11 @@ class ShardBuilder:
         self._document_ends.append(self._sequences + document_indices[1:])
         self._sequences += len(lengths)
 
+    def discard(self) -> None:
+        """Close and delete the ``.bin`` written so far (a shard that will not be finished)."""
+        self._bin.close()
+        Path(self._bin.name).unlink(missing_ok=True)
+
     def finalize(self, idx_path: str | Path) -> None:
         self._bin.close()
         lengths = np.concatenate([np.zeros(0, np.int32), *self._lengths])

@@ -195,7 +195,12 @@ class ShardWriter:
         # Only this run's leftovers: other tasks of the array may be writing theirs.
         _remove_temp_files(self.parts_dir, mine)
         try:
-            stats = self._run_jobs(mine, plan, tokenizer)
+            if config.tasks > 1:
+                self._run_task(mine, jobs, plan, tokenizer)
+                return []
+            with _ShardMerge(config, jobs, tokenizer.token_dtype()) as merge:
+                stats = self._run_jobs(mine, plan, tokenizer, merge.add_finished)
+                manifests = merge.publish(self._manifests(stats, plan, tokenizer, fingerprint))
         except BadInputError as error:  # what finished is kept: say so, and how to start over
             written = sum(job.marker.is_file() for job in jobs)
             if not written:
@@ -203,17 +208,20 @@ class ShardWriter:
             raise BadInputError(error.record, f"\n{written} partition(s) before it are kept in "
                                 f"{self.parts_dir}/: a rerun resumes from them (`rm -r "
                                 f"{self.parts_dir}` starts over)") from None  # fmt: skip
-        if config.tasks > 1:
-            done = {"partitions": [job.index for job in mine], "stats": asdict(stats)}
-            atomic.write_json(task_marker(config.output_prefix, config.task, config.tasks), done)
-            _log(f"task {config.task} of {config.tasks}: {len(mine)} of {len(jobs)} partitions "
-                 f"in {self.parts_dir}/; the same command without --task/--tasks merges "
-                 "them")  # fmt: skip
-            return []
-        manifests = self._merge(jobs, stats, plan, tokenizer, fingerprint)
         shutil.rmtree(self.parts_dir)
         _print_summary(manifests, time.perf_counter() - started)
         return manifests
+
+    def _run_task(
+        self, mine: list[PartitionJob], jobs: list[PartitionJob], plan: Plan, tokenizer: Tokenizer
+    ) -> None:
+        """One task of a job array: its partitions, and a marker saying they are written."""
+        config = self.config
+        stats = self._run_jobs(mine, plan, tokenizer, lambda index: None)
+        done = {"partitions": [job.index for job in mine], "stats": asdict(stats)}
+        atomic.write_json(task_marker(config.output_prefix, config.task, config.tasks), done)
+        _log(f"task {config.task} of {config.tasks}: {len(mine)} of {len(jobs)} partitions in "
+             f"{self.parts_dir}/; the same command without --task/--tasks merges them")  # fmt: skip
 
     @property
     def parts_dir(self) -> Path:
@@ -252,8 +260,14 @@ class ShardWriter:
         return manifests
 
     def _run_jobs(
-        self, jobs: list[PartitionJob], plan: Plan, tokenizer: Tokenizer
+        self,
+        jobs: list[PartitionJob],
+        plan: Plan,
+        tokenizer: Tokenizer,
+        finished: Callable[[int], None],
     ) -> PartitionStats:
+        """Write the jobs' partitions not already written; ``finished(index)`` is told of
+        each written one (those of an earlier run first)."""
         total = PartitionStats(tokens=[0] * len(self.config.json_keys))
         todo = []
         for job in jobs:
@@ -262,6 +276,7 @@ class ShardWriter:
                 todo.append(job)
             else:
                 total.add(done)
+                finished(job.index)
         if len(todo) < len(jobs):
             _log(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} partitions already written")
         progress = _Progress(plan.text_bytes, total, enabled=self.config.progress)
@@ -269,10 +284,11 @@ class ShardWriter:
             if self.config.workers == 1 or len(todo) <= 1:
                 for job in todo:
                     total.add(write_partition(job, progress.update))
+                    finished(job.index)
             elif self._executor(tokenizer) == "threads":
-                total.add(_run_threads(todo, self.config.workers, progress))
+                total.add(_run_threads(todo, self.config.workers, progress, finished))
             else:
-                total.add(_run_pool(todo, self.config.workers, progress))
+                total.add(_run_pool(todo, self.config.workers, progress, finished))
         finally:
             progress.close()
         return total
@@ -289,29 +305,13 @@ class ShardWriter:
         threads = tokenizer.encodes_in_threads and not self.config.split_sentences
         return "threads" if threads else "processes"
 
-    def _merge(
-        self,
-        jobs: list[PartitionJob],
-        stats: PartitionStats,
-        plan: Plan,
-        tokenizer: Tokenizer,
-        fingerprint: str,
+    def _manifests(
+        self, stats: PartitionStats, plan: Plan, tokenizer: Tokenizer, fingerprint: str
     ) -> list[dict[str, Any]]:
+        """The manifest of each shard (one per json key) of a run that wrote ``stats``."""
         config = self.config
-        manifests = []
-        for key_index, prefix in enumerate(config.shard_prefixes()):
-            Path(prefix).parent.mkdir(parents=True, exist_ok=True)
-            manifest_path(prefix).unlink(missing_ok=True)  # incomplete until republished
-            temp = atomic.temp_path(prefix)
-            builder = ShardBuilder(f"{temp}.bin", dtype=tokenizer.token_dtype())
-            for job in jobs:
-                builder.add_shard(job.prefix(key_index))
-            builder.finalize(f"{temp}.idx")
-            _merge_doc_tables([job.doc_table for job in jobs], key_index, Path(f"{temp}.docs"))
-            for suffix, temp_suffix in ((".bin", ".bin"), (".idx", ".idx"),
-                                        (".docs.parquet", ".docs")):  # fmt: skip
-                atomic.publish(f"{temp}{temp_suffix}", f"{prefix}{suffix}")
-            manifest = {
+        return [
+            {
                 "format": SHARD_FORMAT,
                 "prefix": str(prefix),
                 "json_key": config.json_keys[key_index],
@@ -333,12 +333,87 @@ class ShardWriter:
                     "documents": stats.control_chars,
                 },  # fmt: skip
                 "inputs": [f.as_dict() for f in plan.inputs],
-                "partitions": len(jobs),
+                "partitions": len(plan.partitions),
                 "doc_table": doc_table_path(prefix).name,
                 "fingerprint": fingerprint,
             }
+            for key_index, prefix in enumerate(config.shard_prefixes())
+        ]
+
+
+class _ShardMerge:
+    """A run's shards in the making, in ``PREFIX.parts/``: each partition is appended, in
+    input order, as soon as it and every one before it are written, so that copying
+    overlaps encoding and little is left when the last partition is done. ``publish``
+    moves the files into place, each shard's manifest last; leaving the block unpublished
+    (a bad record, an interrupt) deletes them."""
+
+    def __init__(self, config: TokenizeConfig, jobs: list[PartitionJob], dtype: Any):
+        import pyarrow.parquet as pq
+
+        self.prefixes = config.shard_prefixes()
+        directory = parts_dir(config.output_prefix)
+        # a killed run's are overwritten (a job's partitions are named part-*)
+        self.temps = [directory / f"merged.key{k}" for k in range(len(self.prefixes))]
+        self.builders = [ShardBuilder(f"{temp}.bin", dtype=dtype) for temp in self.temps]
+        self.schema = doc_table_schema()
+        self.tables = [pq.ParquetWriter(f"{temp}.docs", self.schema) for temp in self.temps]
+        self.jobs, self.finished, self.appended = jobs, set(), 0
+        self.documents = 0
+        self.published = False
+
+    def __enter__(self) -> _ShardMerge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.published:
+            return
+        for table, builder, temp in zip(self.tables, self.builders, self.temps, strict=True):
+            table.close()
+            builder.discard()
+            Path(f"{temp}.docs").unlink(missing_ok=True)
+
+    def add_finished(self, index: int) -> None:
+        """Partition ``index`` is written: append every partition now next in order."""
+        self.finished.add(index)
+        while self.appended < len(self.jobs) and self.jobs[self.appended].index in self.finished:
+            self._append(self.jobs[self.appended])
+            self.appended += 1
+
+    def _append(self, job: PartitionJob) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = ("source", "line", "id", "label")
+        for key_index, (builder, table) in enumerate(zip(self.builders, self.tables,
+                                                         strict=True)):  # fmt: skip
+            builder.add_shard(job.prefix(key_index))
+            first = self.documents
+            for batch in pq.ParquetFile(job.doc_table).iter_batches(batch_size=65536):
+                doc = _int64_column(np.arange(first, first + batch.num_rows), pa)
+                tokens = batch.column(f"n_tokens_{key_index}")
+                table.write_table(pa.Table.from_arrays(
+                    [doc, *(batch.column(name) for name in columns), tokens],
+                    schema=self.schema))  # fmt: skip
+                first += batch.num_rows
+        self.documents = first
+
+    def publish(self, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every partition appended: publish the shards, each manifest last."""
+        if self.appended != len(self.jobs):
+            raise RuntimeError(f"{len(self.jobs) - self.appended} partitions never merged")
+        for prefix, temp, builder, table, manifest in zip(
+            self.prefixes, self.temps, self.builders, self.tables, manifests, strict=True
+        ):
+            Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+            manifest_path(prefix).unlink(missing_ok=True)  # incomplete until republished
+            builder.finalize(f"{temp}.idx")
+            table.close()
+            for suffix, published in ((".bin", ".bin"), (".idx", ".idx"),
+                                      (".docs", ".docs.parquet")):  # fmt: skip
+                atomic.publish(f"{temp}{suffix}", f"{prefix}{published}")
             atomic.write_json(manifest_path(prefix), manifest)
-            manifests.append(manifest)
+        self.published = True
         return manifests
 
 
@@ -478,25 +553,6 @@ def _string_column(values: list[str | None], pa: Any) -> Any:
     return pa.Array.from_buffers(pa.large_string(), len(values), buffers).cast(pa.string())
 
 
-def _merge_doc_tables(parts: list[Path], key_index: int, out: Path) -> None:
-    """Concatenate partition doc tables into one, numbering documents and keeping one key."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = doc_table_schema()
-    offset = 0
-    with pq.ParquetWriter(out, schema) as writer:
-        for part in parts:
-            parquet = pq.ParquetFile(part)
-            for batch in parquet.iter_batches(batch_size=65536):
-                n = batch.num_rows
-                doc = _int64_column(np.arange(offset, offset + n), pa)
-                columns = [batch.column(name) for name in ("source", "line", "id", "label")]
-                tokens = batch.column(f"n_tokens_{key_index}")
-                writer.write_table(pa.Table.from_arrays([doc, *columns, tokens], schema=schema))
-                offset += n
-
-
 def _cached_tokenizer(spec: dict[str, Any]) -> Tokenizer:
     """One loaded tokenizer per process (forked workers inherit the parent's)."""
     tokenizer = _WORKER_CACHE.get(_cache_key(spec))
@@ -530,7 +586,12 @@ def _pool_write(job: PartitionJob) -> PartitionStats:
     return write_partition(job, lambda *delta: _progress_queue.put(delta))
 
 
-def _run_threads(jobs: list[PartitionJob], workers: int, progress: _Progress) -> PartitionStats:
+def _run_threads(
+    jobs: list[PartitionJob],
+    workers: int,
+    progress: _Progress,
+    finished: Callable[[int], None],
+) -> PartitionStats:
     total = PartitionStats(tokens=[0] * len(jobs[0].config.json_keys))
     lock = threading.Lock()
 
@@ -551,6 +612,7 @@ def _run_threads(jobs: list[PartitionJob], workers: int, progress: _Progress) ->
                 continue
             try:
                 total.add(future.result())
+                finished(futures[future])
             except BadInputError as error:  # partitions after this one need not run
                 errors[futures[future]] = error
                 for other, index in futures.items():
@@ -567,7 +629,12 @@ def _run_threads(jobs: list[PartitionJob], workers: int, progress: _Progress) ->
     return total
 
 
-def _run_pool(jobs: list[PartitionJob], workers: int, progress: _Progress) -> PartitionStats:
+def _run_pool(
+    jobs: list[PartitionJob],
+    workers: int,
+    progress: _Progress,
+    finished: Callable[[int], None],
+) -> PartitionStats:
     context = mp.get_context("fork")
     queue = context.SimpleQueue()
     total = PartitionStats(tokens=[0] * len(jobs[0].config.json_keys))
@@ -582,6 +649,7 @@ def _run_pool(jobs: list[PartitionJob], workers: int, progress: _Progress) -> Pa
                 del pending[index]
                 try:
                     total.add(result.get())
+                    finished(index)
                 except BadInputError as error:
                     errors[index] = error
             time.sleep(0.01)

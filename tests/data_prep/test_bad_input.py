@@ -122,6 +122,9 @@ def test_a_stop_says_a_rerun_resumes_from_the_finished_partitions(
     assert f"{bad}:2: wrong_type: field 'text' is a int, not a string" in err
     assert f"1 partition(s) before it are kept in {prefix}.parts/: a rerun resumes" in err
     assert f"`rm -r {prefix}.parts` starts over" in err
+    kept = {path.name for path in Path(f"{prefix}.parts").iterdir()}
+    assert "part-00000.done.json" in kept
+    assert not [name for name in kept if name.startswith("merged")]  # the shard begun from it
 
 
 def test_conservation_over_many_files_and_workers(tmp_path: Path, bpe_spec: str) -> None:

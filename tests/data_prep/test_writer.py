@@ -191,6 +191,7 @@ def test_restart_skips_finished_partitions(
     assert len(jobs) == 3
     write_partition(jobs[0], lambda *_: None)  # a job killed after its first partition...
     (writer.parts_dir / "part-00001.key0.tmp.bin").write_bytes(b"half-written")  # ...and more
+    (writer.parts_dir / "merged.key0.bin").write_bytes(b"its shard, begun, never finished")
     written = []
 
     def spy(job, report):
