@@ -12,7 +12,8 @@ the same number of workers, in alternating rounds (the median is reported):
 - limit: the tokenizer's raw batch encoding of the texts already in memory, split over the
   workers as the tool splits them (processes, or threads where encoding releases the GIL),
   with no parsing and no writing.
-A side shorter than ``--min-seconds`` repeats within its round until it has run that long.
+A side shorter than ``--min-seconds`` repeats within its round until it has run that long;
+every run starts with nothing waiting to be written to disk (``sync``).
 Peak memory is the proportional set size (PSS) summed over a side's process tree, sampled
 in one extra run of each side (sampling costs CPU, which no timed round pays). Ours and
 the baseline must write byte-identical shards; the run fails otherwise. Last, ours tokenizes
@@ -93,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
         if not corpus:
             CorpusConfig(output=f"{tmp}/corpus", max_mb=args.max_mb, progress=False).build().run()
             corpus = sorted(str(p) for p in Path(f"{tmp}/corpus").glob("*.jsonl"))
-            os.sync()  # the corpus on disk: its writeback must not slow the first side's I/O
         if args.megatron_lm:
             baseline = _MegatronLM(args.megatron_lm, args.megatron_python, tokenizer.spec, tmp)
         else:
@@ -170,6 +170,9 @@ def _timed(
     while seconds < min_seconds or not repeats:
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
+        # Nothing left to write back: a side that does not sync its output (Megatron-LM's)
+        # would otherwise slow the disk under the next one.
+        os.sync()
         tokens, took, worked = run(out)
         seconds, repeats = seconds + took, repeats + 1
         work = None if worked is None else (work or 0.0) + worked

@@ -30,8 +30,11 @@ def publish(temp: str | Path, path: str | Path) -> None:
         os.close(directory)
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically."""
+def write_json(path: str | Path, data: Any, sync: bool = True) -> None:
+    """Write JSON atomically (``sync=False``: renamed into place, not synced to disk)."""
     temp = temp_path(path)
     temp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    publish(temp, path)
+    if sync:
+        publish(temp, path)
+    else:
+        os.replace(temp, path)

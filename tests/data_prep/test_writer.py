@@ -207,6 +207,40 @@ def test_restart_skips_finished_partitions(
     assert not writer.parts_dir.exists()
 
 
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "missing"])
+def test_a_partition_whose_files_changed_since_its_marker_is_rewritten(
+    tmp_path: Path, bpe_spec: str, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    """Partitions are not synced to disk: a crash may leave a marker whose files did not
+    survive whole, which its checksums reveal."""
+    inputs = [write_jsonl(tmp_path / f"{i}.jsonl", make_records(40, seed=i)) for i in range(2)]
+    config = TokenizeConfig([str(p) for p in inputs], str(tmp_path / "s"), bpe_spec,
+                            partitions=2, progress=False)  # fmt: skip
+    writer = config.build()
+    *_, jobs = writer.plan()
+    for job in jobs:
+        write_partition(job, lambda *_: None)
+    damaged = Path(f"{jobs[1].prefix(0)}.bin")
+    data = damaged.read_bytes()
+    if damage == "flipped":
+        damaged.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    elif damage == "truncated":
+        damaged.write_bytes(data[:-2])
+    else:
+        damaged.unlink()
+    written = []
+
+    def spy(job, report):
+        written.append(job.index)
+        return write_partition(job, report)
+
+    monkeypatch.setattr(writer_module, "write_partition", spy)
+    writer.run()
+    assert written == [1]
+    run(inputs, tmp_path / "fresh", bpe_spec, partitions=1)
+    assert (tmp_path / "s.bin").read_bytes() == (tmp_path / "fresh.bin").read_bytes()
+
+
 def test_array_tasks_write_their_partitions_and_one_merge_publishes_the_same_shard(
     tmp_path: Path, bpe_spec: str
 ) -> None:
