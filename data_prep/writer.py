@@ -364,13 +364,15 @@ class _ShardMerge:
 
         self.prefixes = config.shard_prefixes()
         directory = parts_dir(config.output_prefix)
-        # a killed run's are overwritten (a job's partitions are named part-*)
+        # beside the partitions (part-*); a killed run's merged files are overwritten
         self.temps = [directory / f"merged.key{k}" for k in range(len(self.prefixes))]
         self.builders = [ShardBuilder(f"{temp}.bin", dtype=dtype) for temp in self.temps]
         self.schema = doc_table_schema()
         self.tables = [pq.ParquetWriter(f"{temp}.docs", self.schema) for temp in self.temps]
-        self.jobs, self.finished, self.appended = jobs, set(), 0
-        self.documents = 0
+        self.jobs = jobs
+        self.finished: set[int] = set()  # partition indices written, appended or not
+        self.appended = 0  # jobs[: appended] are in the shards
+        self.documents = 0  # in the shards so far
         self.published = False
 
     def __enter__(self) -> _ShardMerge:
@@ -396,17 +398,17 @@ class _ShardMerge:
         import pyarrow.parquet as pq
 
         columns = ("source", "line", "id", "label")
-        for key_index, (builder, table) in enumerate(zip(self.builders, self.tables,
-                                                         strict=True)):  # fmt: skip
+        for key_index, builder in enumerate(self.builders):
             builder.add_shard(job.prefix(key_index))
-            first = self.documents
-            for batch in pq.ParquetFile(job.doc_table).iter_batches(batch_size=65536):
-                doc = _int64_column(np.arange(first, first + batch.num_rows), pa)
-                tokens = batch.column(f"n_tokens_{key_index}")
-                table.write_table(pa.Table.from_arrays(
-                    [doc, *(batch.column(name) for name in columns), tokens],
-                    schema=self.schema))  # fmt: skip
-                first += batch.num_rows
+            first = self.documents  # every key's table numbers the same documents
+            with pq.ParquetFile(job.doc_table) as rows:
+                for batch in rows.iter_batches(batch_size=65536):
+                    doc = _int64_column(np.arange(first, first + batch.num_rows), pa)
+                    kept = [batch.column(name) for name in columns]
+                    tokens = batch.column(f"n_tokens_{key_index}")
+                    table = pa.Table.from_arrays([doc, *kept, tokens], schema=self.schema)
+                    self.tables[key_index].write_table(table)
+                    first += batch.num_rows
         self.documents = first
 
     def publish(self, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
