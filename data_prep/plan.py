@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from data_prep.readers import COMPRESSED_SUFFIXES, PARQUET_SUFFIXES, InputUnit
 
 # Many partitions per worker even out uneven encoding costs (code vs prose): the last to
-# finish runs ~1/16 of a worker's share alone. Each costs a few files and syncs (~5 ms).
+# finish runs ~1/16 of a worker's share alone. Each costs a few files, none synced.
 PARTITIONS_PER_WORKER = 16
 
 _BLOCK = 8 << 20
