@@ -1,16 +1,24 @@
-"""Planning a tokenize run: hash every input once and cut the work into partitions.
+"""Planning a tokenize run: cut the work into partitions, and hash what they read.
 
 Partitions are contiguous runs of the input stream (whole files, or line-aligned byte
 ranges of plain JSONL files), so merging them in order gives the same shard whatever the
-number of workers. The same read that hashes a plain JSONL file finds its cut points.
+number of workers. Cutting reads only the newlines before each cut (for its line number);
+the inputs' hashes are taken separately, so that a fresh run starts its workers first and
+hashes the files for the manifest while they encode.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import mmap
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
 
 from data_prep.readers import COMPRESSED_SUFFIXES, PARQUET_SUFFIXES, InputUnit
 
@@ -18,7 +26,7 @@ from data_prep.readers import COMPRESSED_SUFFIXES, PARQUET_SUFFIXES, InputUnit
 # finish runs ~1/16 of a worker's share alone. Each costs a few files, none synced.
 PARTITIONS_PER_WORKER = 16
 
-_BLOCK = 8 << 20
+_COUNT_BLOCK = 8 << 20  # newlines are counted a block at a time (a bool array each)
 
 
 @dataclass(frozen=True)
@@ -35,33 +43,38 @@ class InputFile:
 
 @dataclass(frozen=True)
 class Plan:
-    inputs: list[InputFile]
+    sizes: dict[str, int]  # every input file, in input order
     partitions: list[list[InputUnit]]
 
     @property
     def total_bytes(self) -> int:
-        return sum(f.size for f in self.inputs)
+        return sum(self.sizes.values())
 
     @property
     def text_bytes(self) -> int | None:
         """Bytes of document text to read, when known (not for compressed or Parquet)."""
-        if any(_compressed(f.path) or f.path.endswith(PARQUET_SUFFIXES) for f in self.inputs):
+        if any(_compressed(path) or path.endswith(PARQUET_SUFFIXES) for path in self.sizes):
             return None
         return self.total_bytes
 
+    @cached_property
+    def input_files(self) -> list[InputFile]:
+        """Every input file with its sha256, as the manifest lists them (hashed once)."""
+        return [InputFile(path, size, sha256_of(path)) for path, size in self.sizes.items()]
+
 
 def make_plan(units: list[InputUnit], partitions: int) -> Plan:
-    """Hash the inputs and group their units into at most `partitions` contiguous parts."""
-    sizes = [os.path.getsize(u.path) for u in units]
-    total = sum(sizes)
+    """Group the units into at most `partitions` contiguous parts of about equal bytes."""
+    sizes = {u.path: os.path.getsize(u.path) for u in units}
+    total = sum(sizes.values())
     boundaries = [total * k // partitions for k in range(1, partitions)] if total else []
-    inputs, pieces = [], []  # pieces: (global start offset, unit)
+    pieces = []  # (global start offset, unit)
     base = 0
-    for unit, size in zip(units, sizes, strict=True):
+    for unit in units:
+        size = sizes[unit.path]
         splittable = unit.kind == "jsonl" and not _compressed(unit.path)
         inside = [b - base for b in boundaries if base < b < base + size] if splittable else []
-        digest, cuts = _hash_and_cut(unit.path, size, inside)
-        inputs.append(InputFile(unit.path, size, digest))
+        cuts = _line_starts_after(unit.path, inside) if inside else []
         starts = [(0, 1), *cuts]
         ends = [offset for offset, _ in cuts] + [None]
         for (start, line), end in zip(starts, ends, strict=True):
@@ -71,32 +84,51 @@ def make_plan(units: list[InputUnit], partitions: int) -> Plan:
     grouped: list[list[InputUnit]] = [[] for _ in range(partitions)]
     for start, piece in pieces:
         grouped[bisect.bisect_right(boundaries, start)].append(piece)
-    return Plan(inputs, [group for group in grouped if group])
+    return Plan(sizes, [group for group in grouped if group])
+
+
+def sha256_of(path: str, start: int = 0, end: int | None = None) -> str:
+    """sha256 of a file's bytes [start, end)."""
+    with _mapped(path) as data:
+        return hashlib.sha256(data[start:end]).hexdigest()
 
 
 def _compressed(path: str) -> bool:
     return any(path.lower().endswith(suffix) for suffix in COMPRESSED_SUFFIXES)
 
 
-def _hash_and_cut(path: str, size: int, cut_after: list[int]) -> tuple[str, list[tuple[int, int]]]:
-    """sha256 of a file, and for each offset the (start, line number) of the next line."""
-    digest = hashlib.sha256()
+def _line_starts_after(path: str, offsets: list[int]) -> list[tuple[int, int]]:
+    """For each offset, the (start, line number) of the first line after it; none past
+    the last line, and none twice."""
     cuts: list[tuple[int, int]] = []
-    pending = sorted(cut_after)
-    lines_before, block_start = 0, 0
+    with _mapped(path) as data:
+        bytes_ = np.frombuffer(data, dtype=np.uint8)
+        counted, lines = 0, 1  # lines: the number of the line starting at `counted`
+        for offset in sorted(offsets):
+            newline = data.obj.find(b"\n", offset)  # the map's own find copies nothing
+            if newline < 0 or newline + 1 >= len(data):
+                break
+            cut = newline + 1
+            if cuts and cut <= cuts[-1][0]:
+                continue
+            for block in range(counted, cut, _COUNT_BLOCK):
+                lines += int(np.count_nonzero(bytes_[block : min(block + _COUNT_BLOCK, cut)] == 10))
+            counted = cut
+            cuts.append((cut, lines))
+        del bytes_  # a view of the map, which closes next
+    return cuts
+
+
+@contextmanager
+def _mapped(path: str) -> Iterator[memoryview]:
+    """A file's bytes, memory-mapped (hashing and counting copy nothing)."""
     with open(path, "rb") as handle:
-        while block := handle.read(_BLOCK):
-            digest.update(block)
-            while pending and pending[0] < block_start + len(block):
-                newline = block.find(b"\n", max(pending[0] - block_start, 0))
-                if newline < 0:
-                    pending[0] = block_start + len(block)  # keep looking in the next block
-                    break
-                cut = block_start + newline + 1
-                line = 1 + lines_before + block.count(b"\n", 0, newline + 1)
-                if (not cuts or cut > cuts[-1][0]) and cut < size:
-                    cuts.append((cut, line))
-                pending.pop(0)
-            lines_before += block.count(b"\n")
-            block_start += len(block)
-    return digest.hexdigest(), cuts
+        if os.fstat(handle.fileno()).st_size == 0:  # an empty file cannot be mapped
+            yield memoryview(b"")
+            return
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                yield view
+            finally:
+                view.release()

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 # Reasons a record is rejected; the manifest counts skips under these names.
 INVALID_JSON = "invalid_json"
 MISSING_KEY = "missing_key"
@@ -64,6 +66,11 @@ class ReaderConfig:
     label_key: str = "label"
     max_doc_bytes: int = 32 << 20
     control_chars: str = "keep"  # one of CONTROL_CHAR_POLICIES
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields a record is read for."""
+        return (*self.json_keys, self.id_key, self.label_key)
 
 
 @dataclass(frozen=True)
@@ -283,18 +290,38 @@ def _skip_to_newline(stream: IO[bytes]) -> int:
 
 
 def _parse_json_line(raw: bytes, config: ReaderConfig, source: str, line: int) -> Record:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return BadRecord(source, line, INVALID_UTF8, f"byte {error.start} of the line: {error}")
-    try:
-        fields = json.loads(text)
-    except json.JSONDecodeError as error:
-        return BadRecord(source, line, INVALID_JSON, str(error))
-    if not isinstance(fields, dict):
-        return BadRecord(source, line, INVALID_JSON, f"a {type(fields).__name__}, not an object")
+    fields = _loads_exactly(raw, config.fields)
+    if fields is None:  # json.loads, which also says what is wrong with a line
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return BadRecord(source, line, INVALID_UTF8, f"byte {error.start} of the line: {error}")
+        try:
+            fields = json.loads(text)
+        except json.JSONDecodeError as error:
+            return BadRecord(source, line, INVALID_JSON, str(error))
+        if not isinstance(fields, dict):
+            kind = type(fields).__name__
+            return BadRecord(source, line, INVALID_JSON, f"a {kind}, not an object")
     may_hold_controls = b"\x7f" in raw or _SUSPECT_ESCAPE.search(raw) is not None
     return make_record(fields, config, source, line, len(raw), may_hold_controls)
+
+
+# Values orjson parses exactly as json does. It reads an integer beyond 64 bits as a float,
+# and refuses what json accepts (NaN, lone surrogate escapes), invalid UTF-8 and bad JSON.
+_EXACT_TYPES = (str, int, bool, type(None))
+
+
+def _loads_exactly(raw: bytes, fields: tuple[str, ...]) -> dict[str, Any] | None:
+    """A JSON object as json.loads would give it, where orjson (3x faster) certainly gives
+    the same for every field read; None where json.loads must decide."""
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(record) is not dict or any(type(record.get(k)) not in _EXACT_TYPES for k in fields):
+        return None
+    return record
 
 
 def _read_parquet(unit: InputUnit, config: ReaderConfig) -> Iterator[Record]:

@@ -25,8 +25,9 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ import numpy as np
 
 from data_prep import atomic
 from data_prep.indexed import ShardBuilder
-from data_prep.plan import PARTITIONS_PER_WORKER, Plan, make_plan
+from data_prep.plan import PARTITIONS_PER_WORKER, InputFile, Plan, make_plan, sha256_of
 from data_prep.readers import (
     CONTROL_CHAR_POLICIES,
     REASONS,
@@ -149,7 +150,14 @@ class PartitionJob:
     units: list[InputUnit]
     directory: str
     tokenizer_spec: dict[str, Any]
-    fingerprint: str  # of the config, tokenizer and this partition's input bytes
+    content: str  # fingerprint of the settings and the tokenizer (_content_fingerprint)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Of the settings, the tokenizer and the bytes this partition reads: hashed by
+        whoever asks first (its worker, or a later run that finds its marker)."""
+        units = [[asdict(u), sha256_of(u.path, u.start, u.end)] for u in self.units]
+        return _digest([self.content, units])
 
     def prefix(self, key_index: int) -> str:
         return os.path.join(self.directory, f"part-{self.index:05d}.key{key_index}")
@@ -196,8 +204,8 @@ class ShardWriter:
     def run(self) -> list[dict[str, Any]]:
         """Write (or find up to date) every shard; returns their manifests."""
         started = time.perf_counter()
-        tokenizer, plan, fingerprint, jobs = self.plan()
-        current = self._current_manifests(fingerprint)
+        tokenizer, plan, content, jobs = self.plan()
+        current = self._up_to_date(plan, content)
         if current is not None:
             _log(f"shards up to date: {', '.join(self.config.shard_prefixes())}")
             return current
@@ -209,9 +217,11 @@ class ShardWriter:
             if config.tasks > 1:
                 self._run_task(mine, jobs, plan, tokenizer)
                 return []
+            inputs = _in_background(lambda: plan.input_files)  # while the workers encode
             with _ShardMerge(config, jobs, tokenizer.token_dtype()) as merge:
                 stats = self._run_jobs(mine, plan, tokenizer, merge.add_finished)
-                manifests = merge.publish(self._manifests(stats, plan, tokenizer, fingerprint))
+                manifests = self._manifests(stats, plan, inputs.result(), tokenizer, content)
+                merge.publish(manifests)
         except BadInputError as error:  # what finished is kept: say so, and how to start over
             written = sum(job.marker.is_file() for job in jobs)
             if not written:
@@ -239,7 +249,7 @@ class ShardWriter:
         return parts_dir(self.config.output_prefix)
 
     def plan(self) -> tuple[Tokenizer, Plan, str, list[PartitionJob]]:
-        """Tokenizer, plan, run fingerprint and one job per partition."""
+        """Tokenizer, plan, content fingerprint and one job per partition."""
         config = self.config
         tokenizer = _cached_tokenizer(parse_spec(config.tokenizer))  # workers reuse (or fork) it
         if config.split_sentences:  # nltk and the punkt parameters, loaded before workers fork
@@ -249,26 +259,22 @@ class ShardWriter:
             config.partitions or PARTITIONS_PER_WORKER * config.workers,
         )
         content = _content_fingerprint(config, tokenizer)
-        hashes = {f.path: f.sha256 for f in plan.inputs}
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        jobs = [
-            PartitionJob(config, i, units, str(self.parts_dir), tokenizer.spec,
-                         _digest([content, [[asdict(u), hashes[u.path]] for u in units]]))
-            for i, units in enumerate(plan.partitions)
-        ]  # fmt: skip
-        return tokenizer, plan, _digest([content, [f.as_dict() for f in plan.inputs]]), jobs
+        jobs = [PartitionJob(config, i, units, str(self.parts_dir), tokenizer.spec, content)
+                for i, units in enumerate(plan.partitions)]  # fmt: skip
+        return tokenizer, plan, content, jobs
 
-    def _current_manifests(self, fingerprint: str) -> list[dict[str, Any]] | None:
+    def _up_to_date(self, plan: Plan, content: str) -> list[dict[str, Any]] | None:
+        """The published manifests, if every shard was made from these very inputs. Only
+        then are the inputs hashed before the run: a fresh run hashes them as it goes."""
         manifests = []
         for prefix in self.config.shard_prefixes():
             try:
-                manifest = json.loads(manifest_path(prefix).read_text())
+                manifests.append(json.loads(manifest_path(prefix).read_text()))
             except (FileNotFoundError, json.JSONDecodeError):
                 return None
-            if manifest.get("fingerprint") != fingerprint:
-                return None
-            manifests.append(manifest)
-        return manifests
+        fingerprint = _run_fingerprint(content, plan.input_files)
+        return manifests if all(m.get("fingerprint") == fingerprint for m in manifests) else None
 
     def _run_jobs(
         self,
@@ -317,7 +323,12 @@ class ShardWriter:
         return "threads" if threads else "processes"
 
     def _manifests(
-        self, stats: PartitionStats, plan: Plan, tokenizer: Tokenizer, fingerprint: str
+        self,
+        stats: PartitionStats,
+        plan: Plan,
+        inputs: list[InputFile],
+        tokenizer: Tokenizer,
+        content: str,
     ) -> list[dict[str, Any]]:
         """The manifest of each shard (one per json key) of a run that wrote ``stats``."""
         config = self.config
@@ -343,10 +354,10 @@ class ShardWriter:
                     "policy": config.control_chars,
                     "documents": stats.control_chars,
                 },  # fmt: skip
-                "inputs": [f.as_dict() for f in plan.inputs],
+                "inputs": [f.as_dict() for f in inputs],
                 "partitions": len(plan.partitions),
                 "doc_table": doc_table_path(prefix).name,
-                "fingerprint": fingerprint,
+                "fingerprint": _run_fingerprint(content, inputs),
             }
             for key_index, prefix in enumerate(config.shard_prefixes())
         ]
@@ -411,7 +422,7 @@ class _ShardMerge:
                     first += batch.num_rows
         self.documents = first
 
-    def publish(self, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def publish(self, manifests: list[dict[str, Any]]) -> None:
         """Every partition appended: publish the shards, each manifest last."""
         if self.appended != len(self.jobs):
             raise RuntimeError(f"{len(self.jobs) - self.appended} partitions never merged")
@@ -427,7 +438,6 @@ class _ShardMerge:
                 atomic.publish(f"{temp}{suffix}", f"{prefix}{published}")
             atomic.write_json(manifest_path(prefix), manifest)
         self.published = True
-        return manifests
 
 
 # ---------------------------------------------------------------- partition worker
@@ -441,6 +451,7 @@ def write_partition(job: PartitionJob, report: Callable[[int, int, int], None]) 
     import pyarrow.parquet as pq
 
     config = job.config
+    fingerprint = job.fingerprint  # of the input as it is before it is read
     tokenizer = _cached_tokenizer(job.tokenizer_spec)
     splitter = SentenceSplitterConfig(config.language).build() if config.split_sentences else None
     n_keys = len(config.json_keys)
@@ -477,7 +488,7 @@ def write_partition(job: PartitionJob, report: Callable[[int, int, int], None]) 
     stats.skipped = dict(skipped)
     stats.documents_read = stats.documents + sum(skipped.values())
     files = {f.name: _checksum(f) for f in job.files(n_keys)}
-    marker = {"fingerprint": job.fingerprint, "stats": asdict(stats), "files": files}
+    marker = {"fingerprint": fingerprint, "stats": asdict(stats), "files": files}
     atomic.write_json(job.marker, marker, sync=False)
     return stats
 
@@ -708,6 +719,24 @@ def _content_fingerprint(config: TokenizeConfig, tokenizer: Tokenizer) -> str:
                "tokenizer", "batch_mb", "task", "tasks")  # fmt: skip
     settings = {k: v for k, v in asdict(config).items() if k not in ignored}
     return _digest([settings, tokenizer.spec, _tokenizer_hashes(tokenizer.spec)])
+
+
+def _run_fingerprint(content: str, inputs: list[InputFile]) -> str:
+    return _digest([content, [f.as_dict() for f in inputs]])
+
+
+def _in_background(compute: Callable[[], Any]) -> Future:
+    """``compute()`` in a daemon thread: neither an error nor an interrupt waits for it."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(compute())
+        except BaseException as error:  # handed to whoever asks for the result
+            future.set_exception(error)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
 
 
 def _tokenizer_hashes(spec: dict[str, Any]) -> dict[str, str]:

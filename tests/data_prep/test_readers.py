@@ -11,7 +11,6 @@ import pytest
 import zstandard
 
 from data_prep import readers
-from data_prep.plan import make_plan
 from data_prep.readers import BadRecord, Document, ReaderConfig, expand_inputs, read_unit
 from tests.data_prep.conftest import make_records, write_jsonl
 
@@ -87,6 +86,31 @@ def test_a_wrong_type_is_named_with_the_type_found(tmp_path: Path) -> None:
     assert missing.reason == readers.MISSING_KEY
 
 
+# Values a fast JSON parser reads otherwise than json: integers beyond 64 bits, floats
+# beyond range, NaN; and, nested or not, what both read alike.
+ODD_VALUES = ["100000000000000000000", "-9223372036854775809", "18446744073709551615", "1e400",
+              "NaN", "-Infinity", "1.5", "1E5", "-0.0", "true", "null", '"plain"',
+              "[1, 100000000000000000000]", '{"a": 1e400}']  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ODD_VALUES)
+def test_every_field_is_read_as_json_reads_it(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "v.jsonl"
+    lines = [f'{{"text": "hello", "id": {value}, "label": {value}, "extra": {value}}}',
+             f'{{"text": {value}}}']  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    document, text = read_all([str(path)])
+    expected = json.loads(lines[0])["id"]
+    assert document.doc_id == ("v.jsonl:1" if expected is None else str(expected))
+    assert document.label == (None if expected is None else str(expected))
+    found = type(json.loads(lines[1])["text"]).__name__
+    if found == "str":
+        assert text.texts == ("plain",)
+    else:
+        assert text.reason in (readers.WRONG_TYPE, readers.MISSING_KEY)
+        assert text.reason == readers.MISSING_KEY or f"is a {found}," in text.detail
+
+
 @pytest.mark.parametrize(
     ("policy", "text", "reason"),
     [("keep", "ring\x07 \x08back\x0cpage\x1b[0m\x7f", None),
@@ -158,23 +182,3 @@ def test_unknown_input_type_and_missing_input(tmp_path: Path) -> None:
         expand_inputs([str(tmp_path / "x.csv")])
     with pytest.raises(FileNotFoundError, match="matches no file"):
         expand_inputs([str(tmp_path / "nothing*.jsonl")])
-
-
-@pytest.mark.parametrize("partitions", [1, 2, 3, 7])
-def test_partitions_cover_every_line_once_in_order(tmp_path: Path, partitions: int) -> None:
-    records = make_records(100)
-    write_jsonl(tmp_path / "a.jsonl", records[:70])
-    write_jsonl(tmp_path / "b.jsonl", records[70:])
-    paths = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
-    plan = make_plan(expand_inputs(paths), partitions)
-    assert 1 <= len(plan.partitions) <= partitions
-    read = [
-        (Path(r.source).name, r.line, r.texts[0])
-        for part in plan.partitions
-        for unit in part
-        for r in read_unit(unit, ReaderConfig())
-    ]
-    expected = [("a.jsonl", i + 1, r["text"]) for i, r in enumerate(records[:70])]
-    expected += [("b.jsonl", i + 1, r["text"]) for i, r in enumerate(records[70:])]
-    assert read == expected
-    assert [f.size for f in plan.inputs] == [Path(p).stat().st_size for p in paths]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
+from data_prep import plan as plan_module
 from data_prep import writer as writer_module
 from data_prep.shards import open_indexed_dataset, read_doc_table, read_manifest
 from data_prep.tokenizers import load_tokenizer
@@ -83,7 +85,7 @@ def test_manifest_and_doc_table(tmp_path: Path, jsonl: Path, bpe_spec: str) -> N
     assert manifest["eod_id"] == 0 and manifest["skipped"] == {}
     (entry,) = manifest["inputs"]
     assert entry["path"] == str(jsonl) and entry["size"] == jsonl.stat().st_size
-    assert len(entry["sha256"]) == 64
+    assert entry["sha256"] == hashlib.sha256(jsonl.read_bytes()).hexdigest()
     table = read_doc_table(tmp_path / "s").to_pylist()
     dataset = open_indexed_dataset(tmp_path / "s")
     assert [row["doc"] for row in table] == list(range(200))
@@ -205,6 +207,55 @@ def test_restart_skips_finished_partitions(
     assert (tmp_path / "s.bin").read_bytes() == (tmp_path / "fresh.bin").read_bytes()
     assert manifest["documents"] == 120 and manifest["documents_read"] == 120
     assert not writer.parts_dir.exists()
+
+
+def test_a_partition_is_reused_while_its_own_bytes_are_unchanged(
+    tmp_path: Path, bpe_spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition's fingerprint hashes the bytes it reads, not its whole file: an edit in
+    the second half of a file rewrites the second partition only."""
+    records = make_records(60)
+    path = write_jsonl(tmp_path / "d.jsonl", records)
+    config = TokenizeConfig([str(path)], str(tmp_path / "s"), bpe_spec, partitions=2,
+                            progress=False)  # fmt: skip
+    writer = config.build()
+    *_, jobs = writer.plan()
+    for job in jobs:
+        write_partition(job, lambda *_: None)
+    records[-1]["text"] = records[-1]["text"].swapcase()  # same length: the same cuts
+    write_jsonl(path, records)
+    written = []
+
+    def spy(job, report):
+        written.append(job.index)
+        return write_partition(job, report)
+
+    monkeypatch.setattr(writer_module, "write_partition", spy)
+    (manifest,) = writer.run()
+    assert written == [1]
+    assert manifest["inputs"][0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    run([path], tmp_path / "fresh", bpe_spec, partitions=1)
+    assert (tmp_path / "s.bin").read_bytes() == (tmp_path / "fresh.bin").read_bytes()
+
+
+def test_inputs_are_hashed_first_only_when_published_shards_may_be_up_to_date(
+    tmp_path: Path, bpe_spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh run starts its workers at once and hashes its inputs (for the manifest) as
+    they encode; a rerun over published shards hashes them first, to find it has nothing
+    to do."""
+    path = write_jsonl(tmp_path / "d.jsonl", make_records(30))
+    config = TokenizeConfig([str(path)], str(tmp_path / "s"), bpe_spec, progress=False)
+    hashed = []
+    whole_file = plan_module.sha256_of
+    monkeypatch.setattr(plan_module, "sha256_of", lambda p: hashed.append(p) or whole_file(p))
+    writer = config.build()
+    _, plan, content, _ = writer.plan()
+    assert writer._up_to_date(plan, content) is None and hashed == []
+    (manifest,) = writer.run()
+    assert hashed == [str(path)]
+    _, plan, content, _ = writer.plan()
+    assert writer._up_to_date(plan, content) == [manifest] and hashed == [str(path)] * 2
 
 
 @pytest.mark.parametrize("damage", ["flipped", "truncated", "missing"])
