@@ -473,7 +473,7 @@ def _limit_child(corpus: list[str], spec: str, workers: int) -> None:
         pool = mp.get_context("fork").Pool(workers)
     with pool:
         start = time.perf_counter()  # the pool is up and the texts are in memory
-        tokens = sum(pool.map(_encode_share, shares))
+        tokens = sum(pool.map(_encode_share, shares, chunksize=1))
         seconds = time.perf_counter() - start
     print(json.dumps({"tokens": tokens, "seconds": seconds}))
 

@@ -40,14 +40,17 @@ def doc_table_path(prefix: str | Path) -> Path:
     return Path(f"{prefix}.docs.parquet")
 
 
-def doc_table_schema() -> Any:
-    """The columns of a shard's document table (one row per document, in shard order)."""
+def doc_table_schema(partition_keys: int | None = None) -> Any:
+    """The columns of a shard's document table (one row per document, in shard order); with
+    ``partition_keys``, those of a tokenize partition's, which the merge numbers and splits
+    into one table per json key: no ``doc``, and the tokens of each key."""
     import pyarrow as pa
 
-    return pa.schema(
-        [("doc", pa.int64()), ("source", pa.string()), ("line", pa.int64()),
-         ("id", pa.string()), ("label", pa.string()), ("n_tokens", pa.int64())]
-    )  # fmt: skip
+    described = [("source", pa.string()), ("line", pa.int64()), ("id", pa.string()),
+                 ("label", pa.string())]  # fmt: skip
+    if partition_keys is None:
+        return pa.schema([("doc", pa.int64()), *described, ("n_tokens", pa.int64())])
+    return pa.schema(described + [(f"n_tokens_{k}", pa.int64()) for k in range(partition_keys)])
 
 
 def heldout_range(split: str, n_docs: int) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import re
 from abc import ABC, abstractmethod
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 # End-of-document candidates tried in order when a spec names none.
 EOD_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
@@ -142,8 +144,8 @@ class GPT2Tokenizer(HFTokenizer):
 
     def __init__(self, spec: dict[str, Any]):
         try:
-            vocab = json.loads(Path(spec["path"]).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            vocab = orjson.loads(Path(spec["path"]).read_bytes())  # UTF-8 checked too
+        except orjson.JSONDecodeError as error:
             raise TokenizerError(f"{spec['path']}: not a GPT-2 vocabulary: {error}") from None
         if not isinstance(vocab, dict):
             raise TokenizerError(f"{spec['path']}: not a GPT-2 vocabulary (token -> id object)")
@@ -314,12 +316,16 @@ def _byte_level_bytes() -> dict[str, int]:
 def _gpt2_tiktoken(vocab: dict[str, int], eod_id: int) -> Any | None:
     """A tiktoken encoding of a GPT-2 vocabulary (token -> id, with the end-of-text token
     at `eod_id`) when its other tokens are OpenAI's GPT-2 ranks."""
-    stand_in = _byte_level_bytes()
+    tokens = [token for token, i in vocab.items() if i != eod_id]
+    # Every token's bytes at once: each stand-in becomes its byte's Latin-1 character. A
+    # character outside the alphabet fails to encode, or fails the digest below.
+    table = {ord(c): b for c, b in _byte_level_bytes().items()}
     try:
-        ranks = {bytes(stand_in[c] for c in token): i
-                 for token, i in vocab.items() if i != eod_id}  # fmt: skip
-    except (KeyError, TypeError):  # not written in the byte-level alphabet
+        joined = "".join(tokens).translate(table).encode("latin-1")
+    except (UnicodeEncodeError, TypeError):
         return None
+    ends = itertools.accumulate(map(len, tokens))  # a character a byte
+    ranks = {joined[end - len(t) : end]: vocab[t] for t, end in zip(tokens, ends, strict=True)}
     digest = hashlib.sha256()
     for token in sorted(ranks, key=ranks.__getitem__):
         digest.update(len(token).to_bytes(2, "little") + token)

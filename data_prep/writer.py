@@ -408,14 +408,14 @@ class _ShardMerge:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        columns = ("source", "line", "id", "label")
+        described = self.schema.names[1:-1]  # a partition table's, between doc and n_tokens
         for key_index, builder in enumerate(self.builders):
             builder.add_shard(job.prefix(key_index))
             first = self.documents  # every key's table numbers the same documents
             with pq.ParquetFile(job.doc_table) as rows:
                 for batch in rows.iter_batches(batch_size=65536):
                     doc = _int64_column(np.arange(first, first + batch.num_rows), pa)
-                    kept = [batch.column(name) for name in columns]
+                    kept = [batch.column(name) for name in described]
                     tokens = batch.column(f"n_tokens_{key_index}")
                     table = pa.Table.from_arrays([doc, *kept, tokens], schema=self.schema)
                     self.tables[key_index].write_table(table)
@@ -461,7 +461,7 @@ def write_partition(job: PartitionJob, report: Callable[[int, int, int], None]) 
     temps = [f"{job.prefix(k)}.tmp" for k in range(n_keys)]
     builders = [ShardBuilder(f"{t}.bin", dtype=dtype) for t in temps]
     table_temp = job.doc_table.with_name(job.doc_table.name + ".tmp")
-    table_writer = pq.ParquetWriter(table_temp, _doc_schema(n_keys, pa))
+    table_writer = pq.ParquetWriter(table_temp, doc_table_schema(n_keys))
     batch_bytes = int(config.batch_mb * (1 << 20))
     try:
         for batch in _batches(job.units, config, skipped, batch_bytes):
@@ -541,17 +541,6 @@ def _encode_into(
     return np.add.reduceat(lengths, ends - np.asarray(counts))
 
 
-def _doc_schema(n_keys: int, pa: Any) -> Any:
-    columns = [
-        ("source", pa.string()),
-        ("line", pa.int64()),
-        ("id", pa.string()),
-        ("label", pa.string()),
-    ]
-    columns += [(f"n_tokens_{k}", pa.int64()) for k in range(n_keys)]
-    return pa.schema(columns)
-
-
 def _doc_rows(batch: list[Document], n_tokens: list[np.ndarray], pa: Any) -> Any:
     columns = [
         _string_column([d.source for d in batch], pa),
@@ -560,7 +549,7 @@ def _doc_rows(batch: list[Document], n_tokens: list[np.ndarray], pa: Any) -> Any
         _string_column([d.label for d in batch], pa),
         *(_int64_column(counts, pa) for counts in n_tokens),
     ]
-    return pa.Table.from_arrays(columns, schema=_doc_schema(len(n_tokens), pa))
+    return pa.Table.from_arrays(columns, schema=doc_table_schema(len(n_tokens)))
 
 
 # Columns are built from their buffers: pyarrow's converters of Python and numpy values
@@ -570,15 +559,27 @@ def _int64_column(values: np.ndarray, pa: Any) -> Any:
     return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
+_STRING_BYTES = 2**31 - 1  # what a string array's 32-bit offsets reach
+
+
 def _string_column(values: list[str | None], pa: Any) -> Any:
+    """A string column: one array, or chunks of about half its 32-bit offsets' reach."""
     encoded = [b"" if v is None else v.encode("utf-8") for v in values]
-    offsets = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), out=offsets[1:])
+    ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)))
+    if not len(values) or ends[-1] <= _STRING_BYTES:
+        return _string_chunk(values, encoded, pa)
+    cuts = (np.flatnonzero(np.diff(ends // (_STRING_BYTES // 2 + 1))) + 1).tolist()
+    bounds = zip([0, *cuts], [*cuts, len(values)], strict=True)
+    return pa.chunked_array([_string_chunk(values[a:b], encoded[a:b], pa) for a, b in bounds])
+
+
+def _string_chunk(values: list[str | None], encoded: list[bytes], pa: Any) -> Any:
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, encoded), np.int32, len(encoded)), out=offsets[1:])
     present = np.fromiter((v is not None for v in values), bool, len(values))
     validity = None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
     buffers = [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
-    # 64-bit offsets take a batch of any size; the table's column is a plain string
-    return pa.Array.from_buffers(pa.large_string(), len(values), buffers).cast(pa.string())
+    return pa.Array.from_buffers(pa.string(), len(values), buffers)
 
 
 def _cached_tokenizer(spec: dict[str, Any]) -> Tokenizer:
@@ -692,22 +693,27 @@ class _Progress:
     """tqdm bar on stderr over input bytes, with documents and tokens alongside."""
 
     def __init__(self, total_bytes: int | None, done: PartitionStats, enabled: bool):
-        from tqdm import tqdm
-
         self.documents, self.tokens = done.documents, sum(done.tokens)
-        self.bar = tqdm(
-            total=total_bytes, initial=done.text_bytes, unit="B", unit_scale=True,
-            desc="tokenize", disable=not enabled, file=sys.stderr, mininterval=0.5,
-        )  # fmt: skip
+        self.bar = None
+        if enabled:  # tqdm is imported only to be shown (0.05 s)
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total_bytes, initial=done.text_bytes, unit="B", unit_scale=True,
+                desc="tokenize", file=sys.stderr, mininterval=0.5,
+            )  # fmt: skip
 
     def update(self, documents: int, tokens: int, n_bytes: int) -> None:
+        if self.bar is None:
+            return
         self.documents += documents
         self.tokens += tokens
         self.bar.set_postfix(docs=self.documents, tokens=self.tokens, refresh=False)
         self.bar.update(n_bytes)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 # ---------------------------------------------------------------- helpers

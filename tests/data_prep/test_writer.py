@@ -108,6 +108,20 @@ def test_doc_table_keeps_missing_labels_and_any_id(tmp_path: Path, bpe_spec: str
     assert [row["label"] for row in table] == [r.get("label") for r in records]
 
 
+def test_string_columns_past_their_offsets_reach_are_written_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+
+    monkeypatch.setattr(writer_module, "_STRING_BYTES", 10)  # 2**31 - 1 in earnest
+    values = ["abcd", None, "é" * 3, "", "x" * 12, "yz", None, "tail"]
+    column = writer_module._string_column(values, pa)
+    assert column.type == pa.string() and column.num_chunks > 1
+    pq.write_table(pa.table({"id": column}), tmp_path / "t.parquet")
+    assert pq.read_table(tmp_path / "t.parquet").column("id").to_pylist() == values
+    assert writer_module._string_column(values[:2], pa).to_pylist() == values[:2]  # one array
+
+
 @pytest.mark.parametrize("executor", ["threads", "processes"])
 def test_workers_and_partitions_do_not_change_the_bytes(
     tmp_path: Path, bpe_spec: str, executor: str
