@@ -168,7 +168,7 @@ class PartitionJob:
 
     @property
     def doc_table(self) -> Path:
-        return Path(self.directory) / f"part-{self.index:05d}.docs.parquet"
+        return Path(self.directory) / f"part-{self.index:05d}.docs.arrow"
 
     def owns(self, name: str) -> bool:
         """Whether a file name under the parts directory is one of this partition's."""
@@ -363,6 +363,9 @@ class ShardWriter:
         ]
 
 
+_ROW_GROUP = 65536  # rows of a shard's document table written at once
+
+
 class _ShardMerge:
     """A run's shards in the making, in ``PREFIX.parts/``: each partition is appended, in
     input order, as soon as it and every one before it are written, so that copying
@@ -406,21 +409,22 @@ class _ShardMerge:
 
     def _append(self, job: PartitionJob) -> None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         described = self.schema.names[1:-1]  # a partition table's, between doc and n_tokens
         for key_index, builder in enumerate(self.builders):
             builder.add_shard(job.prefix(key_index))
-            first = self.documents  # every key's table numbers the same documents
-            with pq.ParquetFile(job.doc_table) as rows:
-                for batch in rows.iter_batches(batch_size=65536):
-                    doc = _int64_column(np.arange(first, first + batch.num_rows), pa)
-                    kept = [batch.column(name) for name in described]
-                    tokens = batch.column(f"n_tokens_{key_index}")
-                    table = pa.Table.from_arrays([doc, *kept, tokens], schema=self.schema)
-                    self.tables[key_index].write_table(table)
-                    first += batch.num_rows
-        self.documents = first
+        with pa.memory_map(str(job.doc_table)) as source:  # read in place, a slice at a time
+            rows = pa.ipc.open_file(source).read_all()
+            for start in range(0, rows.num_rows, _ROW_GROUP):
+                part = rows.slice(start, _ROW_GROUP)
+                first = self.documents + start
+                doc = _int64_column(np.arange(first, first + part.num_rows), pa)
+                kept = [part.column(name) for name in described]
+                for key_index, table in enumerate(self.tables):  # the same documents each
+                    tokens = part.column(f"n_tokens_{key_index}")
+                    columns = [doc, *kept, tokens]
+                    table.write_table(pa.Table.from_arrays(columns, schema=self.schema))
+            self.documents += rows.num_rows
 
     def publish(self, manifests: list[dict[str, Any]]) -> None:
         """Every partition appended: publish the shards, each manifest last."""
@@ -448,7 +452,6 @@ _WORKER_CACHE: dict[str, Any] = {}
 def write_partition(job: PartitionJob, report: Callable[[int, int, int], None]) -> PartitionStats:
     """Write one partition's shards, doc table and (last) its done-marker."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     config = job.config
     fingerprint = job.fingerprint  # of the input as it is before it is read
@@ -461,7 +464,8 @@ def write_partition(job: PartitionJob, report: Callable[[int, int, int], None]) 
     temps = [f"{job.prefix(k)}.tmp" for k in range(n_keys)]
     builders = [ShardBuilder(f"{t}.bin", dtype=dtype) for t in temps]
     table_temp = job.doc_table.with_name(job.doc_table.name + ".tmp")
-    table_writer = pq.ParquetWriter(table_temp, doc_table_schema(n_keys))
+    # Arrow's file format, which the merge reads in place (Parquet took encoding and decoding)
+    table_writer = pa.ipc.new_file(str(table_temp), doc_table_schema(n_keys))
     batch_bytes = int(config.batch_mb * (1 << 20))
     try:
         for batch in _batches(job.units, config, skipped, batch_bytes):
