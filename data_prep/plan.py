@@ -27,6 +27,7 @@ from data_prep.readers import COMPRESSED_SUFFIXES, PARQUET_SUFFIXES, InputUnit
 PARTITIONS_PER_WORKER = 16
 
 _COUNT_BLOCK = 8 << 20  # newlines are counted a block at a time (a bool array each)
+_MAP_BYTES = 1 << 20  # files from this size up are memory-mapped, smaller ones read
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def _line_starts_after(path: str, offsets: list[int]) -> list[tuple[int, int]]:
         bytes_ = np.frombuffer(data, dtype=np.uint8)
         counted, lines = 0, 1  # lines: the number of the line starting at `counted`
         for offset in sorted(offsets):
-            newline = data.obj.find(b"\n", offset)  # the map's own find copies nothing
+            newline = data.obj.find(b"\n", offset)  # the map's (or bytes') find copies nothing
             if newline < 0 or newline + 1 >= len(data):
                 break
             cut = newline + 1
@@ -121,10 +122,12 @@ def _line_starts_after(path: str, offsets: list[int]) -> list[tuple[int, int]]:
 
 @contextmanager
 def _mapped(path: str) -> Iterator[memoryview]:
-    """A file's bytes, memory-mapped (hashing and counting copy nothing)."""
+    """A file's bytes, memory-mapped (hashing and counting copy nothing); a small file's
+    read at once (mapping costs more than copying it, and an empty one cannot be mapped)."""
     with open(path, "rb") as handle:
-        if os.fstat(handle.fileno()).st_size == 0:  # an empty file cannot be mapped
-            yield memoryview(b"")
+        size = os.fstat(handle.fileno()).st_size
+        if size < _MAP_BYTES or not size:
+            yield memoryview(handle.read())
             return
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             view = memoryview(mapped)

@@ -11,15 +11,20 @@ from data_prep.readers import ReaderConfig, expand_inputs, read_unit
 from tests.data_prep.conftest import make_records, write_jsonl
 
 
-@pytest.mark.parametrize("count_block", [7, 8 << 20])
+@pytest.mark.parametrize(("count_block", "map_bytes"), [(7, 0), (8 << 20, 1 << 20)])
 @pytest.mark.parametrize("partitions", [1, 2, 3, 7, 40])
 def test_partitions_cover_every_line_once_in_order(
-    tmp_path: Path, partitions: int, count_block: int, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    partitions: int,
+    count_block: int,
+    map_bytes: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Whatever the cuts (newlines are counted a block at a time), the partitions read
-    every line once, in order, with its number; also from an empty file and from a last
-    line without its newline."""
+    """Whatever the cuts (newlines are counted a block at a time, in files mapped or read),
+    the partitions read every line once, in order, with its number; also from an empty
+    file and from a last line without its newline."""
     monkeypatch.setattr(plan_module, "_COUNT_BLOCK", count_block)
+    monkeypatch.setattr(plan_module, "_MAP_BYTES", map_bytes)
     records = make_records(100)
     write_jsonl(tmp_path / "a.jsonl", records[:70])
     (tmp_path / "empty.jsonl").write_bytes(b"")
@@ -41,7 +46,11 @@ def test_partitions_cover_every_line_once_in_order(
     assert plan.sizes == {p: Path(p).stat().st_size for p in paths}
 
 
-def test_inputs_and_ranges_hash_their_bytes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("map_bytes", [0, 1 << 20])
+def test_inputs_and_ranges_hash_their_bytes(
+    tmp_path: Path, map_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(plan_module, "_MAP_BYTES", map_bytes)  # mapped, or read at once
     path = write_jsonl(tmp_path / "a.jsonl", make_records(20))
     (tmp_path / "empty.jsonl").write_bytes(b"")
     data = path.read_bytes()
