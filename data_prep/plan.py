@@ -1,9 +1,12 @@
-"""Planning a tokenize run: cut the work into partitions, and hash what they read.
+"""Planning a tokenize run: cut the work into partitions, number their lines, and hash
+what they read.
 
 Partitions are contiguous runs of the input stream (whole files, or line-aligned byte
 ranges of plain JSONL files), so merging them in order gives the same shard whatever the
-number of workers. Cutting reads only the newlines before each cut (for its line number);
-the inputs' hashes are taken separately, so that a fresh run starts its workers first and
+number of workers. Cutting reads a line at each cut; the line number a piece starts at
+takes counting the newlines before it, which is done only for the partitions a process
+writes (an array task counts in the files its partitions read, not the whole corpus). The
+inputs' hashes are taken separately, so that a fresh run starts its workers first and
 hashes the files for the manifest while they encode.
 """
 
@@ -13,9 +16,10 @@ import bisect
 import hashlib
 import mmap
 import os
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -28,6 +32,7 @@ PARTITIONS_PER_WORKER = 16
 
 _COUNT_BLOCK = 8 << 20  # newlines are counted a block at a time (a bool array each)
 _MAP_BYTES = 1 << 20  # files from this size up are memory-mapped, smaller ones read
+_SEEK_BLOCK = 64 << 10  # read at a cut, to find the newline that ends its line
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,24 @@ class Plan:
             return None
         return self.total_bytes
 
+    def numbered(self, indices: Iterable[int]) -> Plan:
+        """This plan with the line numbers of partitions ``indices`` counted: one pass over
+        each file they start a piece inside, up to the last such piece."""
+        starts: dict[str, set[int]] = defaultdict(set)  # file -> its uncounted pieces' starts
+        for index in set(indices):
+            for unit in self.partitions[index]:
+                if unit.first_line is None:
+                    starts[unit.path].add(unit.start)
+        first_lines: dict[tuple[str, int], int] = {}  # (file, start) -> line number
+        for path, offsets in starts.items():
+            ordered = sorted(offsets)
+            for offset, before in zip(ordered, _lines_before(path, ordered), strict=True):
+                first_lines[path, offset] = 1 + before
+        partitions = [[replace(u, first_line=first_lines[u.path, u.start])
+                       if (u.path, u.start) in first_lines else u for u in units]
+                      for units in self.partitions]  # fmt: skip
+        return Plan(self.sizes, partitions)
+
     @cached_property
     def input_files(self) -> list[InputFile]:
         """Every input file with its sha256, as the manifest lists them (hashed once)."""
@@ -65,7 +88,8 @@ class Plan:
 
 
 def make_plan(units: list[InputUnit], partitions: int) -> Plan:
-    """Group the units into at most `partitions` contiguous parts of about equal bytes."""
+    """Group the units into at most `partitions` contiguous parts of about equal bytes; a
+    piece that starts inside a file has no line number yet (see ``Plan.numbered``)."""
     sizes = {u.path: os.path.getsize(u.path) for u in units}
     total = sum(sizes.values())
     boundaries = [total * k // partitions for k in range(1, partitions)] if total else []
@@ -76,11 +100,10 @@ def make_plan(units: list[InputUnit], partitions: int) -> Plan:
         splittable = unit.kind == "jsonl" and not _compressed(unit.path)
         inside = [b - base for b in boundaries if base < b < base + size] if splittable else []
         cuts = _line_starts_after(unit.path, inside) if inside else []
-        starts = [(0, 1), *cuts]
-        ends = [offset for offset, _ in cuts] + [None]
-        for (start, line), end in zip(starts, ends, strict=True):
-            piece = InputUnit(unit.path, unit.kind, start, end, line, unit.root)
-            pieces.append((base + start, piece))
+        for start, end in zip([0, *cuts], [*cuts, None], strict=True):
+            first_line = 1 if start == 0 else None
+            pieces.append((base + start, InputUnit(unit.path, unit.kind, start, end,
+                                                   first_line, unit.root)))  # fmt: skip
         base += size
     grouped: list[list[InputUnit]] = [[] for _ in range(partitions)]
     for start, piece in pieces:
@@ -98,26 +121,40 @@ def _compressed(path: str) -> bool:
     return any(path.lower().endswith(suffix) for suffix in COMPRESSED_SUFFIXES)
 
 
-def _line_starts_after(path: str, offsets: list[int]) -> list[tuple[int, int]]:
-    """For each offset, the (start, line number) of the first line after it; none past
-    the last line, and none twice."""
-    cuts: list[tuple[int, int]] = []
+def _line_starts_after(path: str, offsets: list[int]) -> list[int]:
+    """For each offset, where the first line after it starts; none past the last line,
+    and none twice. Reads from each offset to the next newline only."""
+    cuts: list[int] = []
+    with open(path, "rb") as handle:
+        for offset in sorted(offsets):
+            if cuts and offset < cuts[-1]:
+                continue  # its line starts at the last cut or after it: found below
+            handle.seek(offset)
+            while (block := handle.read(_SEEK_BLOCK)) and (newline := block.find(b"\n")) < 0:
+                offset += len(block)
+            if not block:
+                break  # no newline after it: the file's last line
+            cut = offset + newline + 1
+            if cut >= os.fstat(handle.fileno()).st_size:
+                break
+            if not cuts or cut > cuts[-1]:
+                cuts.append(cut)
+    return cuts
+
+
+def _lines_before(path: str, offsets: list[int]) -> list[int]:
+    """How many newlines come before each of the (sorted) offsets in a file."""
+    counts, counted, lines = [], 0, 0
     with _mapped(path) as data:
         bytes_ = np.frombuffer(data, dtype=np.uint8)
-        counted, lines = 0, 1  # lines: the number of the line starting at `counted`
-        for offset in sorted(offsets):
-            newline = data.obj.find(b"\n", offset)  # the map's (or bytes') find copies nothing
-            if newline < 0 or newline + 1 >= len(data):
-                break
-            cut = newline + 1
-            if cuts and cut <= cuts[-1][0]:
-                continue
-            for block in range(counted, cut, _COUNT_BLOCK):
-                lines += int(np.count_nonzero(bytes_[block : min(block + _COUNT_BLOCK, cut)] == 10))
-            counted = cut
-            cuts.append((cut, lines))
+        for offset in offsets:
+            for block in range(counted, offset, _COUNT_BLOCK):
+                stop = min(block + _COUNT_BLOCK, offset)
+                lines += int(np.count_nonzero(bytes_[block:stop] == 10))
+            counted = offset
+            counts.append(lines)
         del bytes_  # a view of the map, which closes next
-    return cuts
+    return counts
 
 
 @contextmanager

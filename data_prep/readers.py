@@ -122,7 +122,7 @@ class InputUnit:
     kind: str  # "jsonl", "parquet" or "text"
     start: int = 0
     end: int | None = None
-    first_line: int = 1  # line number of the first line at `start`
+    first_line: int | None = 1  # of the line at `start` (None: not counted yet, see plan.py)
     root: str | None = None  # text files: the directory the document ids are relative to
 
 
@@ -255,6 +255,8 @@ def make_record(
 
 def _read_jsonl(unit: InputUnit, config: ReaderConfig) -> Iterator[Record]:
     source, line_no, limit = unit.path, unit.first_line, config.max_doc_bytes
+    if line_no is None:
+        raise ValueError(f"{source} from byte {unit.start}: its line number was never counted")
     position, end = unit.start, unit.end
     with open_binary(source) as stream:
         if unit.start:

@@ -258,6 +258,7 @@ class ShardWriter:
             expand_inputs(config.inputs),
             config.partitions or PARTITIONS_PER_WORKER * config.workers,
         )
+        plan = plan.numbered(range(config.task, len(plan.partitions), config.tasks))
         content = _content_fingerprint(config, tokenizer)
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         jobs = [PartitionJob(config, i, units, str(self.parts_dir), tokenizer.spec, content)

@@ -34,6 +34,7 @@ def test_partitions_cover_every_line_once_in_order(
     paths = [str(tmp_path / name) for name in ("a.jsonl", "empty.jsonl", "b.jsonl")]
     plan = make_plan(expand_inputs(paths), partitions)
     assert 1 <= len(plan.partitions) <= partitions
+    plan = plan.numbered(range(len(plan.partitions)))
     read = [
         (Path(r.source).name, r.line, r.texts[0])
         for part in plan.partitions
@@ -64,3 +65,32 @@ def test_inputs_and_ranges_hash_their_bytes(
         {"path": str(tmp_path / "empty.jsonl"), "size": 0,
          "sha256": hashlib.sha256(b"").hexdigest()},
     ]  # fmt: skip
+
+
+def test_a_task_counts_lines_only_in_the_files_its_partitions_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [write_jsonl(tmp_path / f"{i}.jsonl", make_records(60, seed=i)) for i in range(3)]
+    plan = make_plan(expand_inputs([str(p) for p in paths]), 9)
+    everything = plan.numbered(range(len(plan.partitions)))
+    last = str(paths[2].resolve())
+    mine = [i for i, units in enumerate(plan.partitions) if units[0].path == last][1:]
+    assert mine and all(u.path == last for i in mine for u in plan.partitions[i])
+    counted = []
+    count = plan_module._lines_before
+
+    def spy(path: str, offsets: list[int]) -> list[int]:
+        counted.append(path)
+        return count(path, offsets)
+
+    monkeypatch.setattr(plan_module, "_lines_before", spy)
+    numbered = plan.numbered(mine)
+    assert counted == [last]
+    for i, units in enumerate(numbered.partitions):
+        if i in mine:
+            assert units == everything.partitions[i]
+        else:
+            assert units == plan.partitions[i]  # those inside a file still uncounted
+    uncounted = next(u for units in numbered.partitions for u in units if u.first_line is None)
+    with pytest.raises(ValueError, match="never counted"):
+        next(read_unit(uncounted, ReaderConfig()))
