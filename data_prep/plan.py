@@ -126,6 +126,7 @@ def _line_starts_after(path: str, offsets: list[int]) -> list[int]:
     and none twice. Reads from each offset to the next newline only."""
     cuts: list[int] = []
     with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
         for offset in sorted(offsets):
             if cuts and offset < cuts[-1]:
                 continue  # its line starts at the last cut or after it: found below
@@ -135,7 +136,7 @@ def _line_starts_after(path: str, offsets: list[int]) -> list[int]:
             if not block:
                 break  # no newline after it: the file's last line
             cut = offset + newline + 1
-            if cut >= os.fstat(handle.fileno()).st_size:
+            if cut >= size:
                 break
             if not cuts or cut > cuts[-1]:
                 cuts.append(cut)

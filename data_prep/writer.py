@@ -570,17 +570,21 @@ _STRING_BYTES = 2**31 - 1  # what a string array's 32-bit offsets reach
 def _string_column(values: list[str | None], pa: Any) -> Any:
     """A string column: one array, or chunks of about half its 32-bit offsets' reach."""
     encoded = [b"" if v is None else v.encode("utf-8") for v in values]
-    ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)))
+    lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+    ends = np.cumsum(lengths)
     if not len(values) or ends[-1] <= _STRING_BYTES:
-        return _string_chunk(values, encoded, pa)
+        return _string_chunk(values, encoded, lengths, pa)
     cuts = (np.flatnonzero(np.diff(ends // (_STRING_BYTES // 2 + 1))) + 1).tolist()
     bounds = zip([0, *cuts], [*cuts, len(values)], strict=True)
-    return pa.chunked_array([_string_chunk(values[a:b], encoded[a:b], pa) for a, b in bounds])
+    chunks = [_string_chunk(values[a:b], encoded[a:b], lengths[a:b], pa) for a, b in bounds]
+    return pa.chunked_array(chunks)
 
 
-def _string_chunk(values: list[str | None], encoded: list[bytes], pa: Any) -> Any:
+def _string_chunk(
+    values: list[str | None], encoded: list[bytes], lengths: np.ndarray, pa: Any
+) -> Any:
     offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    np.cumsum(np.fromiter(map(len, encoded), np.int32, len(encoded)), out=offsets[1:])
+    np.cumsum(lengths, out=offsets[1:], dtype=np.int32)
     present = np.fromiter((v is not None for v in values), bool, len(values))
     validity = None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
     buffers = [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
@@ -752,7 +756,7 @@ def _in_background(compute: Callable[[], Any]) -> Future:
 
 def _tokenizer_hashes(spec: dict[str, Any]) -> dict[str, str]:
     files = [spec[k] for k in ("path", "merges") if k in spec]
-    return {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files}
+    return {f: sha256_of(f) for f in files}
 
 
 def _checksum(path: Path) -> list[int] | None:

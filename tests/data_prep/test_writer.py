@@ -24,6 +24,18 @@ def run(inputs: list[Path], prefix: Path, spec: str, **options) -> list[dict]:
     return tokenize(config)
 
 
+def record_written_partitions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The indices of the partitions a run writes from now on, in the order it writes them."""
+    written: list[int] = []
+
+    def spy(job, report):
+        written.append(job.index)
+        return write_partition(job, report)
+
+    monkeypatch.setattr(writer_module, "write_partition", spy)
+    return written
+
+
 def test_shard_ids_equal_the_tokenizers_encoding(tmp_path: Path, jsonl: Path, bpe_spec: str):
     (manifest,) = run([jsonl], tmp_path / "s", bpe_spec, append_eod=True)
     tokenizer = load_tokenizer(bpe_spec)
@@ -208,13 +220,7 @@ def test_restart_skips_finished_partitions(
     write_partition(jobs[0], lambda *_: None)  # a job killed after its first partition...
     (writer.parts_dir / "part-00001.key0.tmp.bin").write_bytes(b"half-written")  # ...and more
     (writer.parts_dir / "merged.key0.bin").write_bytes(b"its shard, begun, never finished")
-    written = []
-
-    def spy(job, report):
-        written.append(job.index)
-        return write_partition(job, report)
-
-    monkeypatch.setattr(writer_module, "write_partition", spy)
+    written = record_written_partitions(monkeypatch)
     (manifest,) = writer.run()
     assert written == [1, 2]
     run(inputs, tmp_path / "fresh", bpe_spec, partitions=1)
@@ -238,13 +244,7 @@ def test_a_partition_is_reused_while_its_own_bytes_are_unchanged(
         write_partition(job, lambda *_: None)
     records[-1]["text"] = records[-1]["text"].swapcase()  # same length: the same cuts
     write_jsonl(path, records)
-    written = []
-
-    def spy(job, report):
-        written.append(job.index)
-        return write_partition(job, report)
-
-    monkeypatch.setattr(writer_module, "write_partition", spy)
+    written = record_written_partitions(monkeypatch)
     (manifest,) = writer.run()
     assert written == [1]
     assert manifest["inputs"][0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -293,13 +293,7 @@ def test_a_partition_whose_files_changed_since_its_marker_is_rewritten(
         damaged.write_bytes(data[:-2])
     else:
         damaged.unlink()
-    written = []
-
-    def spy(job, report):
-        written.append(job.index)
-        return write_partition(job, report)
-
-    monkeypatch.setattr(writer_module, "write_partition", spy)
+    written = record_written_partitions(monkeypatch)
     writer.run()
     assert written == [1]
     run(inputs, tmp_path / "fresh", bpe_spec, partitions=1)
