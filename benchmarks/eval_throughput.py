@@ -8,7 +8,10 @@ model's chat template when it has one, spread over the subjects as well; 32 new 
 stopping at a blank line) with the same batch size in this process, in alternating rounds;
 the JSON reports the median round of each side, every round, how far their
 log-likelihoods are apart and the share of identical generations (they are the same model,
-so only float rounding may differ).
+so only float rounding may differ). A last, profiled scoring pass over a fifth of the
+questions gives the share of our scorer's time spent in matrix products, which any
+implementation of the model computes: the speedup it would reach were everything else free
+bounds what this machine allows.
 
     python benchmarks/eval_throughput.py --json OUT.json [--hf-model GGUF_OR_DIR | --checkpoint RUN]
 
@@ -80,12 +83,16 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             their_texts = baseline.generate_until(generations)
             times["gen_base"].append(time.perf_counter() - start)
+        profiled, _ = requests_of(_spread(items, args.questions // 5))
+        product_share = _matrix_product_share(ours, profiled, args.batch_size)
     median = {name: statistics.median(seconds) for name, seconds in times.items()}
     result = {
         "model": args.checkpoint or str(model),
         "requests_per_s": len(requests) / median["ours"],
         "baseline_requests_per_s": len(requests) / median["baseline"],
         "speedup_vs_baseline": median["baseline"] / median["ours"],
+        "matrix_product_share": product_share,
+        "speedup_if_only_matrix_products": median["baseline"] / (median["ours"] * product_share),
         "max_abs_logprob_diff": max(
             abs(a - b) for a, b in zip(our_scores, their_scores, strict=True)
         ),  # fmt: skip
@@ -112,6 +119,20 @@ def main(argv: list[str] | None = None) -> int:
 def _spread(items: list, n: int) -> list:
     """At most ``n`` of ``items``, every k-th, evenly over the list."""
     return items[:: max(len(items) // n, 1)][:n]
+
+
+def _matrix_product_share(lm, requests: list, batch_size: int) -> float:
+    """The share of a scoring pass's wall time spent in matrix products (torch's profiler;
+    its own overhead counts as time outside them)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        lm.loglikelihood(requests, batch_size)
+    seconds = time.perf_counter() - start
+    products = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+    events = profiler.key_averages()
+    return sum(e.self_cpu_time_total for e in events if e.key in products) / 1e6 / seconds
 
 
 def _harness_model(directory: Path, batch_size: int):

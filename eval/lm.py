@@ -82,11 +82,11 @@ class CheckpointLM:
     # inference mode, not just no_grad: no version counters or views tracked (4% of scoring)
     @torch.inference_mode()
     def logits(
-        self, tokens_BS: torch.Tensor, positions: slice = slice(None)
+        self, tokens_BS: torch.Tensor, positions: slice | torch.Tensor = slice(None)
     ) -> torch.Tensor | None:
         """(B, P, V) float32 next-token logits of a batch of token ids at sequence
-        ``positions`` (all S by default), on the pipeline's last stage (None on the
-        others)."""
+        ``positions`` (all S by default; a (B, P) tensor gives each row its own), on the
+        pipeline's last stage (None on the others)."""
         tokens_BS = tokens_BS.to(self.device)
         position_ids_BS = torch.arange(tokens_BS.shape[1], device=self.device).expand_as(tokens_BS)
         with output_positions(self.model, positions):
@@ -113,7 +113,7 @@ class CheckpointLM:
         Requests that give the model the same input (the choices " A" to " D" of one
         question: one context, one-token continuations) share one forward pass, and a
         prefix the inputs of a batch share (a task's instructions, its few-shot examples)
-        is read once (see ``_span_logits``).
+        is read once (see ``_scored_logits``).
         """
         windows = [self._window(*request) for request in requests]
         readers: dict[tuple[int, ...], list[int]] = {}  # model input -> requests reading it
@@ -123,20 +123,19 @@ class CheckpointLM:
         budget = CPU_TOKENS_PER_PASS if self.device.type == "cpu" else None
         for batch in batches(reading_order(list(readers)), batch_size, budget):
             # Position t predicts token t + 1, so a continuation's predictors are the last
-            # n_cont positions of its input. Only the batch's span of them reaches the output
-            # layer.
-            first = {i: len(key) - windows[i][1] for key in batch for i in readers[key]}
-            span = slice(min(first.values()), max(len(key) for key in batch))
-            logits_BPV = self._span_logits(batch, span)
+            # n_cont positions of its input. Only each row's last ``scored`` positions reach
+            # the output layer, wherever the row ends.
+            scored = max(windows[i][1] for key in batch for i in readers[key])
+            first = min(len(key) - windows[i][1] for key in batch for i in readers[key])
+            logits_BPV = self._scored_logits(batch, scored, first)
             if logits_BPV is None:
                 continue  # an earlier pipeline stage: the last one scores
             for row, key in enumerate(batch):
                 for i in readers[key]:
                     ids, n_cont = windows[i]
                     target = torch.tensor(ids[-n_cont:], device=self.device)
-                    start = first[i] - span.start
                     # normalise only the rows scored: no second (B, P, V) tensor
-                    logprobs_CV = torch.log_softmax(logits_BPV[row, start : start + n_cont], -1)
+                    logprobs_CV = torch.log_softmax(logits_BPV[row, scored - n_cont :], -1)
                     results[i] = ScoredContinuation(
                         logprob=float(logprobs_CV.gather(1, target[:, None]).sum()),
                         is_greedy=bool((logprobs_CV.argmax(dim=-1) == target).all()),
@@ -145,23 +144,28 @@ class CheckpointLM:
         return from_last_stage(results)  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _span_logits(self, rows: list[tuple[int, ...]], span: slice) -> torch.Tensor | None:
-        """(B, P, V) float32 logits at sequence ``span`` of a batch of inputs, right-padded
-        (causal attention never lets a real position read the padding); None on an earlier
-        pipeline stage.
+    def _scored_logits(
+        self, rows: list[tuple[int, ...]], scored: int, first: int
+    ) -> torch.Tensor | None:
+        """(B, ``scored``, V) float32 logits at each row's last ``scored`` positions, of a
+        batch of inputs right-padded (causal attention never lets a real position read the
+        padding), none scored before position ``first``; None on an earlier pipeline stage.
 
         When the rows share a prefix worth reading once (``shared_prefix``) that ends
-        before the span, the prefix is read once, in one row, into megatron's KV cache; the
+        before ``first``, the prefix is read once, in one row, into megatron's KV cache; the
         cache is copied to every row and the rows' remainders read on from it under a
         causal mask, at their own positions: the shared prefix costs one row, not B.
         """
         batch, width = len(rows), max(len(row) for row in rows)
-        shared = shared_prefix(rows, span.start) if self._reads_cache_with_masks() else 0
+        ends_B1 = torch.tensor([len(row) for row in rows])[:, None]
+        # a row shorter than ``scored`` repeats its first position, which nothing reads
+        positions_BP = (ends_B1 - scored + torch.arange(scored)).clamp(min=0)
+        shared = shared_prefix(rows, first) if self._reads_cache_with_masks() else 0
         tokens_BS = torch.zeros(batch, width - shared, dtype=torch.long)
         for row, ids in enumerate(rows):
             tokens_BS[row, : len(ids) - shared] = torch.tensor(ids[shared:])
         if not shared:
-            return self.logits(tokens_BS, span)
+            return self.logits(tokens_BS, positions_BP)
         from megatron.core.inference.contexts import StaticInferenceContext
 
         cache = StaticInferenceContext(batch, width)
@@ -169,7 +173,7 @@ class CheckpointLM:
         cache.materialize_only_last_token_logits = False
         query_S = torch.arange(shared, width, device=self.device)
         blocked_11SK = (torch.arange(width, device=self.device) > query_S[:, None])[None, None]
-        with output_positions(self.model, slice(span.start - shared, span.stop - shared)):
+        with output_positions(self.model, (positions_BP - shared).clamp(min=0)):
             logits_BPV = self.model(tokens_BS.to(self.device), query_S.expand(batch, -1),
                                     blocked_11SK, inference_context=cache,
                                     runtime_gather_output=True)  # fmt: skip

@@ -94,11 +94,13 @@ def forward_stages(
 
 
 @contextmanager
-def output_positions(module: Any, positions: slice) -> Iterator[None]:
+def output_positions(module: Any, positions: slice | torch.Tensor) -> Iterator[None]:
     """Within, the model's output layer reads only the hidden states at sequence
-    ``positions``, so its logits are (B, len(positions), V). A scoring batch scores a few
-    positions of each row; at a large vocabulary the output layer at all the others would be
-    a fifth of the forward pass thrown away. Nothing changes on earlier pipeline stages."""
+    ``positions``: a slice, the same in every row, or a (B, P) tensor of each row's own
+    positions; its logits are (B, P, V). A scoring batch scores a few positions of each row,
+    not at the same place in rows of different lengths; at a large vocabulary the output
+    layer at all the others would be a fifth of the forward pass thrown away. Nothing
+    changes on earlier pipeline stages."""
     from megatron.core.utils import get_attr_wrapped_model
 
     gpt = get_attr_wrapped_model(module, "post_process", return_model_obj=True)
@@ -108,7 +110,10 @@ def output_positions(module: Any, positions: slice) -> Iterator[None]:
 
     def keep_positions(_layer: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         hidden_SBH, *rest = args
-        return (hidden_SBH[positions], *rest), kwargs
+        if isinstance(positions, slice):
+            return (hidden_SBH[positions], *rest), kwargs
+        rows_1B = torch.arange(hidden_SBH.shape[1], device=hidden_SBH.device)[None]
+        return (hidden_SBH[positions.T.to(hidden_SBH.device), rows_1B], *rest), kwargs
 
     handle = gpt.output_layer.register_forward_pre_hook(keep_positions, with_kwargs=True)
     try:

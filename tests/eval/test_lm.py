@@ -78,6 +78,24 @@ def test_choices_of_one_question_share_a_forward_pass_and_score_as_alone(trunk, 
         assert shared.is_greedy == alone.is_greedy
 
 
+def test_the_output_layer_reads_only_each_rows_scored_positions(trunk):
+    """Rows of different lengths end at different places: the output layer reads each
+    row's last positions, as many as the batch's longest continuation, not the span from
+    the shortest row's first scored position to the longest row's end."""
+    requests = [([5] * n, [7, 8][:k]) for n, k in ((60, 1), (9, 2), (31, 1), (44, 1))]
+    read: list[tuple[int, ...]] = []
+    hook = trunk.model.output_layer.register_forward_hook(  # sees the input it read
+        lambda _, args, _output: read.append(tuple(args[0].shape[:2]))
+    )
+    batched = trunk.loglikelihood_tokens(requests, batch_size=4)
+    hook.remove()
+    assert read == [(2, 4)]  # (positions, rows): the longest continuation, every row
+    for request, scored in zip(requests, batched, strict=True):
+        (alone,) = trunk.loglikelihood_tokens([request])
+        assert scored.logprob == pytest.approx(alone.logprob, abs=1e-4)
+        assert scored.is_greedy == alone.is_greedy
+
+
 def test_generation_is_the_greedy_chain_whatever_the_batch(trunk, texts):
     encoded = [trunk.tokenizer.encode(text) for text in texts[:4]]
     # sorted by length and batched in pairs: (10, 10) and (10, 25), a row reading its
