@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             their_texts = baseline.generate_until(generations)
             times["gen_base"].append(time.perf_counter() - start)
-        profiled, _ = requests_of(_spread(items, args.questions // 5))
+        profiled, _ = requests_of(_spread(items, max(args.questions // 5, 1)))
         product_share = _matrix_product_share(ours, profiled, args.batch_size)
     median = {name: statistics.median(seconds) for name, seconds in times.items()}
     result = {

@@ -135,11 +135,10 @@ def _line_starts_after(path: str, offsets: list[int]) -> list[int]:
                 offset += len(block)
             if not block:
                 break  # no newline after it: the file's last line
-            cut = offset + newline + 1
+            cut = offset + newline + 1  # past the last cut: the offset is not before it
             if cut >= size:
                 break
-            if not cuts or cut > cuts[-1]:
-                cuts.append(cut)
+            cuts.append(cut)
     return cuts
 
 
