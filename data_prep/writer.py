@@ -288,13 +288,16 @@ class ShardWriter:
         each written one (those of an earlier run first)."""
         total = PartitionStats(tokens=[0] * len(self.config.json_keys))
         todo = []
-        for job in jobs:
-            done = job.finished()
-            if done is None:
-                todo.append(job)
-            else:
-                total.add(done)
-                finished(job.index)
+        # An earlier run's partitions are checked on every worker's core (hashing their
+        # inputs and checksumming their files release the GIL), and each is told of in
+        # order as soon as it is checked, while its files are still in the page cache.
+        with ThreadPoolExecutor(self.config.workers) as pool:
+            for job, done in zip(jobs, pool.map(PartitionJob.finished, jobs), strict=True):
+                if done is None:
+                    todo.append(job)
+                else:
+                    total.add(done)
+                    finished(job.index)
         if len(todo) < len(jobs):
             _log(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} partitions already written")
         progress = _Progress(plan.text_bytes, total, enabled=self.config.progress)
@@ -537,13 +540,17 @@ def _encode_into(
         counts = [len(sentences) for sentences in split]
     encoded = tokenizer.encode_arrays(pieces)
     ends = np.cumsum(counts)  # one past each document's last piece
+    starts = ends - np.asarray(counts)  # each document's first piece
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    tokens = np.concatenate(encoded, dtype=builder.dtype, casting="unsafe")
-    if config.append_eod:  # after each document's last piece, in one pass over the tokens
-        tokens = np.insert(tokens, np.cumsum(lengths)[ends - 1], tokenizer.eod_id)
+    if config.append_eod:  # after each document's last piece
+        eod = np.array([tokenizer.eod_id], dtype=builder.dtype)
+        encoded = [ids for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
+                   for ids in (*encoded[a:b], eod)]  # fmt: skip
         lengths[ends - 1] += 1
+    # the tokens are copied once, into the shard's dtype
+    tokens = np.concatenate(encoded, dtype=builder.dtype, casting="unsafe")
     builder.add_documents([tokens], lengths, ends)
-    return np.add.reduceat(lengths, ends - np.asarray(counts))
+    return np.add.reduceat(lengths, starts)
 
 
 def _doc_rows(batch: list[Document], n_tokens: list[np.ndarray], pa: Any) -> Any:
