@@ -18,6 +18,7 @@ import mmap
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -83,8 +84,12 @@ class Plan:
 
     @cached_property
     def input_files(self) -> list[InputFile]:
-        """Every input file with its sha256, as the manifest lists them (hashed once)."""
-        return [InputFile(path, size, sha256_of(path)) for path, size in self.sizes.items()]
+        """Every input file with its sha256, as the manifest lists them (hashed once, on
+        every core: hashing releases the GIL)."""
+        with ThreadPoolExecutor(max(1, min(len(self.sizes), os.cpu_count() or 1))) as pool:
+            hashes = pool.map(sha256_of, self.sizes)
+            return [InputFile(path, size, sha256) for (path, size), sha256
+                    in zip(self.sizes.items(), hashes, strict=True)]  # fmt: skip
 
 
 def make_plan(units: list[InputUnit], partitions: int) -> Plan:
