@@ -49,11 +49,8 @@ class ShardBuilder:
     ) -> None:
         """Append a batch: `sequences` in order (sentences or whole documents), `lengths`
         theirs, and `ends` the number of this batch's sequences at each document's end."""
-        if len(sequences) == 1:  # written as it is when it has the shard's dtype
-            tokens = np.ascontiguousarray(sequences[0], dtype=self.dtype)
-        else:
-            tokens = np.concatenate(sequences, dtype=self.dtype, casting="unsafe")
-        self._bin.write(tokens.data)
+        for tokens in sequences:  # an array already of the shard's dtype is written as it is
+            self._bin.write(np.ascontiguousarray(tokens, dtype=self.dtype).data)
         self._lengths.append(np.asarray(lengths, dtype=np.int32))
         self._document_ends.append(self._sequences + np.asarray(ends, dtype=np.int64))
         self._sequences += len(lengths)
