@@ -8,6 +8,7 @@ that a typo fails before any process group starts, with the file and the dotted 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -92,10 +93,13 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         name: _coerce(value, hints[name], f"{where}.{name}" if where else name)
         for name, value in data.items()
     }
-    try:
-        return cls(**kwargs)
-    except TypeError as e:  # a required field is missing
-        raise ConfigError(f"{where or cls.__name__}: {e}") from None
+    missing = [name for name, f in fields.items() if name not in data
+               and f.default is f.default_factory is dataclasses.MISSING]  # fmt: skip
+    if missing:
+        prefix = f"{where}." if where else ""
+        keys = ", ".join(prefix + name for name in missing)
+        raise ConfigError(f"missing key {keys}: {cls.__name__} has no default for it")
+    return cls(**kwargs)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -114,8 +118,38 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); "
+                              "quote it for the shell, e.g. 'a.b=[1, 2]'") from None  # fmt: skip
     return data
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping: YAML itself keeps
+    the last silently, losing what the first block set."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"line {line}: key {key!r} is already set on line {seen[key]}")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _blame(error: ConfigError, source: str, overrides: list[str]) -> ConfigError:
+    """``error`` named after the override that set the field it names, else the file: an
+    override's mistake is not the file's."""
+    for item in overrides:
+        key = item.partition("=")[0]
+        if key and re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", str(error)):
+            return ConfigError(f"override {item}: {error}")
+    return ConfigError(f"{source}: {error}")
 
 
 def load_config(
@@ -128,9 +162,11 @@ def load_config(
     if path is not None:
         source = str(path)
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: invalid YAML: {e}") from None
         if not isinstance(data, dict):
@@ -142,7 +178,7 @@ def load_config(
         if validate is not None:
             validate(**validate_args)
     except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise _blame(e, source, list(overrides)) from None
     return cfg
 
 

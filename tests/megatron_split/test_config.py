@@ -1,3 +1,4 @@
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,38 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(RunConfig, tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(RunConfig, write(tmp_path, "model: [unclosed\n"))
+    with pytest.raises(ConfigError, match=r"override 'optim.lr=\[1': the value is not valid"):
+        load_config(RunConfig, None, ["optim.lr=[1"])
+
+
+def test_a_key_written_twice_is_refused(tmp_path):
+    # YAML keeps the second block silently: optim.lr would be lost
+    text = "optim:\n  lr: 7e-4\ntrain:\n  steps: 5\noptim:\n  weight_decay: 0.0\n"
+    with pytest.raises(ConfigError, match=r"run.yaml: line 5: key 'optim' is already set on line 1"):
+        load_config(RunConfig, write(tmp_path, text))
+
+
+def test_an_error_names_the_override_that_made_it(tmp_path, shards):
+    path = write(tmp_path, f"data:\n  paths: [{shards[0]}]\n")
+    with pytest.raises(ConfigError, match=r"^override train.steps=0: train.steps must be"):
+        load_config(RunConfig, path, ["optim.lr=1e-3", "train.steps=0"]).validate(world_size=1)
+    with pytest.raises(ConfigError, match=r"^override optim.lrr=1: unknown key optim.lrr"):
+        load_config(RunConfig, path, ["optim.lrr=1"])
+    # a field no override touched is the file's
+    bad = write(tmp_path, f"data:\n  paths: [{shards[0]}]\ntrain:\n  steps: 0\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: train.steps must be"):
+        load_config(RunConfig, bad, ["optim.lr=1e-3"]).validate(world_size=1)
+
+
+def test_a_missing_required_key_is_named(tmp_path):
+    @dataclass
+    class Experiment:
+        out: str
+        config: str
+        seed: int = 0
+
+    with pytest.raises(ConfigError, match=r"run.yaml: missing key out, config: Experiment has"):
+        load_config(Experiment, write(tmp_path, ""))
 
 
 def test_a_shard_too_small_for_a_validation_split_is_refused(tmp_path, shards):
