@@ -43,7 +43,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--from", dest="parent", required=True, help="the trunk checkpoint")
     parser.add_argument("--steps", type=int, required=True, help="continued-pretraining steps")
     parser.add_argument("--run-dir", required=True, help="the branch's run directory")
-    return parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow the options
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

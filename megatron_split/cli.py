@@ -7,6 +7,7 @@ module only dispatches, importing lazily so that ``msplit --help`` stays instant
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import sys
 
 # subcommand -> (module with main(argv), one-line help)
@@ -38,7 +39,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: msplit <command> [args...]", "", "commands:"]
+    lines = ["usage: msplit [--version] <command> [args...]", "", "commands:"]
     lines += [f"  {name:<11} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     lines += ["", "Run `msplit <command> --help` for the options of one command."]
     return "\n".join(lines)
@@ -46,9 +47,15 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
+    if argv and argv[0] == "--version":
+        print(f"msplit {importlib.metadata.version('megatron-split')}")
+        return 0
+    if not argv:
+        print(_usage(), file=sys.stderr)
+        return 2
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
         print(f"msplit: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)

@@ -25,33 +25,49 @@ from pathlib import Path
 from megatron_split.config import ConfigError, load_config
 from megatron_split.train_cli import setup_logging
 
+ACTIONS = {
+    "plan": "print every node with its tokens, FLOPs and kept checkpoints, and the totals",
+    "run": "run the graph on this machine in dependency order, skipping what is complete",
+    "submit": "send the graph to Slurm as job arrays chained by afterok",
+    "status": "print every node's state (complete, queued, running, failed, ...)",
+    "cancel": "cancel the Slurm jobs of nodes and of the nodes after them",
+}
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="msplit experiment",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
-    parser.add_argument("action", choices=["plan", "run", "submit", "status", "cancel"])
-    parser.add_argument("experiment", help="experiment YAML")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ACTIONS:  # the overview, or an error listing the actions
+        parser = argparse.ArgumentParser(
+            prog="msplit experiment",
+            description=__doc__.split("\n\n")[0],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=__doc__.split("\n\n", 1)[1],
+        )
+        parser.add_argument("action", choices=ACTIONS, help="; ".join(
+            f"{name}: {what}" for name, what in ACTIONS.items()))  # fmt: skip
+        parser.parse_args(argv[:1])
+    return _action_parser(argv[0]).parse_intermixed_args(argv[1:])
+
+
+def _action_parser(action: str) -> argparse.ArgumentParser:
+    """One action's options (none of another's), overrides anywhere among them."""
+    parser = argparse.ArgumentParser(prog=f"msplit experiment {action}",
+                                     description=f"{ACTIONS[action]}.")  # fmt: skip
+    parser.set_defaults(action=action)
+    parser.add_argument("experiment", help="experiment YAML (see configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides of the file")
-    parser.add_argument("--wait", action="store_true", help="submit, then wait for every job")
-    parser.add_argument(
-        "--dry-run",
-        metavar="DIR",
-        help="submit: write every node's sbatch script and the graph under DIR, submit nothing",
-    )
-    parser.add_argument(
-        "--tokens-per-s", type=float, help="plan: training throughput, for the wall time"
-    )
-    parser.add_argument(
-        "--node",
-        action="append",
-        metavar="NAME",
-        help="cancel: this node's jobs and its dependents' (repeatable; default: every node)",
-    )
-    return parser.parse_args(argv)
+    if action == "plan":
+        parser.add_argument("--tokens-per-s", type=float,
+                            help="training throughput: adds each node's wall time")  # fmt: skip
+    elif action == "submit":
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument("--wait", action="store_true", help="then wait for every job")
+        mode.add_argument("--dry-run", metavar="DIR", help="write every node's sbatch script "
+                          "and the graph under DIR, submit nothing")  # fmt: skip
+    elif action == "cancel":
+        parser.add_argument("--node", action="append", metavar="NAME", help="this node's jobs "
+                            "and its dependents' (repeatable; default: every node)")  # fmt: skip
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +148,7 @@ def run_and_report(
     parser.add_argument("--out", default=out, help="where every node writes")
     parser.add_argument("--experiment", default=str(experiment), help="the experiment file")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value of the experiment")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     code = main(["run", args.experiment, f"out={args.out}", *args.overrides])
     report = Path(args.out) / "report.md"
     if code == 0 and report.is_file():

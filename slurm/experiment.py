@@ -109,8 +109,12 @@ class DataStage:
     embed_slurm: SlurmConfig | None = None
 
     def validate(self) -> None:
-        if self.tokenize_tasks < 1:
-            raise ConfigError(f"data.tokenize_tasks must be >= 1, got {self.tokenize_tasks}")
+        at_least = {"k": 1, "workers": 1, "tokenize_tasks": 1, "vocab_size": 257}  # 256 bytes + EOD
+        for key, low in at_least.items():
+            if getattr(self, key) < low:
+                raise ConfigError(f"data.{key} must be >= {low}, got {getattr(self, key)}")
+        if not self.inputs and self.phonebook is None and self.max_mb <= 0:
+            raise ConfigError(f"data.max_mb must be > 0 (the bundled corpus), got {self.max_mb}")
         if self.phonebook is not None:
             wanted = {"inputs": [], "label_key": "book", "by_label": True, "k": 2}
             wrong = {key: value for key, value in wanted.items() if getattr(self, key) != value}
@@ -397,10 +401,11 @@ def steps_of(tokens: int, tokens_per_step: int, where: str) -> int:
     """The steps of a budget; a budget that is not a whole number of steps is refused."""
     if tokens <= 0 or tokens % tokens_per_step:
         below = tokens // tokens_per_step * tokens_per_step
+        nearest = (f"{below} or {below + tokens_per_step}" if below > 0
+                   else f"{tokens_per_step} (one step) or a multiple of it")  # fmt: skip
         raise ConfigError(
             f"{where}={tokens} is not a positive multiple of the {tokens_per_step} tokens of a "
-            f"step (train.global_batch x model.seq_length): use {below or tokens_per_step} or "
-            f"{below + tokens_per_step}"
+            f"step (train.global_batch x model.seq_length): use {nearest}"
         )
     return tokens // tokens_per_step
 

@@ -12,11 +12,12 @@ pytestmark = pytest.mark.slow
 
 
 def branch(demo_family, run_dir, cluster: int) -> subprocess.CompletedProcess:
+    # overrides before and after the options, as users write them
     cmd = [sys.executable, "-m", "megatron_split.cli", "branch", "configs/tiny.yaml",
-           "train.progress=false", "train.tensorboard=false",
+           "train.progress=false",
            "--clusters", str(demo_family / "clusters"), "--cluster", str(cluster),
            "--from", str(demo_family / "trunk"), "--steps", "2",
-           "--run-dir", str(run_dir)]  # fmt: skip
+           "--run-dir", str(run_dir), "train.tensorboard=false"]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
@@ -36,6 +37,15 @@ def test_a_cluster_outside_the_manifest_is_refused(demo_family, tmp_path):
     done = branch(demo_family, tmp_path / "b9", cluster=9)
     assert done.returncode == 2
     assert "data: cluster 9 out of range: the manifest has k=2" in done.stderr
+
+
+def test_a_branch_of_no_steps_is_refused_by_its_option(capsys):
+    from megatron_split.branch_cli import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["c.yaml", "--clusters", "C", "--cluster", "0", "--from", "T", "--steps", "0",
+                    "--run-dir", "R"])  # fmt: skip
+    assert "--steps must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_a_released_model_branches_in_its_own_architecture(tokenizer_dir, tmp_path):

@@ -137,6 +137,23 @@ def test_budgets_are_tokens_in_whole_steps(demo_family, tmp_path):
     assert [n.name for n in graph if n.name.endswith("eval")] == ["split_6/eval", "split_12/eval"]
 
 
+def test_a_budget_below_one_step_and_no_clusters_are_named(demo_family, tmp_path):
+    with pytest.raises(ConfigError, match=r"trunk.tokens=100 .*use 512 \(one step\) or a multi"):
+        build_graph(experiment(demo_family, tmp_path, "trunk.tokens=100"))
+    with pytest.raises(ConfigError, match=r"^override data.k=0: data.k must be >= 1, got 0"):
+        load_config(ExperimentConfig, "configs/demo.yaml", [f"out={tmp_path}", "data.k=0"])
+
+
+def test_each_action_takes_its_own_options_among_the_overrides(tmp_path, capsys):
+    plan = ["plan", "configs/demo.yaml", "--tokens-per-s", "1e5", f"out={tmp_path}", "data.k=3"]
+    assert experiment_cli(plan) == 0
+    assert "per arm:" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        experiment_cli(["run", "configs/demo.yaml", "--dry-run", str(tmp_path / "scripts")])
+    assert "unrecognized arguments: --dry-run" in capsys.readouterr().err
+    assert not (tmp_path / "scripts").exists()
+
+
 def test_every_run_has_its_own_seed_and_seeds_repeat_the_experiment(demo_family, tmp_path):
     graph = build_graph(experiment(demo_family, tmp_path, "seeds=[7,8]"))
     names = [node.name for node in graph]
