@@ -16,10 +16,11 @@ from laws.io import read_json, write_json
 from laws.select import CRITERIA, HOLDOUTS, SelectionConfig, heldout_scores
 
 EXAMPLES = """examples:
-  python -m laws forms
-  python -m laws fit results.csv --form auto --holdout largest-N --bootstrap 100 --json fit.json
-  python -m laws plan --fit fit.json --n 1.3e9 --budget 3.6e11 --k 16 --json plan.json
-  python -m laws report --fit fit.json --data results.csv --out report/
+  msplit laws forms
+  msplit laws fit results.csv --form auto --holdout largest-N --bootstrap 100 --json fit.json
+  msplit laws fit runs/demo --json fit.json   # every law_points.jsonl under a directory
+  msplit laws plan --fit fit.json --n 1.3e9 --budget 3.6e11 --k 16 --json plan.json
+  msplit laws report --fit fit.json --data results.csv --out report/
 """
 
 
@@ -29,7 +30,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="laws",
+        prog="msplit laws",
         description="Fit scaling laws L(N, D, D') and choose the pretraining/specialisation "
         "split of a compute budget.",
         epilog=EXAMPLES,
@@ -45,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="fit a form (or pick one by extrapolation) to a table")
     fit.add_argument(
         "data",
-        help="results table: .csv, .parquet or .jsonl with N, D, D_prime, loss[, domain, run]",
+        help="results table: .csv, .parquet or .jsonl with N, D, D_prime, loss[, domain, run], "
+        "or a directory: every law_points.jsonl under it (what `msplit eval` writes)",
     )
     fit.add_argument(
         "--form", default="auto", help="form name, or 'auto' to compare all (see `laws forms`)"
@@ -99,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--json", required=True, metavar="OUT", help="write the fit here")
 
     plan = sub.add_parser("plan", help="optimal split of a budget for a fitted law")
-    plan.add_argument("--fit", required=True, metavar="FIT.json")
+    plan.add_argument("--fit", required=True, metavar="FIT.json", help="what `fit --json` wrote")
     plan.add_argument("--n", type=float, required=True, help="model size (parameters)")
     plan.add_argument("--budget", type=float, required=True, help="total tokens T")
     plan.add_argument("--k", type=int, required=True, help="number of clusters/specialists")
@@ -118,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", metavar="OUT", help="also write the plan as JSON")
 
     report = sub.add_parser("report", help="markdown report with plots")
-    report.add_argument("--fit", required=True, metavar="FIT.json")
+    report.add_argument("--fit", required=True, metavar="FIT.json", help="what `fit --json` wrote")
     report.add_argument("--data", required=True, help="the table the law was fitted on")
     report.add_argument("--out", required=True, help="output folder")
     report.add_argument("--k", type=int, default=16, help="clusters for the split (default 16)")

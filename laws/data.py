@@ -8,6 +8,7 @@ Formats: CSV, Parquet, and JSONL with one object per row (the evaluation results
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import math
 import warnings
@@ -20,6 +21,7 @@ import numpy as np
 REQUIRED = ("N", "D", "loss")
 OPTIONAL_NUMERIC = ("D_prime",)
 OPTIONAL_LABELS = ("domain", "run")
+KNOWN = (*REQUIRED, *OPTIONAL_NUMERIC, *OPTIONAL_LABELS)  # every other column is not read
 
 
 class DataError(ValueError):
@@ -165,7 +167,27 @@ def _read_jsonl(path: Path) -> tuple[dict[str, list[Any]], list[str]]:
     return {n: [r.get(n) for r in records] for n in names}, locations
 
 
+def _near_misses(names: list[str]) -> dict[str, str]:
+    """Columns that look like a known column misspelt (``Dprime``, ``domian``, ``d``): read
+    as extra columns, they would be ignored and the fit would go on without them."""
+    squashed = {name.lower().replace("_", ""): name for name in KNOWN}
+    misses = {}
+    for name in (n for n in names if n not in KNOWN):
+        close = difflib.get_close_matches(name, KNOWN, n=1, cutoff=0.8)
+        match = squashed.get(name.lower().replace("_", "").replace("'", "prime")) or (
+            close[0] if close else None
+        )
+        if match is not None and match not in names:
+            misses[name] = match
+    return misses
+
+
 def _build(columns: dict[str, list[Any]], locations: list[str], source: str) -> Table:
+    misses = _near_misses(list(columns))
+    if misses:
+        name, known = next(iter(misses.items()))
+        raise DataError(f"{source}: column {name!r} is not one of the table's columns; did you "
+                        f"mean {known!r}? (rename it; read are {', '.join(KNOWN)})")  # fmt: skip
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         have = ", ".join(columns) or "none"

@@ -63,6 +63,19 @@ def test_missing_columns_and_bad_json_are_clear_errors(tmp_path, write_csv):
         load_table(write_csv(ROWS, name="results.txt"))
 
 
+@pytest.mark.parametrize(("column", "meant"), [("Dprime", "D_prime"), ("domian", "domain"),
+                                              ("D'", "D_prime"), ("Loss", "loss")])  # fmt: skip
+def test_a_misspelt_column_is_refused_not_ignored(write_csv, column, meant):
+    rows = [{**{k: v for k, v in row.items() if k != meant}, column: row[meant]} for row in ROWS]
+    with pytest.raises(DataError, match=rf"column {column!r} .* did you mean {meant!r}"):
+        load_table(write_csv(rows))
+
+
+def test_extra_columns_are_kept_out_of_the_fit(write_csv):
+    t = load_table(write_csv([{**row, "arm": "split", "cluster": 0} for row in ROWS]))
+    np.testing.assert_allclose(t.loss, [3.1, 3.0, 2.8])
+
+
 def test_collinear_design_warns():
     N = np.array([1e8, 2e8, 4e8])
     table = Table.from_arrays(N, 20 * N, [3.0, 2.9, 2.8], Dp=[0, 1e7, 0])
