@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import Any
 
+from data_prep.arguments import non_negative_int, positive_float, positive_int
 from data_prep.cluster_cli import add_commands as add_cluster_commands
 from data_prep.plan import PARTITIONS_PER_WORKER
-from data_prep.readers import BadInputError
+from data_prep.readers import ON_ERROR, BadInputError
 from data_prep.tokenizers import TokenizerError
 
 # Megatron-LM's --tokenizer-type values and the spec kind each maps to.
@@ -59,7 +61,8 @@ def _add_tokenize(commands: argparse._SubParsersAction) -> None:
                    "text files (one document per file)")  # fmt: skip
     p.add_argument("--output-prefix", required=True, help="shard path prefix")
     p.add_argument("--tokenizer", metavar="SPEC",
-                   help="hf:PATH/tokenizer.json | gpt2:VOCAB.json,MERGES.txt | gpt2:DIR | "
+                   help="hf:PATH/tokenizer.json | hf:DIR (a model directory holding "
+                   "tokenizer.json) | gpt2:VOCAB.json,MERGES.txt | gpt2:DIR | "
                    "sentencepiece:PATH.model")  # fmt: skip
     p.add_argument("--tokenizer-type", choices=sorted(MEGATRON_TOKENIZER_TYPES),
                    help="Megatron-style alternative to --tokenizer (with --vocab-file/"
@@ -71,10 +74,13 @@ def _add_tokenize(commands: argparse._SubParsersAction) -> None:
         "--json-keys",
         nargs="+",
         default=["text"],
-        help="text fields; several keys write one shard each, PREFIX_KEY",
+        help="text fields; several keys write one shard each, PREFIX_KEY (default: text)",
     )
-    p.add_argument("--id-key", default="id", help="field carried into the doc table as id")
-    p.add_argument("--label-key", default="label", help="field carried in as label")
+    p.add_argument("--id-key", default="id",
+                   help="field carried into the doc table as id (default: id)")  # fmt: skip
+    p.add_argument("--label-key", help="field carried into the doc table as label (default: "
+                   "label); a key given here that no document holds is a warning at the end, "
+                   "with the count (not an error: Megatron-LM ignores unknown fields)")  # fmt: skip
     p.add_argument("--append-eod", action="store_true", help="end every document with EOD")
     p.add_argument(
         "--split-sentences",
@@ -88,10 +94,12 @@ def _add_tokenize(commands: argparse._SubParsersAction) -> None:
         default="english",
         help="punkt language for --split-sentences (default: english)",
     )
-    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="parallel workers, threads or processes as --executor picks "
+                   "(default: 1)")  # fmt: skip
     p.add_argument(
         "--partitions",
-        type=int,
+        type=positive_int,
         help=f"partitions: resumable units of work (default: {PARTITIONS_PER_WORKER} per worker)",
     )
     p.add_argument(
@@ -99,11 +107,10 @@ def _add_tokenize(commands: argparse._SubParsersAction) -> None:
         choices=["auto", "threads", "processes"],
         default="auto",
         help="run workers as threads (HF tokenizers encode without the GIL) or "
-        "processes; auto picks threads unless sentence splitting or SentencePiece",
+        "processes; auto (the default) picks threads unless sentence splitting, SentencePiece "
+        "or GPT-2's vocabulary (tiktoken) needs processes",
     )
-    p.add_argument("--on-error", choices=["stop", "skip"], default="stop",
-                   help="bad records: stop naming file, line and reason (default), or skip "
-                   "and count them by reason in the manifest")  # fmt: skip
+    _add_on_error(p, "in the manifest")
     p.add_argument(
         "--control-chars",
         choices=["keep", "strip", "error"],
@@ -114,7 +121,7 @@ def _add_tokenize(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-doc-mb",
-        type=float,
+        type=positive_float,
         default=32.0,
         help="larger documents are bad input (default: 32)",
     )
@@ -155,7 +162,7 @@ def _run_tokenize(args: argparse.Namespace) -> int:
         tokenizer=_tokenizer_spec(args),
         json_keys=tuple(args.json_keys),
         id_key=args.id_key,
-        label_key=args.label_key,
+        label_key=args.label_key or TokenizeConfig.label_key,
         append_eod=args.append_eod,
         split_sentences=args.split_sentences,
         language=args.language,
@@ -169,8 +176,29 @@ def _run_tokenize(args: argparse.Namespace) -> int:
         tasks=args.tasks,
         progress=not args.no_progress,
     )
-    tokenize(config)
+    manifests = tokenize(config)
+    if args.label_key is not None:
+        _warn_unlabelled(manifests, args.label_key)
     return 0
+
+
+def _warn_unlabelled(manifests: list[dict[str, Any]], label_key: str) -> None:
+    """A --label-key no document holds is most likely misspelt: say so, with the count."""
+    from data_prep.shards import read_doc_table
+
+    if not manifests:  # one task of a job array: the merge says it
+        return
+    documents = manifests[0]["documents"]
+    unlabelled = read_doc_table(manifests[0]["prefix"]).column("label").null_count
+    if unlabelled == documents:
+        print(f"msplit data tokenize: warning: no document has the label key {label_key!r}: "
+              f"all {documents:,} documents are unlabelled", file=sys.stderr)  # fmt: skip
+
+
+def _add_on_error(p: argparse.ArgumentParser, counted: str) -> None:
+    p.add_argument("--on-error", choices=ON_ERROR, default="stop",
+                   help="bad records: stop at the first, naming file, line and reason "
+                   f"(default), or skip them and count them by reason {counted}")  # fmt: skip
 
 
 def _add_train_tokenizer(commands: argparse._SubParsersAction) -> None:
@@ -188,11 +216,16 @@ def _add_train_tokenizer(commands: argparse._SubParsersAction) -> None:
         help="JSONL/Parquet files or text directories",
     )
     p.add_argument("--output", required=True, help="tokenizer.json path (or a directory)")
-    p.add_argument("--vocab-size", type=int, default=32000)
-    p.add_argument("--min-frequency", type=int, default=2)
-    p.add_argument("--json-key", default="text")
-    p.add_argument("--max-mb", type=float, help="train on at most this much text")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--vocab-size", type=positive_int, default=32000,
+                   help="tokens in the vocabulary, <|endoftext|> and the 256 bytes included "
+                   "(default: 32000)")  # fmt: skip
+    p.add_argument("--min-frequency", type=non_negative_int, default=2,
+                   help="pairs seen fewer times are never merged (default: 2)")  # fmt: skip
+    p.add_argument("--json-key", default="text", help="text field of JSONL/Parquet records "
+                   "(default: text)")  # fmt: skip
+    p.add_argument("--max-mb", type=positive_float, help="train on at most this much text")
+    _add_on_error(p, "on stderr")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_train_tokenizer)
 
 
@@ -207,6 +240,7 @@ def _run_train_tokenizer(args: argparse.Namespace) -> int:
             min_frequency=args.min_frequency,
             json_key=args.json_key,
             max_mb=args.max_mb,
+            on_error=args.on_error,
             progress=not args.no_progress,
         )
         .build()
@@ -230,10 +264,13 @@ def _add_corpus(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--assets", help="assets directory (default: $MSPLIT_ASSETS_DIR or "
                        "data/assets)")  # fmt: skip
     build.add_argument("--sources", nargs="+", help="source names to include (default: all)")
-    build.add_argument("--max-mb", type=float, help="total text cap, split evenly over sources")
-    build.add_argument("--max-mb-per-source", type=float, help="text cap for each source")
-    build.add_argument("--shards", type=int, default=1, help="number of JSONL files")
-    build.add_argument("--no-progress", action="store_true")
+    build.add_argument("--max-mb", type=positive_float,
+                       help="total text cap, split evenly over sources")  # fmt: skip
+    build.add_argument("--max-mb-per-source", type=positive_float,
+                       help="text cap for each source")  # fmt: skip
+    build.add_argument("--shards", type=positive_int, default=1,
+                       help="number of JSONL files (default: 1)")  # fmt: skip
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.set_defaults(run=_run_corpus_build)
 
 
@@ -278,8 +315,11 @@ def _add_phonebook(commands: argparse._SubParsersAction) -> None:
                    help="share of book b's facts that book a holds too")  # fmt: skip
     p.add_argument("--repeats", type=int, default=defaults.repeats,
                    help="documents each fact appears in")  # fmt: skip
-    p.add_argument("--facts-per-doc", type=int, default=defaults.facts_per_doc)
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--facts-per-doc", type=int, default=defaults.facts_per_doc,
+                   help=f"facts in each document (default: {defaults.facts_per_doc})")  # fmt: skip
+    p.add_argument("--seed", type=int, default=defaults.seed,
+                   help=f"random seed of names, numbers and documents (default: "
+                   f"{defaults.seed})")  # fmt: skip
     p.set_defaults(run=_run_phonebook)
 
 

@@ -85,6 +85,7 @@ class ClusterRun:
         (self.out / MANIFEST_FILE).unlink(missing_ok=True)
         labels = documents.labels()
         if config.by_label:
+            check_labelled(labels, documents.manifests)
             clustering, names = clusters_from_labels(
                 embeddings.rows, labels, config.kmeans.batch_size
             )
@@ -185,6 +186,18 @@ def cluster_records(
             }
         )
     return records
+
+
+def check_labelled(labels: np.ndarray, manifests: list[dict[str, Any]]) -> None:
+    """Refuse clustering by label where no document has one (all would be one cluster)."""
+    if labels.any():
+        return
+    keys = sorted({m["label_key"] for m in manifests if "label_key" in m})  # older: unknown
+    read = f" (tokenize read label key {', '.join(map(repr, keys))})" if keys else ""
+    raise ClusterError(
+        f"--by-label: no document of the shards has a label{read}; tokenize with "
+        "--label-key naming the field that holds one"
+    )
 
 
 def clusters_from_labels(

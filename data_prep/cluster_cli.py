@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from data_prep.arguments import positive_int
 from data_prep.embedders import DEFAULT_MAX_TOKENS, EMBEDDER_NAMES
 
 
@@ -48,7 +49,8 @@ def _add_embed(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--chunk-docs", type=int, default=8192, help="documents per resumable chunk (default: 8192)"
     )
-    p.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16",
+                   help="dtype of the stored embeddings (default: float16)")  # fmt: skip
     p.add_argument("--device", help="MiniLM device (default: cuda when available, else cpu)")
     p.add_argument("--no-fp16", action="store_true", help="MiniLM in fp32 on GPU too")
     p.add_argument("--tfidf-dim", type=int, default=100, help="SVD dimensions (default: 100)")
@@ -58,8 +60,9 @@ def _add_embed(commands: argparse._SubParsersAction) -> None:
         default=20000,
         help="documents the TF-IDF embedder is fitted on (default: 20000)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the TF-IDF fitting sample and SVD (default: 0)")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_embed)
 
 
@@ -106,11 +109,13 @@ def _add_cluster(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--embeddings", required=True, help="`msplit data embed` output directory")
     p.add_argument("--output", required=True, help="output directory")
-    p.add_argument("--k", type=int, help="number of clusters (required unless --by-label)")
+    p.add_argument("--k", type=positive_int,
+                   help="number of clusters (required unless --by-label)")  # fmt: skip
     p.add_argument(
         "--by-label",
         action="store_true",
-        help="one cluster per document label instead of k-means (a baseline)",
+        help="one cluster per document label instead of k-means (a baseline); the labels "
+        "decide the number of clusters, so not with --k",
     )
     p.add_argument("--no-spherical", action="store_true", help="Euclidean, not cosine, k-means")
     p.add_argument("--niter", type=int, default=20, help="k-means iterations (default: 20)")
@@ -126,14 +131,21 @@ def _add_cluster(commands: argparse._SubParsersAction) -> None:
         default=256,
         help="training sample size per centroid (default: 256)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--gpu", choices=["auto", "yes", "no"], default="auto")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of k-means (sample, initialisation) and of the order of "
+                   "each cluster shard's documents, which decides the held-out ones "
+                   "(default: 0)")  # fmt: skip
+    p.add_argument("--gpu", choices=["auto", "yes", "no"], default="auto",
+                   help="k-means on a GPU: auto when faiss sees one (default), yes (an error "
+                   "without one), or no")  # fmt: skip
     p.add_argument(
         "--balanced",
         action="store_true",
         help="capacity-constrained assignment: at most ceil(n/k*(1+slack)) per cluster",
     )
-    p.add_argument("--balance-slack", type=float, default=0.0)
+    p.add_argument("--balance-slack", type=float, default=0.0,
+                   help="with --balanced: how far over an even share n/k a cluster may grow, "
+                   "as a fraction (default: 0.0)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=65536, help="documents per assignment batch")
     p.add_argument(
         "--empty",
@@ -148,7 +160,7 @@ def _add_cluster(commands: argparse._SubParsersAction) -> None:
         help="megatron split of each cluster shard: train,held-out,test (default: 98,2,0)",
     )
     p.add_argument("--top-terms", type=int, default=12, help="TF-IDF terms listed per cluster")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_cluster)
 
 
@@ -159,8 +171,10 @@ def _run_cluster(args: argparse.Namespace) -> int:
 
     if args.k is None and not args.by_label:
         raise ValueError("give --k (or --by-label)")
+    if args.k is not None and args.by_label:
+        raise ValueError("--by-label makes one cluster per label: give it without --k")
     kmeans = KMeansConfig(
-        k=args.k or 1,
+        k=1 if args.by_label else args.k,  # with --by-label, k-means does not run
         spherical=not args.no_spherical,
         niter=args.niter,
         restarts=args.restarts,
@@ -196,7 +210,8 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--clusters", required=True, help="`msplit data cluster` output directory")
     p.add_argument("--output", help="where report.png/report.json go (default: --clusters)")
     p.add_argument("--sample", type=int, default=5000, help="documents in the projection")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the projection's document sample (default: 0)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=_run_report)
 

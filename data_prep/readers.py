@@ -14,7 +14,8 @@ import gzip
 import io
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +34,8 @@ TOO_LARGE = "too_large"
 TRUNCATED = "truncated"
 REASONS = (INVALID_JSON, MISSING_KEY, WRONG_TYPE, INVALID_UTF8, NUL_CHAR, EMPTY, CONTROL_CHARS,
            TOO_LARGE, TRUNCATED)  # fmt: skip
+# What to do with a bad record: stop at the first, naming it, or skip it and count it.
+ON_ERROR = ("stop", "skip")
 # What to do with a text's control characters other than tab, newline and carriage return
 # (form feed, BEL, backspace, ESC, DEL, ...): keep them (the tokenizer encodes them, as
 # Megatron-LM's preprocess_data.py does), strip them, or refuse the document. NUL and lone
@@ -55,6 +58,9 @@ _SUSPECT_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 # faster than text, and a DEL alternative would cost this pattern its fast literal prefix.
 _SUSPECT_ESCAPE = re.compile(rb"\\(?:[bf]|u(?:00[01]|007[fF]|[dD][89a-fA-F]))")
 _CHUNK = 1 << 20
+# Compressed bytes decompressed at once: text compresses up to ~100x, so this bounds the
+# bytes held at a time to a few MB.
+_ZSTD_READ = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,10 @@ class BadInputError(ValueError):
     def __reduce__(self) -> tuple[type, tuple[BadRecord, str]]:
         # Worker processes send it back pickled; rebuild it from its record.
         return type(self), (self.record, self.then)
+
+
+class EmptyInputError(ValueError):
+    """Inputs that yield no document: nothing worth writing."""
 
 
 Record = Document | BadRecord
@@ -179,12 +189,58 @@ def open_binary(path: str) -> IO[bytes]:
     if codec == "bz2":
         return bz2.open(path, "rb")
     if codec == "zstd":
-        import zstandard
-
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the returned reader
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+        return io.BufferedReader(_ZstdFrames(path), buffer_size=_CHUNK)
     # Lines run to megabytes: a small buffer reads one in many system calls (3x slower).
     return open(path, "rb", buffering=_CHUNK)  # noqa: SIM115 - the caller closes it
+
+
+class _ZstdFrames(io.RawIOBase):
+    """A zstd file's decompressed bytes, frame after frame. zstandard's stream reader ends
+    quietly where a truncated file ends; this raises EOFError there, as gzip and bz2 do,
+    and OSError for corrupt data."""
+
+    def __init__(self, path: str):
+        import zstandard
+
+        self._file = open(path, "rb")  # noqa: SIM115 - closed with this stream
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._error = zstandard.ZstdError
+        self._frame: Any = None  # the frame being decompressed; None between frames
+        self._out = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._out:
+            data = self._file.read(_ZSTD_READ)
+            if not data:
+                if self._frame is not None:
+                    raise EOFError("zstd file ended inside a frame (truncated)")
+                return 0
+            self._out = memoryview(self._decompress(data))
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self._frame is None:
+                self._frame = self._decompressor.decompressobj()
+            try:
+                out.append(self._frame.decompress(data))
+            except self._error as error:
+                raise OSError(f"corrupt zstd data: {error}") from None
+            data = b""
+            if self._frame.eof:  # the rest of the data starts the next frame
+                data, self._frame = self._frame.unused_data, None
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def check_text(
@@ -225,12 +281,12 @@ def make_record(
     says its texts are known to hold no NUL, surrogate or control character."""
     texts = []
     for key in config.json_keys:
-        value = fields.get(key)
-        if value is None:
+        if key not in fields:
             return BadRecord(source, line, MISSING_KEY, f"field {key!r} is missing")
+        value = fields[key]
         if not isinstance(value, str):
-            found = type(value).__name__
-            return BadRecord(source, line, WRONG_TYPE, f"field {key!r} is a {found}, not a string")
+            found = _type_phrase(value)
+            return BadRecord(source, line, WRONG_TYPE, f"field {key!r} is {found}, not a string")
         texts.append(value)
     suspect = may_hold_controls and any(_SUSPECT_CHAR.search(text) for text in texts)
     controls = suspect and any(_CONTROL_CHAR.search(text) for text in texts)
@@ -250,6 +306,40 @@ def make_record(
         label=None if label is None else str(label),
         n_bytes=n_bytes,
         control_chars=controls,
+    )
+
+
+def _type_phrase(value: Any) -> str:
+    """'null', 'an int', 'a list', ...: what a field holds, for a message."""
+    if value is None:
+        return "null"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def read_documents(
+    units: Sequence[InputUnit], config: ReaderConfig, on_error: str, skipped: Counter[str]
+) -> Iterator[Document]:
+    """The accepted documents of `units`, in order. A bad record raises BadInputError
+    (``on_error`` "stop") or is counted in `skipped` by reason ("skip")."""
+    for unit in units:
+        for record in read_unit(unit, config):
+            if isinstance(record, BadRecord):
+                if on_error == "stop":
+                    raise BadInputError(record)
+                skipped[record.reason] += 1
+                continue
+            yield record
+
+
+def check_some_documents(inputs: Sequence[str], documents: int, skipped: Mapping[str, int]) -> None:
+    """Refuse a run whose inputs gave no document: its output would hold nothing."""
+    if documents:
+        return
+    named = ", ".join(inputs[:3]) + (f" and {len(inputs) - 3} more" if len(inputs) > 3 else "")
+    why = ", ".join(f"{r}={n}" for r, n in sorted(skipped.items()))
+    raise EmptyInputError(
+        f"no documents in {named}" + (f": every record was skipped ({why})" if why else "")
     )
 
 

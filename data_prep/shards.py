@@ -9,6 +9,7 @@ incomplete and is never read.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +61,26 @@ def heldout_range(split: str, n_docs: int) -> tuple[int, int]:
         parse_and_normalize_split,
     )
 
-    try:
-        matrix = convert_split_vector_to_split_matrix(parse_and_normalize_split(split))
-    except (AssertionError, ValueError, ZeroDivisionError) as error:
-        raise ShardError(f"split {split!r}: expected shares like '98,2,0'") from error
+    matrix = convert_split_vector_to_split_matrix(parse_and_normalize_split(_valid_split(split)))
     if matrix[1] is None:
         return n_docs, n_docs
     # The same rounding as BlendedMegatronDatasetBuilder._build_megatron_dataset_splits.
     return int(round(matrix[1][0] * float(n_docs))), int(round(matrix[1][1] * float(n_docs)))
+
+
+def _valid_split(split: str) -> str:
+    """`split` if it is one to three non-negative shares with a positive sum. (megatron's
+    parser reads any digits in it, so "a,b,c" or "0,0,0" would give NaN shares.)"""
+    try:
+        shares = [float(share) for share in split.split(",")]
+    except ValueError:
+        shares = []
+    if not (1 <= len(shares) <= 3 and all(0 <= s < math.inf for s in shares) and sum(shares)):
+        raise ShardError(
+            f"split {split!r}: expected train,held-out,test shares like '98,2,0' "
+            "(non-negative numbers, not all zero)"
+        )
+    return split
 
 
 def read_manifest(prefix: str | Path) -> dict[str, Any]:
@@ -97,7 +110,8 @@ def open_indexed_dataset(prefix: str | Path) -> Any:
     """megatron.core's IndexedDataset over a checked shard."""
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    read_manifest(prefix)
+    if read_manifest(prefix)["documents"] == 0:  # an empty .bin, which cannot be mapped
+        raise ShardError(f"shard {prefix} holds no documents")
     return IndexedDataset(str(prefix))
 
 

@@ -191,7 +191,12 @@ class SentencePieceTokenizer(Tokenizer):
     def __init__(self, spec: dict[str, Any]):
         import sentencepiece
 
-        self._model = sentencepiece.SentencePieceProcessor(model_file=spec["path"])
+        try:
+            self._model = sentencepiece.SentencePieceProcessor(model_file=spec["path"])
+        except RuntimeError as error:
+            raise TokenizerError(
+                f"{spec['path']}: not a SentencePiece model (.model): {error}"
+            ) from None
         eod = spec.get("eod")
         eod_id = self._model.piece_to_id(eod) if eod else self._model.eos_id()
         if eod_id < 0 or (eod and self._model.id_to_piece(eod_id) != eod):
@@ -255,7 +260,13 @@ def load_tokenizer(spec: str | dict[str, Any]) -> Tokenizer:
     from tokenizers import Tokenizer as RustTokenizer
 
     if spec["kind"] == "hf":
-        return HFTokenizer(RustTokenizer.from_file(spec["path"]), spec)
+        try:
+            tokenizer = RustTokenizer.from_file(spec["path"])
+        except Exception as error:  # tokenizers raises a bare Exception for a bad file
+            raise TokenizerError(
+                f"{spec['path']}: not a Hugging Face tokenizer.json: {error}"
+            ) from None
+        return HFTokenizer(tokenizer, spec)
     return GPT2Tokenizer({"eod": GPT2_EOD, **spec})
 
 

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep import atomic
-from data_prep.readers import BadRecord, ReaderConfig, expand_inputs, read_unit
+from data_prep.readers import (
+    ON_ERROR,
+    ReaderConfig,
+    check_some_documents,
+    expand_inputs,
+    read_documents,
+)
 
 EOD_TOKEN = "<|endoftext|>"
 
@@ -24,7 +30,16 @@ class TrainTokenizerConfig:
     min_frequency: int = 2
     json_key: str = "text"
     max_mb: float | None = None  # train on at most this much text
+    on_error: str = "stop"  # bad records: stop at the first, or skip and count them
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 1 or self.min_frequency < 0:
+            raise ValueError("vocab_size must be >= 1 and min_frequency >= 0")
+        if self.max_mb is not None and self.max_mb <= 0:
+            raise ValueError(f"max_mb must be positive, not {self.max_mb}")
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, not {self.on_error!r}")
 
     def build(self) -> BPETrainer:
         return BPETrainer(self)
@@ -34,21 +49,22 @@ class BPETrainer:
     def __init__(self, config: TrainTokenizerConfig):
         self.config = config
         self.skipped: Counter[str] = Counter()
+        self.documents = 0
 
     def texts(self) -> Iterator[str]:
-        """Training texts in input order; bad records are counted, not used."""
-        reader_config = ReaderConfig(json_keys=(self.config.json_key,))
-        budget = None if self.config.max_mb is None else int(self.config.max_mb * (1 << 20))
-        for unit in expand_inputs(self.config.inputs):
-            for record in read_unit(unit, reader_config):
-                if isinstance(record, BadRecord):
-                    self.skipped[record.reason] += 1
-                    continue
-                if budget is not None:
-                    if budget <= 0:
-                        return
-                    budget -= record.n_bytes
-                yield record.texts[0]
+        """Training texts in input order; a bad record stops the run, or is counted
+        (``on_error`` "skip"), as in `msplit data tokenize`."""
+        config = self.config
+        reader_config = ReaderConfig(json_keys=(config.json_key,))
+        budget = None if config.max_mb is None else int(config.max_mb * (1 << 20))
+        units = expand_inputs(config.inputs)
+        for document in read_documents(units, reader_config, config.on_error, self.skipped):
+            if budget is not None:
+                if budget <= 0:
+                    return
+                budget -= document.n_bytes
+            self.documents += 1
+            yield document.texts[0]
 
     def train(self) -> Path:
         """Train and write tokenizer.json atomically; returns its path."""
@@ -58,7 +74,6 @@ class BPETrainer:
         out = Path(config.output)
         if out.is_dir() or not out.suffix:
             out = out / "tokenizer.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()
@@ -70,6 +85,8 @@ class BPETrainer:
             show_progress=config.progress,
         )
         tokenizer.train_from_iterator(self.texts(), trainer=trainer)
+        check_some_documents(config.inputs, self.documents, self.skipped)
+        out.parent.mkdir(parents=True, exist_ok=True)
         temp = atomic.temp_path(out)
         tokenizer.save(str(temp))
         atomic.publish(temp, out)

@@ -38,14 +38,16 @@ from data_prep.indexed import ShardBuilder
 from data_prep.plan import PARTITIONS_PER_WORKER, InputFile, Plan, make_plan, sha256_of
 from data_prep.readers import (
     CONTROL_CHAR_POLICIES,
+    ON_ERROR,
     REASONS,
     BadInputError,
-    BadRecord,
     Document,
+    EmptyInputError,
     InputUnit,
     ReaderConfig,
+    check_some_documents,
     expand_inputs,
-    read_unit,
+    read_documents,
 )
 from data_prep.sentences import SentenceSplitter, SentenceSplitterConfig
 from data_prep.shards import (
@@ -58,7 +60,6 @@ from data_prep.shards import (
 )
 from data_prep.tokenizers import Tokenizer, load_tokenizer, parse_spec
 
-ON_ERROR = ("stop", "skip")
 EXECUTORS = ("auto", "threads", "processes")
 
 
@@ -220,8 +221,12 @@ class ShardWriter:
             inputs = _in_background(lambda: plan.input_files)  # while the workers encode
             with _ShardMerge(config, jobs, tokenizer.token_dtype()) as merge:
                 stats = self._run_jobs(mine, plan, tokenizer, merge.add_finished)
+                check_some_documents(config.inputs, stats.documents, stats.skipped)
                 manifests = self._manifests(stats, plan, inputs.result(), tokenizer, content)
                 merge.publish(manifests)
+        except EmptyInputError:
+            shutil.rmtree(self.parts_dir)  # partitions of nothing: none worth resuming from
+            raise
         except BadInputError as error:  # what finished is kept: say so, and how to start over
             written = sum(job.marker.is_file() for job in jobs)
             if not written:
@@ -341,6 +346,7 @@ class ShardWriter:
                 "format": SHARD_FORMAT,
                 "prefix": str(prefix),
                 "json_key": config.json_keys[key_index],
+                "label_key": config.label_key,
                 "tokenizer": tokenizer.spec,
                 "tokenizer_sha256": _tokenizer_hashes(tokenizer.spec),
                 "vocab_size": tokenizer.vocab_size,
@@ -505,21 +511,14 @@ def _batches(
     units: list[InputUnit], config: TokenizeConfig, skipped: Counter[str], batch_bytes: int
 ) -> Iterator[list[Document]]:
     """Accepted documents in batches of about `batch_bytes` of text; bad ones counted."""
-    reader_config = config.reader_config()
     batch: list[Document] = []
     size = 0
-    for unit in units:
-        for record in read_unit(unit, reader_config):
-            if isinstance(record, BadRecord):
-                if config.on_error == "stop":
-                    raise BadInputError(record)
-                skipped[record.reason] += 1
-                continue
-            batch.append(record)
-            size += record.n_bytes
-            if size >= batch_bytes:
-                yield batch
-                batch, size = [], 0
+    for document in read_documents(units, config.reader_config(), config.on_error, skipped):
+        batch.append(document)
+        size += document.n_bytes
+        if size >= batch_bytes:
+            yield batch
+            batch, size = [], 0
     if batch:
         yield batch
 

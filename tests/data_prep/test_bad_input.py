@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+import zstandard
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-from data_prep.readers import BadInputError
+from data_prep.readers import BadInputError, EmptyInputError
 from data_prep.shards import ShardError, read_doc_table, read_manifest
 from data_prep.writer import TokenizeConfig, tokenize
 from tests.data_prep.conftest import make_records, write_jsonl
@@ -119,7 +120,7 @@ def test_a_stop_says_a_rerun_resumes_from_the_finished_partitions(
             "--tokenizer", bpe_spec, "--partitions", "2", "--no-progress"]  # fmt: skip
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert f"{bad}:2: wrong_type: field 'text' is a int, not a string" in err
+    assert f"{bad}:2: wrong_type: field 'text' is an int, not a string" in err
     assert f"1 partition(s) before it are kept in {prefix}.parts/: a rerun resumes" in err
     assert f"`rm -r {prefix}.parts` starts over" in err
     kept = {path.name for path in Path(f"{prefix}.parts").iterdir()}
@@ -152,16 +153,19 @@ def test_conservation_over_many_files_and_workers(tmp_path: Path, bpe_spec: str)
     assert len(IndexedDataset(str(tmp_path / "s"))) == manifest["documents"]
 
 
-def test_truncated_gzip(tmp_path: Path, bpe_spec: str) -> None:
-    data = write_jsonl(tmp_path / "d.jsonl", make_records(300)).read_bytes()
-    compressed = gzip.compress(data)
-    path = tmp_path / "cut.jsonl.gz"
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_truncated_compressed_input(tmp_path: Path, bpe_spec: str, suffix: str) -> None:
+    # zstd decompresses a block (128 KiB) at a time: enough of them to cut one short
+    data = write_jsonl(tmp_path / "d.jsonl", make_records(3000)).read_bytes()
+    compress = gzip.compress if suffix == ".gz" else zstandard.ZstdCompressor().compress
+    compressed = compress(data)
+    path = tmp_path / f"cut.jsonl{suffix}"
     path.write_bytes(compressed[: len(compressed) * 2 // 3])
     with pytest.raises(BadInputError, match=rf"{path}:\d+: truncated: "):
         tokenize(config([path], tmp_path / "s", bpe_spec))
     (manifest,) = tokenize(config([path], tmp_path / "s", bpe_spec, on_error="skip"))
     assert manifest["skipped"] == {"truncated": 1}
-    assert 0 < manifest["documents"] < 300
+    assert 0 < manifest["documents"] < 3000
 
 
 def test_a_100_mb_document(tmp_path: Path, bpe_spec: str) -> None:
@@ -177,3 +181,24 @@ def test_a_100_mb_document(tmp_path: Path, bpe_spec: str) -> None:
         tokenize(config([path], tmp_path / "s", bpe_spec))
     (manifest,) = tokenize(config([path], tmp_path / "s", bpe_spec, on_error="skip"))
     assert manifest["skipped"] == {"too_large": 1} and manifest["documents"] == 2
+
+
+def test_inputs_without_a_document_are_refused_naming_them(tmp_path: Path, bpe_spec: str) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"\n")
+    with pytest.raises(EmptyInputError, match=rf"^no documents in {empty}$"):
+        tokenize(config([empty], tmp_path / "s", bpe_spec))
+    assert not list(tmp_path.glob("s.*"))  # no shard, and no partitions to resume from
+    good = write_jsonl(tmp_path / "good.jsonl", make_records(3))
+    (manifest,) = tokenize(config([empty, good], tmp_path / "s", bpe_spec))  # one is fine
+    assert manifest["documents"] == 3
+
+
+def test_inputs_whose_every_record_is_skipped_are_refused_with_the_counts(
+    tmp_path: Path, bpe_spec: str
+) -> None:
+    bad = tmp_path / "all_bad.jsonl"
+    bad.write_bytes(LINES[1][0] + LINES[2][0] + LINES[2][0])
+    with pytest.raises(EmptyInputError, match=r"every record was skipped "
+                       r"\(invalid_json=1, missing_key=2\)"):  # fmt: skip
+        tokenize(config([bad], tmp_path / "s", bpe_spec, on_error="skip"))

@@ -80,9 +80,22 @@ def test_each_bad_record_names_file_line_and_reason(tmp_path: Path) -> None:
 
 
 def test_a_wrong_type_is_named_with_the_type_found(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "t.jsonl", [{"text": ["a", "list"]}, {"text": None}])
-    wrong, missing = read_all([str(path)])
-    assert wrong.message() == f"{path}:1: wrong_type: field 'text' is a list, not a string"
+    records = [{"text": ["a", "list"]}, {"text": None}, {"text": 3}, {"body": "x"}]
+    path = write_jsonl(tmp_path / "t.jsonl", records)
+    a_list, null, an_int, missing = read_all([str(path)])
+    assert a_list.message() == f"{path}:1: wrong_type: field 'text' is a list, not a string"
+    assert null.message() == f"{path}:2: wrong_type: field 'text' is null, not a string"
+    assert an_int.detail == "field 'text' is an int, not a string"
+    assert missing.message() == f"{path}:4: missing_key: field 'text' is missing"
+
+
+def test_a_null_parquet_value_is_a_wrong_type_and_an_absent_column_a_missing_key(
+    tmp_path: Path,
+) -> None:
+    pq.write_table(pa.table({"text": ["ok", None]}), tmp_path / "t.parquet")
+    ok, null = read_all([str(tmp_path / "t.parquet")])
+    assert ok.texts == ("ok",) and null.detail == "field 'text' is null, not a string"
+    (missing, _) = read_all([str(tmp_path / "t.parquet")], ReaderConfig(json_keys=("body",)))
     assert missing.reason == readers.MISSING_KEY
 
 
@@ -107,8 +120,8 @@ def test_every_field_is_read_as_json_reads_it(tmp_path: Path, value: str) -> Non
     if found == "str":
         assert text.texts == ("plain",)
     else:
-        assert text.reason in (readers.WRONG_TYPE, readers.MISSING_KEY)
-        assert text.reason == readers.MISSING_KEY or f"is a {found}," in text.detail
+        assert text.reason == readers.WRONG_TYPE
+        assert f" {'null' if found == 'NoneType' else found}, not a string" in text.detail
 
 
 @pytest.mark.parametrize(
@@ -167,13 +180,31 @@ def test_oversized_line_is_measured_not_held(tmp_path: Path) -> None:
     assert second.texts == ("after",) and second.line == 2
 
 
-def test_truncated_gzip_stops_that_file_with_a_record(tmp_path: Path) -> None:
+COMPRESSORS = {".gz": gzip.compress, ".zst": zstandard.ZstdCompressor().compress}
+
+
+@pytest.mark.parametrize("suffix", COMPRESSORS)
+@pytest.mark.parametrize("kept", [0.002, 0.5, 0.999])  # cut in the header, the middle, the end
+def test_a_truncated_compressed_file_stops_with_a_record(
+    tmp_path: Path, suffix: str, kept: float
+) -> None:
     data = write_jsonl(tmp_path / "t.jsonl", make_records(400)).read_bytes()
-    compressed = gzip.compress(data)
-    (tmp_path / "t.jsonl.gz").write_bytes(compressed[: len(compressed) // 2])
-    records = read_all([str(tmp_path / "t.jsonl.gz")])
+    compressed = COMPRESSORS[suffix](data)
+    path = tmp_path / f"t.jsonl{suffix}"
+    path.write_bytes(compressed[: int(len(compressed) * kept)])
+    records = read_all([str(path)])
     assert all(isinstance(r, Document) for r in records[:-1])
     assert records[-1].reason == readers.TRUNCATED and records[-1].line == len(records)
+    assert records[-1].message().startswith(f"{path}:{len(records)}: truncated: ")
+
+
+def test_a_zstd_file_of_several_frames_reads_whole(tmp_path: Path) -> None:
+    records = make_records(300)
+    frames = [write_jsonl(tmp_path / f"{i}.jsonl", records[i::2]).read_bytes() for i in (0, 1)]
+    path = tmp_path / "two.jsonl.zst"
+    path.write_bytes(b"".join(COMPRESSORS[".zst"](frame) for frame in frames))
+    texts = [r.texts[0] for r in read_all([str(path)])]
+    assert texts == [r["text"] for r in records[0::2] + records[1::2]]
 
 
 def test_unknown_input_type_and_missing_input(tmp_path: Path) -> None:

@@ -53,6 +53,20 @@ def test_bad_specs_say_why(spec: str | dict, message: str) -> None:
         parse_spec(spec)
 
 
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("hf", "not a Hugging Face tokenizer.json"), ("sentencepiece", "not a SentencePiece model")],
+)
+@pytest.mark.parametrize("content", [b'{"text": "a corpus line"}\n', b"\x00\xff binary"])
+def test_a_file_of_another_kind_is_named_with_what_was_expected(
+    tmp_path: Path, kind: str, expected: str, content: bytes
+) -> None:
+    path = tmp_path / "not_a_tokenizer"
+    path.write_bytes(content)
+    with pytest.raises(TokenizerError, match=f"^{path}: {expected}"):
+        load_tokenizer(f"{kind}:{path}")
+
+
 def test_missing_eod_token_is_an_error(bpe_spec: str) -> None:
     path = bpe_spec.removeprefix("hf:")
     with pytest.raises(TokenizerError, match="no end-of-document token"):
