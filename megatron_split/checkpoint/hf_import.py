@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 SAFETENSORS_INDEX, SAFETENSORS = "model.safetensors.index.json", "model.safetensors"
 BIN_INDEX, BIN = "pytorch_model.bin.index.json", "pytorch_model.bin"
+# The files transformers builds a fast tokenizer from: any one of these sets.
+TOKENIZER_FILES = (("tokenizer.json",), ("tokenizer.model",), ("vocab.json", "merges.txt"))
 
 
 class HFModel:
@@ -113,6 +115,7 @@ class HFModel:
         """The model's fast tokenizer, with its EOS, as transformers loads it."""
         from transformers import AutoTokenizer
 
+        self._check_tokenizer_files()
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 self.directory, local_files_only=True, **self.options
@@ -121,9 +124,30 @@ class HFModel:
             raise ConfigError(
                 f"{self.directory}: no tokenizer transformers can load ({error})"
             ) from None
-        if not tokenizer.is_fast or tokenizer.eos_token is None:
-            raise ConfigError(f"{self.directory}: the tokenizer needs a tokenizer.json and EOS")
+        if not tokenizer.is_fast:
+            raise ConfigError(f"{self.directory}: transformers loads a slow "
+                              f"{type(tokenizer).__name__} only; importing needs a fast "
+                              "tokenizer: add the model's tokenizer.json")  # fmt: skip
+        if tokenizer.eos_token is None:
+            raise ConfigError(self._no_eos())
         return tokenizer
+
+    def _check_tokenizer_files(self) -> None:
+        """Refuse a directory without tokenizer files (a GGUF file holds its own tokenizer)."""
+        if self.gguf or any(
+            all((self.directory / name).is_file() for name in names) for names in TOKENIZER_FILES
+        ):
+            return
+        looked_for = ", ".join(" + ".join(names) for names in TOKENIZER_FILES)
+        raise ConfigError(f"{self.directory}: no tokenizer files (looked for {looked_for}): "
+                          "copy the model's tokenizer files beside its config.json")  # fmt: skip
+
+    def _no_eos(self) -> str:
+        """What to fix when the tokenizer has no EOS token (documents end with it)."""
+        if self.gguf:
+            return f"{self.path}: the GGUF file names no EOS token (tokenizer.ggml.eos_token_id)"
+        return (f"{self.directory}: the tokenizer has no EOS token: set eos_token in "
+                f"{self.directory / 'tokenizer_config.json'}")  # fmt: skip
 
 
 class GGUFTensors:
@@ -319,6 +343,8 @@ def import_hf(
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from data_prep.arguments import positive_int
+
     parser = argparse.ArgumentParser(
         prog="msplit import-hf",
         description="Import a Hugging Face model (a directory or a GGUF file) as a native "
@@ -327,18 +353,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="a Hugging Face model directory, or a .gguf file")
     parser.add_argument("run_dir", help="the run directory to write (checkpoints/, tokenizer)")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
-                        help="the parameters' dtype in the checkpoint's model config")  # fmt: skip
+                        help="the parameters' dtype in the checkpoint's model config "
+                        "(default: %(default)s)")  # fmt: skip
     parser.add_argument(
         "--tensor",
-        type=int,
+        type=positive_int,
         default=1,
-        help="tensor parallel ranks to import over (run under torchrun)",
+        help="tensor parallel ranks to import over (run under torchrun; default: %(default)s)",
     )
     parser.add_argument(
         "--pipeline",
-        type=int,
+        type=positive_int,
         default=1,
-        help="pipeline stages to import over (run under torchrun)",
+        help="pipeline stages to import over (run under torchrun; default: %(default)s)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -7,6 +7,7 @@ unchanged, so the sample order, the cached indices and the held-out split are me
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ class DataConfig:
     # before its clusters exist; paths, once given, are used as they are.
     clusters: str | None = None
     cluster: int | None = None
+
+    def __post_init__(self) -> None:
+        self.paths = [shard_prefix(path) for path in self.paths]
 
     def resolve(self) -> DataConfig:
         """This config with paths, weights and split read from ``clusters`` (when given)."""
@@ -136,6 +140,12 @@ class DataConfig:
         if self.seed != self.heldout_seed:
             _, valid, _ = build(self.heldout_seed, [1, valid_samples, 0])
         return train, valid
+
+
+def shard_prefix(path: str) -> str:
+    """The prefix of a shard named by its prefix or by one of its files (PREFIX.bin, .idx)."""
+    root, suffix = os.path.splitext(path)
+    return root if suffix in (".bin", ".idx") else path
 
 
 def shard_vocab(prefixes: list[str]) -> tuple[int, int]:

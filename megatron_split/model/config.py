@@ -24,6 +24,13 @@ Attention = Literal["auto", "te", "sdpa", "local"]
 # How a run computes, not what the model is: free to differ from a parent's.
 RUNTIME_FIELDS = ("seq_length", "attention", "params_dtype", "init_on_cpu", "recompute", "fp8",
                   "hidden_dropout", "attention_dropout", "init_std")  # fmt: skip
+# Numeric fields and what they allow (a field that may be None may also be None).
+AT_LEAST_ONE = ("num_layers", "hidden_size", "num_attention_heads", "num_query_groups",
+                "ffn_hidden_size", "vocab_size", "make_vocab_size_divisible_by", "seq_length",
+                "rotary_base")  # fmt: skip
+NON_NEGATIVE = ("norm_epsilon", "init_std")
+PROBABILITIES = ("hidden_dropout", "attention_dropout")
+POSITIVE = ("rope_scaling_factor",)
 ACTIVATIONS = {
     "swiglu": torch.nn.functional.silu,  # gated: silu(gate) * up
     "gelu": torch.nn.functional.gelu,
@@ -114,6 +121,7 @@ class ModelConfig:
         return multiple * math.ceil(self.vocab_size / multiple)
 
     def validate(self, tensor_parallel: int = 1, pipeline_parallel: int = 1) -> None:
+        self._check_ranges()
         h, heads, groups = self.hidden_size, self.num_attention_heads, self.query_groups
         if h % heads:
             raise ConfigError(
@@ -144,6 +152,20 @@ class ModelConfig:
             raise ConfigError(f"RoPE needs an even head dim, got {self.head_dim}")
         if self.fp8 is not None and self.attention not in ("auto", "te"):
             raise ConfigError("model.fp8 needs model.attention=te (Transformer Engine)")
+
+    def _check_ranges(self) -> None:
+        """Each numeric field in its range, before any size is divided by another (a zero or
+        negative size otherwise fails deep inside megatron, or crashes the process)."""
+        for names, allowed, what in (
+            (AT_LEAST_ONE, lambda v: v >= 1, ">= 1"),
+            (NON_NEGATIVE, lambda v: v >= 0, ">= 0"),
+            (PROBABILITIES, lambda v: 0 <= v <= 1, "in [0, 1]"),
+            (POSITIVE, lambda v: v > 0, "> 0"),
+        ):
+            for name in names:
+                value = getattr(self, name)
+                if value is not None and not allowed(value):
+                    raise ConfigError(f"model.{name}={value}: must be {what}")
 
     # ---- counts ----------------------------------------------------------------------
     def parameter_counts(self, tensor_parallel: int = 1) -> dict[str, int]:
@@ -228,6 +250,9 @@ class ModelConfig:
             apply_rope_fusion=False,
             cross_entropy_loss_fusion=False,
             bias_dropout_fusion=False,
+            # megatron.core's own default ("full") warns that it is deprecated; no CUDA
+            # graphs are captured either way (cuda_graph_impl stays "none")
+            cuda_graph_scope=[],
         )
         if self.recompute != "none":
             kwargs["recompute_granularity"] = self.recompute

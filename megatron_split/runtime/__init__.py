@@ -3,6 +3,7 @@
 from megatron_split.runtime.distributed import (
     LaunchEnv,
     Runtime,
+    check_world_size,
     destroy_distributed,
     detect_launch_env,
     init_distributed,
@@ -12,6 +13,7 @@ from megatron_split.runtime.rng import rng_state, seed_everything, set_rng_state
 __all__ = [
     "LaunchEnv",
     "Runtime",
+    "check_world_size",
     "destroy_distributed",
     "detect_launch_env",
     "init_distributed",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from megatron_split.config import ConfigError
 from megatron_split.runtime import cpu_compat
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,25 @@ class Runtime:
         return self.env.rank == 0
 
 
+def check_world_size(tensor_parallel: int, pipeline_parallel: int) -> None:
+    """Refuse a model-parallel layout that this launch's processes cannot hold, saying how
+    to launch it (before any process group starts)."""
+    ranks, world = tensor_parallel * pipeline_parallel, detect_launch_env().world_size
+    if world % ranks:
+        raise ConfigError(
+            f"tensor={tensor_parallel} x pipeline={pipeline_parallel} needs a multiple of "
+            f"{ranks} processes, this launch has {world}: start it with torchrun "
+            f"--nproc-per-node {ranks}"
+        )
+
+
 def init_distributed(
     tensor_parallel: int = 1, pipeline_parallel: int = 1, timeout_minutes: int = 30
 ) -> Runtime:
     """Initialise torch.distributed and megatron's model-parallel groups. Idempotent."""
     from datetime import timedelta
 
+    check_world_size(tensor_parallel, pipeline_parallel)
     env = detect_launch_env()
     use_cuda = torch.cuda.is_available()
     backend = "nccl" if use_cuda else "gloo"

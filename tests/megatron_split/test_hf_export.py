@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from megatron_split.checkpoint import hf_export
 from megatron_split.checkpoint.hf_convert import hf_config
 from megatron_split.config import ConfigError
 from megatron_split.model.config import ModelConfig
@@ -97,3 +98,53 @@ def test_other_shapes_export_with_the_checkpoints_logits(demo_family, tmp_path, 
 def test_models_without_a_hugging_face_counterpart_are_refused(fields, message):
     with pytest.raises(ConfigError, match=message):
         hf_config(ModelConfig(vocab_size=256, num_attention_heads=4, **fields), 0)
+
+
+def test_export_refuses_an_output_directory_holding_other_files(tmp_path, capsys):
+    out = tmp_path / "v"
+    (out / "sub").mkdir(parents=True)
+    (out / "notes.txt").write_text("precious")
+    assert hf_export.main([str(tmp_path / "no-run"), str(out)]) == 2
+    error = capsys.readouterr().err
+    assert str(out) in error and "--force" in error and hf_export.SOURCE in error
+    assert (out / "notes.txt").read_text() == "precious" and (out / "sub").is_dir()
+
+
+@pytest.fixture
+def fake_export(monkeypatch):
+    """export_hf without a model: a stand-in checkpoint, and an export of two files (the
+    second write fails when asked to)."""
+    fail = {"now": False}
+
+    def write(trained, directory):
+        (directory / hf_export.SOURCE).write_text(trained)
+        if fail["now"]:
+            raise OSError("disk full")
+        (directory / "model.safetensors").write_text("weights")
+
+    monkeypatch.setattr("megatron_split.inference.load_trained_model", lambda path: str(path))
+    monkeypatch.setattr(hf_export, "_write_export", write)
+    return fail
+
+
+def test_export_replaces_a_previous_export_and_anything_with_force(tmp_path, fake_export):
+    out = tmp_path / "parent" / "hf"
+    hf_export.export_hf("first", out)
+    hf_export.export_hf("second", out)  # a previous export: replaced
+    assert (out / hf_export.SOURCE).read_text() == "second"
+    (out / hf_export.SOURCE).unlink()
+    with pytest.raises(ConfigError, match="give --force"):
+        hf_export.export_hf("third", out)
+    hf_export.export_hf("third", out, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", hf_export.SOURCE]
+    assert [p.name for p in out.parent.iterdir()] == ["hf"]  # no temporary left
+
+
+def test_a_failed_export_leaves_the_previous_one_whole(tmp_path, fake_export):
+    out = tmp_path / "hf"
+    hf_export.export_hf("first", out)
+    fake_export["now"] = True
+    with pytest.raises(OSError, match="disk full"):
+        hf_export.export_hf("second", out)
+    assert (out / hf_export.SOURCE).read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]

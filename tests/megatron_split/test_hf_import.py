@@ -4,6 +4,7 @@ TP=1, and bad model directories and layouts are refused by name."""
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +245,28 @@ def test_bad_model_directories_are_refused_by_name_and_write_nothing(
     with pytest.raises(ConfigError, match=message):
         import_hf(source, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_missing_tokenizer_or_eos_is_named(tokenizer_dir, tmp_path):
+    source = tmp_path / "hf"
+    source.mkdir()
+    (source / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    looked_for = "(looked for tokenizer.json, tokenizer.model, vocab.json + merges.txt)"
+    with pytest.raises(ConfigError, match=f"no tokenizer files {re.escape(looked_for)}"):
+        HFModel(source).tokenizer()
+    shutil.copytree(tokenizer_dir, source, dirs_exist_ok=True)
+    config = json.loads((source / "tokenizer_config.json").read_text())
+    del config["eos_token"]
+    (source / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="no EOS token: set eos_token in .*tokenizer_config.json"):
+        HFModel(source).tokenizer()
+
+
+def test_help_shows_the_defaults(capsys):
+    from megatron_split.checkpoint.hf_import import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--dtype {fp32,bf16} the parameters' dtype in the checkpoint's model config " \
+        "(default: fp32)" in text  # fmt: skip

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -81,3 +83,40 @@ def test_te_or_fp8_without_te_is_an_error_not_a_fallback():
     cfg.fp8 = cfg.fp8 or __import__("megatron_split.model", fromlist=["FP8Config"]).FP8Config()
     with pytest.raises(ConfigError, match="needs Transformer Engine"):
         cfg.layer_spec()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("seq_length", 0, ">= 1"),
+        ("hidden_size", -64, ">= 1"),
+        ("num_layers", 0, ">= 1"),
+        ("num_attention_heads", 0, ">= 1"),
+        ("num_query_groups", 0, ">= 1"),
+        ("ffn_hidden_size", -1, ">= 1"),
+        ("vocab_size", 0, ">= 1"),
+        ("make_vocab_size_divisible_by", 0, ">= 1"),
+        ("rotary_base", 0, ">= 1"),
+        ("norm_epsilon", -1e-5, ">= 0"),
+        ("init_std", -0.02, ">= 0"),
+        ("hidden_dropout", 2.0, "in [0, 1]"),
+        ("attention_dropout", -0.1, "in [0, 1]"),
+        ("rope_scaling_factor", 0.0, "> 0"),
+    ],
+)
+def test_numeric_fields_out_of_range_are_refused_by_name(field, value, allowed):
+    message = f"model.{field}={value}: must be {allowed}"
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        ModelConfig(**{"vocab_size": 300, field: value}).validate()
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["model.seq_length=0", "model.hidden_size=-64", "model.num_layers=0", "model.hidden_dropout=2"],
+)
+def test_train_refuses_a_bad_model_field_before_it_starts(shards, capsys, override):
+    from megatron_split.train_cli import main
+
+    assert main([f"data.paths=[{shards[0]}]", override, "--print-config"]) == 2
+    error = capsys.readouterr().err
+    assert "config error" in error and f"{override.split('=')[0]}=" in error
