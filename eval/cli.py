@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from data_prep.arguments import positive_float, positive_int
 from eval.tasks import LOADERS
 
 
@@ -70,15 +71,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="written into every result row (the family's place in its experiment; repeatable)",
     )
     parser.add_argument("--limit", type=int, help="first N items of each task")
-    parser.add_argument("--top-k", type=int, default=1, help="specialists mixed per task item")
-    parser.add_argument("--temperature", type=float, default=0.1, help="ensemble temperature")
+    parser.add_argument(
+        "--top-k",
+        type=positive_int,
+        default=1,
+        help="specialists mixed per task item, at most one per branch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=positive_float,
+        default=0.1,
+        help="ensemble temperature, > 0 (default: %(default)s)",
+    )
     parser.add_argument(
         "--oracle",
         action="store_true",
         help="also answer each task item with the specialist of its `domain` label's cluster "
         "(the cluster holding most documents of that label), beside the router's choice",
     )
-    parser.add_argument("--heldout-samples", type=int, default=64, help="sequences per cluster")
+    parser.add_argument(
+        "--heldout-samples",
+        type=positive_int,
+        default=64,
+        help="held-out sequences scored per cluster (default: %(default)s)",
+    )
     parser.add_argument(
         "--branch-history",
         action="store_true",
@@ -86,15 +102,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "for the scaling law)",
     )
     parser.add_argument(
-        "--tensor", type=int, default=1, help="tensor parallel ranks per model (torchrun)"
+        "--tensor",
+        type=positive_int,
+        default=1,
+        help="tensor parallel ranks per model (torchrun; default: %(default)s)",
     )
     parser.add_argument(
-        "--pipeline", type=int, default=1, help="pipeline stages per model (torchrun)"
+        "--pipeline",
+        type=positive_int,
+        default=1,
+        help="pipeline stages per model (torchrun; default: %(default)s)",
     )
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        help="sequences per forward pass (default: %(default)s)",
+    )
     parser.add_argument("--out", required=True, help="results directory")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.top_k > len(args.branches):
+        parser.error(f"--top-k {args.top_k}: more than the {len(args.branches)} branches")
+    return args
 
 
 def parse_tags(items: list[str]) -> dict[str, Any]:
@@ -110,11 +140,14 @@ def parse_tags(items: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     from eval.family import FamilyError, FamilyEvalConfig, evaluate_family, write_results
     from eval.tasks import TaskError, load_task, parse_task_arg
-    from megatron_split.runtime import detect_launch_env
+    from megatron_split.config import ConfigError
+    from megatron_split.runtime import check_world_size, detect_launch_env
+    from megatron_split.train_cli import setup_logging
 
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(detect_launch_env().rank)  # megatron's dataset INFO lines kept out
     try:
+        check_world_size(args.tensor, args.pipeline)
         tasks = []
         for arg in args.task:
             name, kind, path = parse_task_arg(arg)
@@ -141,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             tags=parse_tags(args.tag),
         )
         rows = evaluate_family(config)
-    except (TaskError, FamilyError, FileNotFoundError) as error:
+    except (TaskError, FamilyError, ConfigError, FileNotFoundError) as error:
         print(f"msplit eval: {error}", file=sys.stderr)
         return 2
     if detect_launch_env().rank == 0:

@@ -3,7 +3,7 @@
     lm_eval run --model megatron_split --tasks arc_easy \\
         --model_args checkpoint=runs/demo/trunk
     lm_eval run --model megatron_split --tasks arc_easy \\
-        --model_args clusters=runs/demo/clusters,branches=runs/demo/branches/cluster_0:...
+        --model_args clusters=runs/demo/clusters,branches=runs/demo/split_200/cluster_0:...
 
 With ``checkpoint=`` one model answers. With ``clusters=`` and ``branches=`` (one run per
 cluster, ``:``-separated, in cluster order) the family answers through the router: each
@@ -24,7 +24,9 @@ the results.
 from __future__ import annotations
 
 import gc
+import inspect
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from lm_eval.api.model import LM
@@ -33,7 +35,14 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from eval.lm import CheckpointLM, encode_pair
 from eval.mc import mix
+from megatron_split.config import ConfigError
 from megatron_split.data.datasets import checkpoint_tokenizer
+
+if TYPE_CHECKING:
+    from eval.router import Router
+
+# What lm-eval passes to every backend beside its --model_args (its --device, ...).
+LM_EVAL_OPTIONS = ("device", "max_batch_size")
 
 
 @register_model("megatron_split", "msplit")
@@ -48,33 +57,49 @@ class MSplitLM(LM):
         batch_size: int = 16,
         tensor: int = 1,
         pipeline: int = 1,
-        **_ignored,  # lm-eval passes its own options (device, ...) to every backend
+        **lm_eval_options,
     ) -> None:
         super().__init__()
         from megatron_split.checkpoint import read_meta, resolve_checkpoint
-        from megatron_split.data.clusters import ClusterDataConfig
+        from megatron_split.runtime import check_world_size
 
+        unknown = sorted(set(lm_eval_options) - set(LM_EVAL_OPTIONS))
+        if unknown:
+            raise ConfigError(f"--model_args: unknown argument {', '.join(unknown)}; the "
+                              "megatron_split backend's arguments are "
+                              f"{', '.join(model_arguments())}")  # fmt: skip
         if (checkpoint is None) == (branches is None):
-            raise ValueError("msplit: give checkpoint=RUN, or clusters=DIR and branches=A:B:...")
-        self.router = None
-        if checkpoint is not None:
-            self.models = [str(checkpoint)]
-        else:
-            from eval.family import check_family
-            from eval.router import Router
-
-            if clusters is None:
-                raise ValueError("msplit: branches= needs clusters= (the cluster directory)")
-            self.models = str(branches).split(":")
-            prefixes = ClusterDataConfig(str(clusters)).build().prefixes
-            check_family(None, self.models, prefixes)
-            self.router = Router.from_clusters(clusters)
+            raise ConfigError(
+                "--model_args: give checkpoint=RUN, or clusters=DIR and branches=A:B:..."
+            )
+        if clusters is None and branches is not None:
+            raise ConfigError("--model_args: branches= needs clusters= (the cluster directory)")
         self.top_k, self.temperature = int(top_k), float(temperature)
         self.batch_size = int(batch_size)
         self.layout = {"tensor": int(tensor), "pipeline": int(pipeline)}
-        meta = read_meta(resolve_checkpoint(self.models[0]))
+        check_world_size(self.layout["tensor"], self.layout["pipeline"])
+        try:
+            self.models, self.router = self._family(checkpoint, clusters, branches)
+            meta = read_meta(resolve_checkpoint(self.models[0]))
+        except FileNotFoundError as error:  # a checkpoint, run or cluster directory
+            raise ConfigError(f"--model_args: {error}") from None
         self.tokenizer = checkpoint_tokenizer(meta)
         self.seq_length = int(meta["config"]["model"]["seq_length"])
+
+    @staticmethod
+    def _family(
+        checkpoint: str | None, clusters: str | None, branches: str | None
+    ) -> tuple[list[str], Router | None]:
+        """(the models, the router that picks among them: None for one model)."""
+        if checkpoint is not None:
+            return [str(checkpoint)], None
+        from eval.family import check_family
+        from eval.router import Router
+        from megatron_split.data.clusters import ClusterDataConfig
+
+        models = str(branches).split(":")
+        check_family(None, models, ClusterDataConfig(str(clusters)).build().prefixes)
+        return models, Router.from_clusters(clusters)
 
     # ---- lm-eval's interface ---------------------------------------------------------
     def loglikelihood(self, requests) -> list[tuple[float, bool]]:
@@ -171,6 +196,12 @@ class MSplitLM(LM):
                 gc.collect()  # nothing holds that model any more: free it before the next
 
 
+def model_arguments() -> list[str]:
+    """The backend's own --model_args keys."""
+    parameters = inspect.signature(MSplitLM.__init__).parameters.values()
+    return [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"]
+
+
 # lm-eval's options that write results: on model-parallel ranks other than 0 they are
 # dropped (with their value, where they take one), so that one process reports.
 OUTPUT_OPTIONS = {"--output_path": True, "-o": True, "--log_samples": False, "-s": False}
@@ -184,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lm_eval.__main__ import cli_evaluate
 
+    from eval.family import FamilyError
     from megatron_split.runtime import detect_launch_env
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -193,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     # lm-eval's own logger keeps its records to itself; this shows the package's (layouts).
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sys.argv = ["lm-eval", *args]
-    cli_evaluate()
+    try:
+        cli_evaluate()
+    except (ConfigError, FamilyError) as error:  # the backend's model_args: one line
+        print(f"msplit lm-eval: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

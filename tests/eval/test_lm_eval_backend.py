@@ -245,3 +245,17 @@ def test_generation_tasks_answer_with_greedy_text(demo_family, tmp_path, monkeyp
         expected = lm.generate_text(asked, max_new_tokens=10, until=["."])
         assert [got[p] for p in asked] == expected
         assert not any("." in text for text in expected)
+
+
+def test_bad_model_args_are_named_on_one_line(tmp_path, monkeypatch, capsys):
+    from eval.lm_eval_backend import MSplitLM, main
+    from megatron_split.config import ConfigError
+
+    accepted = "checkpoint, clusters, branches, top_k, temperature, batch_size, tensor, pipeline"
+    with pytest.raises(ConfigError, match=f"unknown argument checkpont; .* are {accepted}$"):
+        MSplitLM(checkpont="runs/demo/trunk", device="cpu")  # device: lm-eval's own option
+    monkeypatch.setattr(sys, "argv", sys.argv)  # main() runs lm-eval's parser on sys.argv
+    missing = tmp_path / "not-a-run"
+    args = ["run", "--model", "megatron_split", "--model_args", f"checkpoint={missing}"]
+    assert main([*args, "--tasks", "arc_easy"]) == 2
+    assert f"msplit lm-eval: --model_args: {missing}: no checkpoint here" in capsys.readouterr().err
