@@ -140,6 +140,12 @@ def _add_tokenize(commands: argparse._SubParsersAction) -> None:
 
 
 def _tokenizer_spec(args: argparse.Namespace) -> str:
+    megatron_style = [f"--{name.replace('_', '-')}" for name in
+                      ("tokenizer_type", "vocab_file", "merge_file", "tokenizer_model")
+                      if getattr(args, name)]  # fmt: skip
+    if args.tokenizer and megatron_style:
+        raise ValueError(f"give --tokenizer or {', '.join(megatron_style)}, not both: "
+                         "they may name different tokenizers")  # fmt: skip
     if args.tokenizer:
         return args.tokenizer
     kind = MEGATRON_TOKENIZER_TYPES.get(args.tokenizer_type or "")

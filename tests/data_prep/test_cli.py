@@ -143,6 +143,9 @@ def test_every_option_has_help_and_the_help_is_true(capsys) -> None:
 def test_tokenizer_is_required(tmp_path: Path, jsonl: Path, capsys) -> None:
     assert main(["tokenize", "--input", str(jsonl), "--output-prefix", str(tmp_path)]) == 1
     assert "give --tokenizer SPEC" in capsys.readouterr().err
+    both = ["--tokenizer", "hf:X", "--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", "v"]
+    assert main(["tokenize", "--input", str(jsonl), "--output-prefix", str(tmp_path), *both]) == 1
+    assert "give --tokenizer or --tokenizer-type, --vocab-file, not both" in capsys.readouterr().err
 
 
 def test_corpus_build_prints_its_sources(tmp_path: Path, capsys) -> None:
