@@ -148,7 +148,8 @@ def _blame(error: ConfigError, source: str, overrides: list[str]) -> ConfigError
     for item in overrides:
         key = item.partition("=")[0]
         if key and re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", str(error)):
-            return ConfigError(f"override {item}: {error}")
+            said = str(error).startswith(item)  # "key=value: ..." names it already
+            return ConfigError(f"override {error}" if said else f"override {item}: {error}")
     return ConfigError(f"{source}: {error}")
 
 

@@ -318,6 +318,11 @@ class ExperimentConfig:
     report: ReportStage = field(default_factory=ReportStage)
 
     def validate(self) -> None:
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ConfigError(f"out={self.out}: a file, not a directory to write under")
+        if not Path(self.config).is_file():
+            raise ConfigError(f"config={self.config}: no such file (a relative path is read "
+                              f"from the working directory, {Path.cwd()})")  # fmt: skip
         if (self.data is None) == (self.clusters is None):
             raise ConfigError("give data (the graph makes the clusters) or clusters (a directory)")
         if self.data is not None:
@@ -435,7 +440,13 @@ class _Context:
     def training(self, overrides: list[str], arm: Arm, run_dir: Path, start: int = 0) -> Training:
         """A planned training run, or its segment from step ``start`` to
         ``train.stop_at_step``; its config is checked now, all but its inputs on disk."""
-        run = load_config(RunConfig, self.config, overrides, inputs=False)
+        try:
+            run = load_config(RunConfig, self.config, overrides, inputs=False)
+        except ConfigError as error:
+            planned = " (the experiment sets train.steps from its tokens)" * (
+                "train.steps" in str(error)
+            )
+            raise ConfigError(f"the {arm} run {run_dir}: {error}{planned}") from None
         model = (
             run.model if run.model.vocab_size else replace(run.model, vocab_size=self.vocab_size)
         )

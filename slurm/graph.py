@@ -8,11 +8,20 @@ after, and its Slurm resources. A task knows when it is complete from its output
 a command from the marker it writes last, a training run from its latest checkpoint. So a
 finished node is skipped, and an interrupted one is run again and resumes (training from
 its checkpoint, tokenization and embedding from their finished parts).
+
+A node's version hashes its tasks' command lines and the versions of the nodes it runs
+after, and a finished command stamps its marker with it. A marker stamped with another
+version was written with other settings, here or upstream (another ``eval.heldout_samples``,
+branches trained on for more tokens): the command is not complete and runs again, and so
+does everything after it. A training run is complete by its checkpoints instead, whose
+saved config its resume checks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,6 +29,7 @@ from typing import Literal
 import submitit
 
 from megatron_split.checkpoint import latest_checkpoint, read_meta
+from megatron_split.checkpoint.checkpointer import write_atomic
 from megatron_split.config import ConfigError
 from slurm.launch import SlurmConfig
 
@@ -28,17 +38,36 @@ Arm = Literal["trunk", "specialist", "standard", "standard_per_model"]
 
 @dataclass
 class Command:
-    """``main(argv)`` of ``module``; complete once ``marker`` (written last) exists."""
+    """``main(argv)`` of ``module``; complete once ``marker`` (written last) exists, stamped
+    with this task's ``version`` (its node's, which Graph sets)."""
 
     module: str
     argv: list[str]
     marker: Path
+    version: str = ""
 
     def __call__(self) -> int:
+        code = self.run()
+        if code == 0 and self.marker.is_file():
+            write_atomic(self.stamp, json.dumps({"version": self.version}) + "\n")
+        return code
+
+    def run(self) -> int:
         return int(importlib.import_module(self.module).main(list(self.argv)) or 0)
 
+    @property
+    def stamp(self) -> Path:
+        return self.marker.with_name(f".{self.marker.name}.version")
+
     def done(self) -> bool:
-        return self.marker.is_file()
+        return self.marker.is_file() and not self.outdated()
+
+    def outdated(self) -> bool:
+        """Whether the marker exists but was written by another version of this task."""
+        try:
+            return json.loads(self.stamp.read_text())["version"] != self.version
+        except (FileNotFoundError, ValueError, KeyError):
+            return self.marker.is_file()
 
     def check(self) -> None:
         """Refuse a complete output that this task would not have produced (no-op here)."""
@@ -56,7 +85,7 @@ class ConsumedCommand(Command):
     consumed_by: Path = Path()
 
     def done(self) -> bool:
-        return self.marker.is_file() or self.consumed_by.is_file()
+        return super().done() or self.consumed_by.is_file()
 
 
 @dataclass
@@ -76,8 +105,14 @@ class Training(Command):
     checkpoints: int = 0
     checkpoint_bytes: int = 0
 
+    def __call__(self) -> int:  # complete by its checkpoints, which carry its config
+        return self.run()
+
     def done(self) -> bool:
         return finished_step(self.marker) >= self.steps
+
+    def outdated(self) -> bool:
+        return False  # a changed config is refused by ``check`` (or trained on, if allowed)
 
     def check(self) -> None:
         """A complete run whose saved config or parent differs from the planned one is an
@@ -117,14 +152,19 @@ class Graph:
 
     def __init__(self, nodes: list[Node], out: Path):
         self.nodes, self.out = nodes, out
-        seen: set[str] = set()
+        versions: dict[str, str] = {}
         for node in nodes:
-            if node.name in seen:
+            if node.name in versions:
                 raise ConfigError(f"two nodes are named {node.name}")
-            missing = [name for name in node.after if name not in seen]
+            missing = [name for name in node.after if name not in versions]
             if missing:
                 raise ConfigError(f"node {node.name} needs {missing}, planned after it or never")
-            seen.add(node.name)
+            inputs = [[task.module, task.argv] for task in node.tasks]
+            inputs += [versions[name] for name in node.after]
+            version = hashlib.sha256(json.dumps(inputs, default=str).encode()).hexdigest()[:16]
+            versions[node.name] = version
+            for task in node.tasks:
+                task.version = version
 
     def __iter__(self):
         return iter(self.nodes)

@@ -94,12 +94,23 @@ def last_loss(run_dir: Path) -> float | None:
 
 def progress(node: Node, done: bool, record: dict[str, Any]) -> str:
     if not node.trainings:
-        return "written" if done else record.get("error", "not written yet")
+        if done:
+            return "written"
+        if any(task.outdated() for task in node.tasks):
+            return "written with other settings (here or upstream): runs again"
+        return record.get("error", "not written yet")
     # a trunk segment is done at its own end, whatever the later segments have trained
     steps = " ".join(f"{min(finished_step(t.marker), t.steps)}/{t.steps}" for t in node.trainings)
     losses = [loss for task in node.trainings if (loss := last_loss(task.marker)) is not None]
     return f"{steps} steps" + (", last loss " + " ".join(f"{x:.3f}" for x in losses)
                                if losses else "")  # fmt: skip
+
+
+def _clock(seconds: float) -> str:
+    """Seconds as sacct writes an elapsed time: [D-]HH:MM:SS."""
+    days, rest = divmod(round(seconds), 86400)
+    clock = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{clock}" if days else clock
 
 
 def _summary(records: list[JobRecord]) -> tuple[str, str, str, str]:
@@ -175,7 +186,9 @@ class Status:
                 state = record.get("state", "-")
                 if job and self.accounting is None:  # no accounting: the queue, if it holds it
                     state = slurm_state(job) or state
-                exit_code = elapsed = host = "-"
+                exit_code = host = "-"
+                seconds = record.get("seconds")  # the local executor's
+                elapsed = "-" if seconds is None else _clock(seconds)
             if done and not records:
                 state = "complete"
             line = (f"{node.name:<{width}} {'yes' if done else 'no':<4} {state:<16} "
@@ -183,6 +196,8 @@ class Status:
                     f"{progress(node, done, record)}")  # fmt: skip
             why = "" if done else self.why(node, records)
             lines.append(line + (f"  <- {why}" if why else ""))
+        if not self.known and not any(node.done for node in self.graph):
+            lines += ["", f"(nothing has run under {self.graph.out} yet)"]
         if self.accounting is None and any(r.get("job_id") for r in self.known.values()):
             lines += ["", "(no Slurm accounting here: states from the queue only; exit codes, "
                       "reasons and times need slurmdbd, see slurm/local_cluster.sh)"]  # fmt: skip

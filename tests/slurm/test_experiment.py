@@ -144,6 +144,14 @@ def test_a_budget_below_one_step_and_no_clusters_are_named(demo_family, tmp_path
         load_config(ExperimentConfig, "configs/demo.yaml", [f"out={tmp_path}", "data.k=0"])
 
 
+def test_the_base_config_and_out_are_checked_up_front(tmp_path):
+    with pytest.raises(ConfigError, match=r"config=nope.yaml: no such file \(a relative path"):
+        load_config(ExperimentConfig, "configs/demo.yaml", [f"out={tmp_path}", "config=nope.yaml"])
+    (tmp_path / "file").touch()
+    with pytest.raises(ConfigError, match=r"^override out=\S+: a file, not a directory"):
+        load_config(ExperimentConfig, "configs/demo.yaml", [f"out={tmp_path / 'file'}"])
+
+
 def test_each_action_takes_its_own_options_among_the_overrides(tmp_path, capsys):
     plan = ["plan", "configs/demo.yaml", "--tokens-per-s", "1e5", f"out={tmp_path}", "data.k=3"]
     assert experiment_cli(plan) == 0

@@ -1,0 +1,42 @@
+"""The experiment graph's completion: a node is complete when its outputs are, and were
+written by the settings planned now, upstream included."""
+
+from pathlib import Path
+
+from slurm.executors import run_local
+from slurm.graph import Command, Graph, Node
+from slurm.status import status_table
+
+
+def echo(path: Path, text: str) -> Command:
+    return Command("tests.slurm.echo_task", [str(path), text], path)
+
+
+def graph(out: Path, first: str, second: str = "b") -> Graph:
+    nodes = [Node("first", [echo(out / "first.txt", first)]),
+             Node("second", [echo(out / "second.txt", second)], after=["first"])]  # fmt: skip
+    return Graph(nodes, out)
+
+
+def test_a_complete_graph_is_skipped(tmp_path):
+    assert run_local(graph(tmp_path, "a")) == {"first": "succeeded", "second": "succeeded"}
+    assert run_local(graph(tmp_path, "a")) == {"first": "complete", "second": "complete"}
+    elapsed = [line.split()[5] for line in status_table(graph(tmp_path, "a")).splitlines()[1:]]
+    assert elapsed == ["00:00:00", "00:00:00"]  # the local executor's seconds, as sacct's
+
+
+def test_other_settings_run_a_node_and_every_node_after_it_again(tmp_path):
+    run_local(graph(tmp_path, "a"))
+    changed = graph(tmp_path, "a2")  # the second node's own command is unchanged
+    assert [node.name for node in changed if not node.done] == ["first", "second"]
+    table = status_table(changed)
+    assert table.count("written with other settings (here or upstream): runs again") == 2
+    assert run_local(changed) == {"first": "succeeded", "second": "succeeded"}
+    assert (tmp_path / "first.txt").read_text() == "a2"
+    assert run_local(graph(tmp_path, "a2")) == {"first": "complete", "second": "complete"}
+    # only what is downstream of a change runs again
+    assert run_local(graph(tmp_path, "a2", "b2")) == {"first": "complete", "second": "succeeded"}
+
+
+def test_status_of_an_experiment_that_never_ran(tmp_path):
+    assert f"(nothing has run under {tmp_path} yet)" in status_table(graph(tmp_path, "a"))
