@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_split.train_cli import setup_logging
 
     args = parse_args(argv)
-    setup_logging(detect_launch_env().rank)  # megatron's dataset INFO lines kept out
+    # each rank says which part of each model it holds; megatron's dataset INFO lines stay out
+    setup_logging(detect_launch_env().rank, every_rank=True)
     try:
         check_world_size(args.tensor, args.pipeline)
         tasks = []

@@ -11,7 +11,10 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
+from typing import Any
 
+from megatron_split.checkpoint import step_dir_name
 from megatron_split.config import ConfigError, load_config, to_dict
 from megatron_split.runtime import detect_launch_env
 from megatron_split.train.config import RunConfig
@@ -29,14 +32,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)  # overrides may follow the options
 
 
-def setup_logging(rank: int) -> None:
+def setup_logging(rank: int, every_rank: bool = False) -> None:
+    """INFO records from rank 0 (or from ``every_rank``), warnings from the others."""
     logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
+        level=logging.INFO if rank == 0 or every_rank else logging.WARNING,
         format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    # megatron.core logs every index it builds or loads at INFO; keep its warnings only.
-    logging.getLogger("megatron.core").setLevel(logging.WARNING)
+    # megatron.core logs every index it builds or loads at INFO, and faiss's loader each
+    # CPU build it tries ("Could not load library ..." before the one that loads): warnings
+    # only from both.
+    for name in ("megatron.core", "faiss.loader"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def outcome(result: dict[str, Any], cfg: RunConfig) -> str | None:
+    """One line on a run that ended short of training to its end, or None."""
+    step = result["step"]
+    saved = Path(cfg.run_dir) / "checkpoints" / step_dir_name(step)
+    if result["status"] in ("interrupted", "preempted"):
+        return f"{result['status']} at step {step}: saved {saved}; a rerun resumes from it"
+    if result["status"] == "stopped_at_step":
+        return (
+            f"stopped at train.stop_at_step={step} of train.steps={cfg.train.steps}: saved "
+            f"{saved}; the next segment resumes from it"
+        )
+    if result["status"] == "already_complete":
+        where = "complete" if step >= cfg.train.steps else "past train.stop_at_step"
+        return f"run {cfg.run_dir} is already {where} at step {step}: nothing to train"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         destroy_distributed()
     if env.rank == 0:
-        logging.getLogger("msplit").info("run %s: %s", cfg.run_dir, json.dumps(result))
+        log = logging.getLogger("msplit")
+        log.info("run %s: %s", cfg.run_dir, json.dumps(result))
+        if line := outcome(result, cfg):
+            log.info("%s", line)
     return 0
 
 

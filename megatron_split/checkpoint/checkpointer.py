@@ -102,14 +102,24 @@ def step_dir_name(step: int) -> str:
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
-    """The newest complete checkpoint under ``root``, or None."""
+    """The newest complete checkpoint under ``root``, or None before the first save.
+
+    ``latest`` names it; when that checkpoint is gone (deleted by hand), the newest complete
+    one left is taken instead, with a warning, and FileNotFoundError says so when none is."""
     pointer = Path(root) / LATEST
     if not pointer.is_file():
         return None
     path = Path(root) / pointer.read_text().strip()
-    if not (path / META).is_file():
-        raise FileNotFoundError(f"{pointer} names {path.name}, which has no {META}")
-    return path
+    if (path / META).is_file():
+        return path
+    left = complete_checkpoints(root)
+    if not left:
+        raise FileNotFoundError(
+            f"{pointer} names {path.name}, which has no {META}, and no complete checkpoint is "
+            f"left: remove {pointer} to start the run afresh"
+        )
+    log.warning("%s names %s, which has no %s: using %s", pointer, path.name, META, left[-1])
+    return left[-1]
 
 
 def complete_checkpoints(root: str | Path) -> list[Path]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import ClassVar, Literal
 
 from megatron_split.checkpoint import CheckpointConfig, read_meta, resolve_checkpoint
 from megatron_split.config import ConfigError
@@ -40,23 +41,33 @@ class LoopConfig:
     tensorboard: bool = True
     progress: bool = True
 
+    # The least value of each integer field (stop_at_step is checked against steps).
+    MINIMUMS: ClassVar[dict[str, int]] = {
+        "steps": 1,
+        "global_batch": 1,
+        "micro_batch": 1,
+        "log_every": 1,
+        "eval_every": 0,
+        "eval_batches": 1,
+    }
+
     @property
     def end_step(self) -> int:
         """The step this invocation trains to."""
         return self.stop_at_step or self.steps
 
     def validate(self) -> None:
-        if self.steps < 1:
-            raise ConfigError(f"train.steps must be >= 1, got {self.steps}")
+        for name, least in self.MINIMUMS.items():
+            if getattr(self, name) < least:
+                raise ConfigError(f"train.{name} must be >= {least}, got {getattr(self, name)}")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.steps:
             raise ConfigError(
                 f"train.stop_at_step must be in 1..train.steps={self.steps}, "
                 f"got {self.stop_at_step}"
             )
-        if self.micro_batch < 1 or self.global_batch < 1:
-            raise ConfigError("train.global_batch and train.micro_batch must be >= 1")
-        if self.log_every < 1:
-            raise ConfigError("train.log_every must be >= 1")
+        peak = self.peak_flops_per_device
+        if peak is not None and peak <= 0:
+            raise ConfigError(f"train.peak_flops_per_device must be > 0 (or null), got {peak}")
 
 
 @dataclass
@@ -141,6 +152,7 @@ class RunConfig:
         """Check everything that can be checked before a process group exists; with
         ``inputs=False``, all but what needs the run's inputs on disk (its data and parent
         checkpoint), so that a run can be planned before they exist."""
+        _check_run_dir(self.run_dir)
         self.role.validate()
         self.parallel.validate()
         self.train.validate()
@@ -163,3 +175,11 @@ class RunConfig:
                     f"train.global_batch={self.train.global_batch} is not divisible by "
                     f"train.micro_batch={self.train.micro_batch} x data-parallel size {dp}"
                 )
+
+
+def _check_run_dir(run_dir: str) -> None:
+    """A run directory must be one, or be creatable: nothing on its path is a file."""
+    path = Path(run_dir)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"run_dir={run_dir}: {existing} is a file, not a directory")

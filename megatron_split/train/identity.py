@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -39,6 +40,10 @@ OPERATIONAL = frozenset(
         "data.cache_dir",
     }
 )
+
+# Shard prefixes: the same shards however they are spelt (relative to the directory a run
+# was started from, absolute, through a symlink).
+SHARD_FIELDS = frozenset({"data.paths"})
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -77,8 +82,15 @@ def config_diff(
     return [
         f"{path}: {old.get(path)} -> {new.get(path)}"
         for path in sorted(old.keys() | new.keys())
-        if old.get(path) != new.get(path)
+        if _comparable(path, old.get(path)) != _comparable(path, new.get(path))
     ]
+
+
+def _comparable(path: str, value: Any) -> Any:
+    """A field's value as compared: shard prefixes by the data files they resolve to."""
+    if path in SHARD_FIELDS and value:
+        return [os.path.realpath(f"{prefix}.bin") for prefix in value]
+    return value
 
 
 @functools.cache

@@ -8,7 +8,6 @@ checkpoint, and check for preemption. Everything a resumed run needs is in the c
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict
 from functools import partial
@@ -31,7 +30,7 @@ from megatron_split.data.datasets import check_shards_tokenizer, dataset_tokeniz
 from megatron_split.runtime import Runtime, init_distributed, seed_everything
 from megatron_split.train.config import RunConfig
 from megatron_split.train.identity import config_diff, law_coordinates, run_identity
-from megatron_split.train.metrics import MetricsSink
+from megatron_split.train.metrics import MetricsSink, Throughput
 from megatron_split.train.signals import PreemptionFlag
 
 log = logging.getLogger(__name__)
@@ -184,6 +183,28 @@ def _parent_record(parent: Path, meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _latest_checkpoint(root: Path) -> Path | None:
+    try:
+        return latest_checkpoint(root)
+    except FileNotFoundError as e:  # `latest` names a deleted step and none is left
+        raise ConfigError(str(e)) from None
+
+
+def run_result(
+    status: str, state: TrainState, loss: float | None, steps_run: int, seconds: float
+) -> dict[str, Any]:
+    """What ``Trainer.run`` returns (and ``msplit train`` prints as JSON)."""
+    return {
+        "status": status,
+        "step": state.step,
+        "tokens": state.tokens,
+        "loss": loss,  # None when no step ran
+        # wall time of this invocation's steps, evaluation and checkpoints included
+        "loop_seconds": seconds,
+        "steps_run": steps_run,
+    }
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -193,6 +214,15 @@ class Trainer:
         cfg = self.cfg.resolve()  # recorded resolved: the shards and vocabulary it trains on
         runtime = init_distributed(cfg.parallel.tensor, cfg.parallel.pipeline)
         cfg.validate(world_size=runtime.env.world_size)
+        loop = cfg.train
+        checkpointer = Checkpointer(cfg.checkpoint, self.run_dir / "checkpoints")
+        latest = _latest_checkpoint(checkpointer.root) if cfg.checkpoint.resume else None
+        if latest is not None:
+            saved = read_meta(latest)
+            check_resumable(cfg, saved, latest)
+            if saved["step"] >= loop.end_step:  # a rerun of a finished run or segment
+                done = TrainState(step=saved["step"], tokens=saved["tokens"])
+                return run_result("already_complete", done, None, 0, 0.0)
         from megatron.core import parallel_state as ps
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
@@ -206,7 +236,6 @@ class Trainer:
         if runtime.is_main:
             log.info("%s", cfg.model.describe())
 
-        loop = cfg.train
         dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
         train_data, valid_data = cfg.data.build(
             tokenizer,
@@ -223,11 +252,8 @@ class Trainer:
                 len(valid_data),
                 loop.eval_batches * loop.global_batch,
             )
-        checkpointer = Checkpointer(cfg.checkpoint, self.run_dir / "checkpoints")
         state = TrainState()
-        latest = latest_checkpoint(checkpointer.root) if cfg.checkpoint.resume else None
         if latest is not None:
-            check_resumable(cfg, read_meta(latest), latest)
             state = checkpointer.resume(latest, gpt, optimizer)
             if runtime.is_main:
                 log.info("resumed from %s (step %d)", latest, state.step)
@@ -297,31 +323,30 @@ class Trainer:
             )  # fmt: skip
 
         preemption = PreemptionFlag()
-        status = "completed"
+        status = "completed" if loop.end_step == loop.steps else "stopped_at_step"
         last_saved = state.step if latest is not None else -1
-        window_start, window_tokens = time.perf_counter(), 0
-        loss = math.nan
+        throughput = Throughput()
+        loss: float | None = None
         ddp.train()
         loop_start, start_step = time.perf_counter(), state.step
         if valid_data is not None and loop.eval_at_start and state.step == 0:
             metrics.write({"step": 0, "val_loss": evaluate()})
         try:
             while state.step < loop.end_step:
-                lr = cfg.optim.apply(optimizer, state.step, loop.steps)
-                ddp.zero_grad_buffer()
-                optimizer.zero_grad()
-                loss = global_batch_loss(train_data, state.consumed_samples, forward_only=False)
-                _, grad_norm, _ = optimizer.step()
+                with throughput.step(tokens_per_step):  # tokens/s counts training time only
+                    lr = cfg.optim.apply(optimizer, state.step, loop.steps)
+                    ddp.zero_grad_buffer()
+                    optimizer.zero_grad()
+                    loss = global_batch_loss(train_data, state.consumed_samples, forward_only=False)
+                    _, grad_norm, _ = optimizer.step()
                 state.step += 1
                 state.consumed_samples += loop.global_batch
                 state.tokens += tokens_per_step
-                window_tokens += tokens_per_step
                 metrics.advance({"loss": f"{loss:.4f}", "lr": f"{lr:.2e}"})
 
                 last = state.step == loop.steps
                 if state.step % loop.log_every == 0 or state.step == loop.end_step:
-                    elapsed = time.perf_counter() - window_start
-                    tokens_per_s = window_tokens / max(elapsed, 1e-9)
+                    tokens_per_s = throughput.take()
                     record = {
                         "step": state.step,
                         "loss": loss,
@@ -336,24 +361,21 @@ class Trainer:
                             tokens_per_s * flops_per_token / (peak * runtime.env.world_size)
                         )
                     metrics.write(record)
-                    window_start, window_tokens = time.perf_counter(), 0
                 if (
                     valid_data is not None
                     and loop.eval_every
                     and (state.step % loop.eval_every == 0 or last)
                 ):
                     metrics.write({"step": state.step, "val_loss": evaluate()})
-                    window_start = time.perf_counter()  # tokens/s counts training time only
                 checkpointer.poll()  # publishes a background write once it has finished
                 if cfg.checkpoint.saves_at(state.step):
                     save()
                     last_saved = state.step
-                    window_start = time.perf_counter()
                 if preemption.agreed():
-                    status = "preempted"
+                    status = preemption.status
                     break
-            # A preempted run and a finished segment are resumed from the step they stop at.
-            stopped = status == "preempted" or state.step < loop.steps
+            # A run stopped by a signal and a finished segment are resumed from where they stop.
+            stopped = status != "completed"
             if last_saved != state.step and (stopped or cfg.checkpoint.save_at_end):
                 save()
             checkpointer.wait()  # nothing is left half-written when the run returns
@@ -362,12 +384,5 @@ class Trainer:
             metrics.close()
         if status == "preempted":
             preemption.forward()  # e.g. submitit requeues the job from here
-        return {
-            "status": status,
-            "step": state.step,
-            "tokens": state.tokens,
-            "loss": loss,
-            # wall time of this invocation's steps, evaluation and checkpoints included
-            "loop_seconds": time.perf_counter() - loop_start,
-            "steps_run": state.step - start_step,
-        }
+        seconds = time.perf_counter() - loop_start
+        return run_result(status, state, loss, state.step - start_step, seconds)

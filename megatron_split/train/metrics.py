@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +83,28 @@ class MetricsSink:
             self._tb.close()
         if self._bar is not None:
             self._bar.close()
+
+
+class Throughput:
+    """Tokens per second of training between log steps: only the time inside :meth:`step`
+    counts, together with the tokens of those steps, so that the evaluations and saves in
+    between count neither."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self._clock = clock
+        self._tokens = 0
+        self._seconds = 0.0
+
+    @contextmanager
+    def step(self, tokens: int) -> Iterator[None]:
+        """Time one training step of ``tokens`` tokens."""
+        start = self._clock()
+        yield
+        self._seconds += self._clock() - start
+        self._tokens += tokens
+
+    def take(self) -> float:
+        """Tokens per second of the steps timed since the last call, which starts afresh."""
+        rate = self._tokens / max(self._seconds, 1e-9)
+        self._tokens, self._seconds = 0, 0.0
+        return rate

@@ -2,14 +2,18 @@
 
 import json
 import random
+import re
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
 
 from megatron_split.checkpoint import latest_checkpoint, read_meta
 from tests.megatron_split.runs import (
+    command,
+    env,
     kill_group,
     metrics,
     start,
@@ -114,24 +118,41 @@ def test_a_run_trained_in_segments_equals_one_trained_at_once(shards, reference,
     by the next invocation, has the LR schedule, data order and losses of the whole run."""
     overrides = tiny_overrides(tmp_path, shards, **{"train.steps": STEPS, "checkpoint.every": 4})
     for stop in (3, 7, STEPS):
-        train([*overrides, f"train.stop_at_step={stop}"])
+        proc = train([*overrides, f"train.stop_at_step={stop}"])
+        assert result(proc)["status"] == ("completed" if stop == STEPS else "stopped_at_step")
         latest = read_meta(latest_checkpoint(tmp_path / "checkpoints"))
         assert latest["step"] == stop  # saved at the stop, off the every-4 grid
         assert latest["run"]["annealed"] == (stop == STEPS)
     for key in ("loss", "lr"):
         assert metrics(tmp_path, key) == metrics(reference, key)  # bitwise
+    again = train(overrides)
+    assert result(again) == {"status": "already_complete", "step": STEPS, "tokens": STEPS * 512,
+                             "loss": None, "loop_seconds": 0.0, "steps_run": 0}  # fmt: skip
+    assert f"is already complete at step {STEPS}: nothing to train" in again.stderr
 
 
-def test_sigterm_saves_at_a_step_boundary_and_exits_cleanly(shards, tmp_path):
+def result(proc) -> dict:
+    """What ``msplit train`` printed of its run, as JSON."""
+    return json.loads(re.search(r"msplit: run \S+: (\{.*\})", proc.stderr)[1])
+
+
+@pytest.mark.parametrize(
+    ("sig", "status"), [(signal.SIGTERM, "preempted"), (signal.SIGINT, "interrupted")]
+)
+def test_a_signal_saves_at_a_step_boundary_and_exits_cleanly(shards, tmp_path, sig, status):
     overrides = tiny_overrides(tmp_path, shards, **{"train.steps": 500})
     proc = start(overrides)
     wait_for_step(tmp_path, 3, proc)
-    kill_group(proc, signal.SIGTERM)
+    kill_group(proc, sig)
     assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:]
     meta = read_meta(latest_checkpoint(tmp_path / "checkpoints"))
     assert meta["step"] == max(metrics(tmp_path))  # the last completed step, nothing after
     assert 3 <= meta["step"] < 500
     assert meta["consumed_samples"] == meta["step"] * 8
+    stderr = proc.stderr.read()
+    assert "Traceback" not in stderr
+    assert f"{status} at step {meta['step']}: saved " in stderr
+    assert "a rerun resumes from it" in stderr
 
 
 def test_a_crashed_save_is_never_taken_for_a_checkpoint(shards, reference, tmp_path):
@@ -147,6 +168,28 @@ def test_a_crashed_save_is_never_taken_for_a_checkpoint(shards, reference, tmp_p
     assert min(resumed) == 5
     assert resumed == {s: v for s, v in metrics(reference).items() if s > 4}
     assert not list(root.glob("*.tmp"))
+
+
+def test_a_latest_naming_a_deleted_step_resumes_the_newest_left(shards, reference, tmp_path):
+    root = tmp_path / "checkpoints"
+    shutil.copytree(reference / "checkpoints" / "step_0000004", root / "step_0000004")
+    (root / "latest").write_text("step_0000008")  # deleted by hand
+    train(tiny_overrides(tmp_path, shards, **{"train.steps": STEPS, "checkpoint.every": 4}))
+    assert metrics(tmp_path) == {s: v for s, v in metrics(reference).items() if s > 4}
+
+
+def test_a_latest_naming_a_deleted_step_with_none_left_is_a_one_line_error(shards, tmp_path):
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    (root / "latest").write_text("step_0000008")
+    proc = subprocess.run(
+        command(tiny_overrides(tmp_path, shards)), capture_output=True, text=True, env=env()
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"msplit train: config error: {root}/latest names step_0000008, which has no meta.json, "
+        f"and no complete checkpoint is left: remove {root}/latest to start the run afresh"
+    )
 
 
 @pytest.mark.parametrize("layout", ["parallel.tensor=2", "parallel.pipeline=2"])
@@ -167,10 +210,6 @@ def test_resume_refuses_a_different_model(shards, reference, tmp_path):
     shutil.copytree(reference / "checkpoints" / "step_0000008", root / "step_0000008")
     (root / "latest").write_text("step_0000008")
     overrides = tiny_overrides(tmp_path, shards, **{"model.hidden_size": 128})
-    import subprocess
-
-    from tests.megatron_split.runs import command, env
-
     proc = subprocess.run(
         command(overrides), capture_output=True, text=True, env=env(), timeout=300
     )

@@ -51,6 +51,11 @@ def test_yaml_string_floats_are_numbers(tmp_path, shards):
         ),
         (["optim.schedule.warmup_steps=500"], "warmup_steps=500 must be in [0, train.steps=100]"),
         (["train.stop_at_step=101"], "train.stop_at_step must be in 1..train.steps=100"),
+        (["train.eval_every=-1"], "train.eval_every must be >= 0, got -1"),
+        (["train.eval_batches=0"], "train.eval_batches must be >= 1, got 0"),
+        (["train.log_every=0"], "train.log_every must be >= 1, got 0"),
+        (["train.micro_batch=0"], "train.micro_batch must be >= 1, got 0"),
+        (["train.peak_flops_per_device=-1"], "train.peak_flops_per_device must be > 0"),
         (["noequals"], "expected dotted.key=value"),
     ],
 )
@@ -60,6 +65,15 @@ def test_config_errors_name_the_field(tmp_path, shards, overrides, message):
         cfg = load_config(RunConfig, path, overrides)
         cfg.validate(world_size=1)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("below", ["", "sub/run"])
+def test_a_run_dir_on_a_file_is_refused(tmp_path, shards, below):
+    (tmp_path / "file").touch()
+    run_dir = tmp_path / "file" / below
+    with pytest.raises(ConfigError) as err:
+        load_config(RunConfig, None, [f"data.paths=[{shards[0]}]", f"run_dir={run_dir}"])
+    assert f"run_dir={run_dir}: {tmp_path}/file is a file, not a directory" in str(err.value)
 
 
 def test_global_batch_checked_against_data_parallel_size(shards):

@@ -2,6 +2,7 @@
 checkpoints it keeps."""
 
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +46,23 @@ def test_a_field_the_saved_config_predates_counts_at_its_default():
     assert config_diff(saved, run("data.heldout_seed=5"), defaults=run()) == [
         "data.heldout_seed: 1234 -> 5"
     ]
+
+
+def test_shards_compare_by_the_files_they_resolve_to(tmp_path, monkeypatch):
+    """A run started on ``shards/a`` resumes on its absolute path or through a symlink."""
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "a.bin").touch()
+    (tmp_path / "linked").symlink_to(tmp_path / "shards")
+    config = Path("configs/tiny.yaml").resolve()
+    monkeypatch.chdir(tmp_path)
+
+    def on(shard: object) -> dict:
+        return asdict(load_config(RunConfig, config, [f"data.paths=[{shard}]"], inputs=False))
+
+    saved = on("shards/a")
+    for same in ("shards/a", tmp_path / "shards" / "a", "linked/a", "shards/a.bin"):
+        assert config_diff(saved, on(same)) == [], same
+    assert config_diff(saved, on("shards/b")) == ["data.paths: ['shards/a'] -> ['shards/b']"]
 
 
 def test_law_coordinates_of_each_arm():
