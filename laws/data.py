@@ -22,6 +22,7 @@ REQUIRED = ("N", "D", "loss")
 OPTIONAL_NUMERIC = ("D_prime",)
 OPTIONAL_LABELS = ("domain", "run")
 KNOWN = (*REQUIRED, *OPTIONAL_NUMERIC, *OPTIONAL_LABELS)  # every other column is not read
+LOSS_UNIT = "nats/token"  # the loss column: mean cross-entropy per token, as msplit eval writes
 
 
 class DataError(ValueError):
@@ -29,7 +30,8 @@ class DataError(ValueError):
 
 
 class DataWarning(UserWarning):
-    """A table that can be fitted but whose design leaves some parameters unidentified."""
+    """A table that can be fitted but not as well as it looks: a design that leaves some
+    parameters unidentified, or rows counted twice."""
 
 
 @dataclass(frozen=True)
@@ -126,10 +128,17 @@ def _read_law_points(directory: Path) -> tuple[dict[str, list[Any]], list[str]]:
 
 
 def _read_csv(path: Path) -> tuple[dict[str, list[Any]], list[str]]:
-    with path.open(newline="") as f:
+    # utf-8-sig drops the byte-order mark Excel writes, which would otherwise join the
+    # first column's name.
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
             raise DataError(f"{path}: empty file (expected a header with {', '.join(REQUIRED)})")
+        if len(reader.fieldnames) == 1 and ";" in reader.fieldnames[0]:
+            raise DataError(
+                f"{path}: the header {reader.fieldnames[0]!r} is one column: the file looks "
+                "semicolon-separated; save it comma-separated (with '.' as decimal point)"
+            )
         names = [n.strip() for n in reader.fieldnames]
         columns: dict[str, list[Any]] = {n: [] for n in names}
         locations = []
@@ -239,7 +248,10 @@ def _build(columns: dict[str, list[Any]], locations: list[str], source: str) -> 
 
 
 def check_design(table: Table) -> list[str]:
-    """Warn (and return the messages) when the design cannot identify every parameter."""
+    """Warn (and return the messages) when the design cannot identify every parameter of a
+    size and data law, or when rows were recorded twice. Parameters that a particular form
+    cannot identify on this table (those acting through D' alone, say) are checked per form:
+    ``laws.fit.check_identified``."""
     messages = []
     log_ratio = np.log(table.D[table.D > 0] / table.N[table.D > 0])
     if len(np.unique(table.N)) == 1:
@@ -253,11 +265,21 @@ def check_design(table: Table) -> list[str]:
             f"{ratio:.4g}: N and D are collinear, so their exponents are not separately "
             "identifiable (add runs with other D/N)"
         )
-    if not (table.Dp > 0).any():
+    duplicates = _duplicate_rows(table)
+    if duplicates:
         messages.append(
-            f"{table.source}: no row has D_prime > 0; specialisation parameters are "
-            "determined by their bounds and init grid only"
+            f"{table.source}: {duplicates} row(s) repeat an earlier row (same N, D, D_prime, "
+            "domain, run and loss): each copy weighs in the fit again; drop them if one "
+            "evaluation was recorded twice"
         )
     for message in messages:
         warnings.warn(message, DataWarning, stacklevel=2)
     return messages
+
+
+def _duplicate_rows(table: Table) -> int:
+    """How many rows repeat an earlier row in every column."""
+    labels = [table.domain, table.run]
+    columns = [table.N, table.D, table.Dp, table.loss, *(c for c in labels if c is not None)]
+    rows = list(zip(*(c.tolist() for c in columns), strict=True))
+    return len(rows) - len(set(rows))

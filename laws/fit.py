@@ -23,6 +23,7 @@ Strategy (why it is fast and does not stop early):
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -32,7 +33,7 @@ from scipy.optimize import least_squares, minimize
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from laws.data import Table
+from laws.data import DataWarning, Table
 from laws.forms import Form, Param, get_form
 
 _FD_STEP = 6e-6  # ~ eps^(1/3): balances truncation and round-off in the central difference
@@ -139,21 +140,33 @@ class FittedLaw:
             for p in self.form.params
         }
 
+    def check_domain(self, domain: str) -> None:
+        """Refuse a domain the law has no parameters for: predicting it would silently give
+        another curve (the shared one, or none)."""
+        if not self.per_domain:
+            raise FitError(
+                f"domain {domain!r}: the fit has no per-domain parameters (one curve through "
+                "every domain); fit with --per-domain to plan for one domain"
+            )
+        if domain not in self.domains:
+            raise FitError(
+                f"unknown domain {domain!r}; the fit's domains: {', '.join(self.domains)}"
+            )
+
     def predict(self, N, D, Dp=0.0, domain: str | None = None) -> np.ndarray:
         """Loss at (N, D, D'); with per-domain parameters and no domain, the domain mean."""
+        if domain is not None:
+            self.check_domain(domain)
+            return self.form(N, D, Dp, **self.domain_params(domain))
         if not self.per_domain:
             return self.form(N, D, Dp, **self.params)
-        if domain is not None:
-            if domain not in self.domains:
-                raise KeyError(f"unknown domain {domain!r}; fitted: {', '.join(self.domains)}")
-            return self.form(N, D, Dp, **self.domain_params(domain))
         return np.mean([self.form(N, D, Dp, **self.domain_params(d)) for d in self.domains], 0)
 
     def predict_table(self, table: Table) -> np.ndarray:
         if not self.per_domain:
             return self.predict(table.N, table.D, table.Dp)
         out = np.empty(len(table))
-        for d in self.domains:
+        for d in table.domains:  # predict refuses a domain the law was not fitted on
             rows = table.domain == d
             out[rows] = self.predict(table.N[rows], table.D[rows], table.Dp[rows], d)
         return out
@@ -194,6 +207,17 @@ class FitResult:
             for name in self.law.params
         }
 
+    def fitted_on(self, table: Table) -> bool:
+        """Whether the table holds the points this law was fitted on, in any order: the
+        same count, and the law reproduces its recorded in-sample errors on it (a fit
+        record keeps no copy of its data; another table matching them to 1e-9 is no
+        practical risk). A record without those errors cannot tell, and says yes."""
+        if len(table) != self.n_points:
+            return False
+        keys = [k for k in ("mre", "max_err", "max_rel_err") if np.isfinite(self.in_sample[k])]
+        now = scores(table.loss, self.law.predict_table(table))
+        return all(np.isclose(now[k], self.in_sample[k], rtol=1e-9, atol=0.0) for k in keys)
+
     def bootstrap_laws(self) -> list[FittedLaw]:
         law = self.law
         return [FittedLaw(law.form, b, law.per_domain, law.domains) for b in self.bootstrap]
@@ -225,17 +249,34 @@ class FitResult:
         return out
 
 
-def law_from_json(record: dict[str, Any]) -> FittedLaw:
+def law_from_json(record: Any) -> FittedLaw:
+    """The law of a fit record (what ``FitResult.to_json`` writes), checked against its form."""
+    if not (
+        isinstance(record, dict)
+        and isinstance(record.get("form"), str)
+        and isinstance(record.get("params"), dict)
+    ):
+        plan = isinstance(record, dict) and "D_star" in record
+        found = "a plan (`laws plan --json` wrote it)" if plan else "no 'form' and 'params'"
+        raise FitError(f"not a fit: {found}; expected what `laws fit --json` writes")
     form = get_form(record["form"])
-    return FittedLaw(
-        form,
-        {k: float(v) for k, v in record["params"].items()},
-        tuple(record.get("per_domain", ())),
-        tuple(record.get("domains", ())),
-    )
+    layout = Layout(form, tuple(record.get("per_domain", ())), tuple(record.get("domains", ())))
+    have, want = set(record["params"]), set(layout.names)
+    if have != want:
+        differences = [
+            f"{what} {', '.join(sorted(names))}"
+            for what, names in (("missing", want - have), ("unexpected", have - want))
+            if names
+        ]
+        raise FitError(
+            f"its parameters do not match form {form.name} ({'; '.join(differences)}; "
+            f"expected {', '.join(layout.names)})"
+        )
+    params = {name: float(record["params"][name]) for name in layout.names}
+    return FittedLaw(form, params, layout.per_domain, layout.domains)
 
 
-def result_from_json(record: dict[str, Any]) -> FitResult:
+def result_from_json(record: Any) -> FitResult:
     law = law_from_json(record)
 
     def number(key: str) -> float:
@@ -487,6 +528,42 @@ def resample(blocks: list[list[np.ndarray]], rng: np.random.Generator) -> np.nda
     """One bootstrap sample: as many runs as each stratum has, drawn with replacement."""
     picks = [runs[i] for runs in blocks for i in rng.integers(0, len(runs), len(runs))]
     return np.concatenate(picks)
+
+
+def inert_params(form: Form, table: Table) -> list[str]:
+    """Parameters that change no prediction on the table's rows (the specialisation
+    parameters of a form, when no row has D' > 0): each is moved, from the median of the
+    init grid, to its init values and the middle of its bounds."""
+    base = np.median(form.init_grid(), axis=0)
+
+    def predict(theta: np.ndarray) -> np.ndarray:
+        values = {p.name: p.from_theta(theta[:, j : j + 1]) for j, p in enumerate(form.params)}
+        return form(table.N[None], table.D[None], table.Dp[None], **values)
+
+    reference = predict(base[None])
+    inert = []
+    for j, p in enumerate(form.params):
+        moves = np.append(p.to_theta(np.asarray(p.init, dtype=float)), np.mean(p.theta_bounds))
+        theta = np.repeat(base[None], len(moves), axis=0)
+        theta[:, j] = moves
+        if np.allclose(predict(theta), reference, rtol=1e-12, atol=0.0, equal_nan=True):
+            inert.append(p.name)
+    return inert
+
+
+def check_identified(form: Form, table: Table) -> list[str]:
+    """Warn (and return the message) when some of the form's parameters change no
+    prediction on the table: only their bounds and init grid set their fitted values."""
+    inert = inert_params(form, table)
+    if not inert:
+        return []
+    why = "" if (table.Dp > 0).any() else " (no row has D_prime > 0)"
+    message = (
+        f"{table.source}: {form.name}'s {', '.join(inert)} change no prediction on these "
+        f"rows{why}: their values are set by their bounds and init grid only"
+    )
+    warnings.warn(message, DataWarning, stacklevel=2)
+    return [message]
 
 
 def fit(table: Table, form: Form | str, config: FitConfig | None = None) -> FitResult:

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, ScalarFormatter  # noqa: E402
 
 from laws.allocate import Allocator  # noqa: E402
-from laws.data import Table  # noqa: E402
+from laws.data import LOSS_UNIT, Table  # noqa: E402
 from laws.io import write_atomic  # noqa: E402
 
 plt.rcParams.update({"font.size": 10, "axes.grid": True, "grid.alpha": 0.3})
@@ -81,8 +81,8 @@ def predicted_vs_observed(
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(ScalarFormatter())
         axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-    ax.set_xlabel("observed loss")
-    ax.set_ylabel("predicted loss")
+    ax.set_xlabel(f"observed loss ({LOSS_UNIT})")
+    ax.set_ylabel(f"predicted loss ({LOSS_UNIT})")
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     return save(fig, path)
@@ -106,7 +106,7 @@ def loss_vs_fraction(allocator: Allocator, N: float, budgets: Sequence[float], p
     hi = min(values.max(), lo + 3 * (np.percentile(values, 75) - lo) + 1e-3)
     ax.set_ylim(lo - 0.03 * (hi - lo), hi)
     ax.set_xlabel("fraction of budget spent on pretraining  (D / T)")
-    ax.set_ylabel("predicted loss")
+    ax.set_ylabel(f"predicted loss ({LOSS_UNIT})")
     k, accounting = allocator.config.k, allocator.config.accounting
     ax.set_title(f"N = {human(N)}, k = {k} ({accounting} cost); dots: optimum")
     ax.legend(fontsize=8)

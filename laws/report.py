@@ -10,10 +10,10 @@ import numpy as np
 
 from laws import plots
 from laws.allocate import AllocationConfig, Split
-from laws.data import Table
+from laws.data import LOSS_UNIT, Table
 from laws.fit import FitResult
 from laws.io import write_json, write_text
-from laws.select import holdout_split
+from laws.select import CHOSEN_ON, holdout_split
 
 TABLE_TOKENS_PER_PARAM = (20.0, 100.0, 1000.0)
 
@@ -138,17 +138,25 @@ class Report:
         lines = [
             f"# Scaling-law report: {law.form.name}",
             "",
-            f"Data: `{self.table.source}` ({len(self.table)} points, "
-            f"N from {plots.human(self.table.N.min())} to {plots.human(self.table.N.max())}).",
+            f"Data: `{self.table.source}` ({len(self.table)} points, {self._fitted_sizes()}).",
             "",
             f"Form: {law.form.description}",
             "",
+            f"Losses are in {LOSS_UNIT}.",
+            "",
+            *self._caveats(),
             "## Parameters",
             "",
         ]
         ci = self.result.ci
         rows = [[name, value, *(ci.get(name, ["", ""]))] for name, value in law.params.items()]
         lines += _markdown_table(["parameter", "value", "95% lo", "95% hi"], rows)
+        if not ci:
+            lines += [
+                "The interval columns are empty: the fit ran no bootstrap "
+                "(`laws fit --bootstrap B` resamples the runs B times to give them).",
+                "",
+            ]
         fit_scores = self.result.in_sample
         lines += ["## Fit quality", ""]
         score_rows = [["all points (in sample)", *(fit_scores.get(k) for k in _SCORES)]]
@@ -158,21 +166,12 @@ class Report:
                 [f"held out ({h['split']}, {h['n_test']} points)", *(h.get(k) for k in _SCORES)]
             )
         lines += _markdown_table(
-            ["", "R^2", "mean rel. err", "max abs err", "max rel err"], score_rows
+            ["", "R^2", "mean rel. err", f"max abs err ({LOSS_UNIT})", "max rel err"], score_rows
         )
         if record.get("selection"):
             chosen_on = record.get("chosen_on", "heldout")
-            lines += [
-                "## Form comparison (extrapolation)",
-                "",
-                f"Chosen on the {chosen_on} split"
-                + (
-                    ": the held-out rows never chose the form."
-                    if chosen_on == "validation"
-                    else ": the held-out score of the chosen form is optimistic."
-                ),
-                "",
-            ]
+            chosen = CHOSEN_ON.get(chosen_on, f"the {chosen_on} split")  # older fits: "fit"
+            lines += ["## Form comparison", "", f"Chosen on {chosen}.", ""]
             sel_rows = []
             for row in record["selection"]:
                 h = row.get("heldout", {})
@@ -181,6 +180,7 @@ class Report:
                         row["form"],
                         row["n_params"],
                         row.get("fit_r2"),
+                        row.get("aicc"),
                         row.get("validation", {}).get("mre"),
                         *(h.get(k) for k in _SCORES),
                         row.get("error", ""),
@@ -191,6 +191,7 @@ class Report:
                     "form",
                     "params",
                     "fit R^2",
+                    "AICc",
                     "validation mean rel. err",
                     "held-out R^2",
                     "mean rel. err",
@@ -206,16 +207,18 @@ class Report:
             "D* and D'* are the optimal pretraining and per-specialist tokens for budget T; "
             "D_split is the trunk size after which splitting pays off; the multiplier is how "
             "many times T standard pretraining needs to reach the split's loss."
-            + (" Losses are means over the domains." if law.per_domain else ""),
+            + (" Losses are means over the domains." if law.per_domain else "")
+            + f" Sizes outside the fitted {self._fitted_sizes()} are extrapolations.",
             "",
         ]
         plan_rows = []
         for n in sizes:
+            size = plots.human(n) + ("" if self._fitted(n) else " (extrapolated)")
             for ratio in TABLE_TOKENS_PER_PARAM:
                 s = self.allocator.plan(n, n * ratio)
                 plan_rows.append(
                     [
-                        plots.human(n),
+                        size,
                         plots.human(s.budget),
                         plots.human(s.D_star),
                         plots.human(s.D_prime_star),
@@ -233,8 +236,8 @@ class Report:
                 "D*",
                 "D'*",
                 "fraction",
-                "loss (split)",
-                "loss (pretrain only)",
+                f"loss (split, {LOSS_UNIT})",
+                f"loss (pretrain only, {LOSS_UNIT})",
                 "D_split",
                 "multiplier",
             ],
@@ -244,6 +247,35 @@ class Report:
         for title, path in images.items():
             lines += [f"### {title}", "", f"![{title}]({path.name})", ""]
         return lines
+
+    def _fitted(self, N: float) -> bool:
+        """Whether N lies in the fitted range of sizes, give or take the 5% by which the
+        default sizes are rounded (to two digits)."""
+        return self.table.N.min() / 1.05 <= N <= self.table.N.max() * 1.05
+
+    def _fitted_sizes(self) -> str:
+        N = self.table.N
+        return f"N from {plots.human(N.min())} to {plots.human(N.max())}"
+
+    def _caveats(self) -> list[str]:
+        """What the numbers below cannot carry: unidentified or bound parameters, and no
+        extrapolation check."""
+        record = self.record
+        items = list(record.get("design_warnings", []))
+        if self.result.at_bounds:
+            items.append(
+                f"{', '.join(self.result.at_bounds)} ended on a bound of the fit: the data may "
+                "not constrain them or the form may not describe the data; predictions that "
+                "depend on them are set by the bound"
+            )
+        if "heldout" not in record:
+            items.append(
+                "no held-out split (`--holdout none`): the law was not checked by "
+                "extrapolation to points it was not fitted on"
+            )
+        if not items:
+            return []
+        return ["## Caveats", "", *(f"- {item}" for item in items), ""]
 
 
 _SCORES = ("r2", "mre", "max_err", "max_rel_err")

@@ -5,7 +5,8 @@ predicted by a fit on the rest, and inside the rest a validation split (the next
 is predicted by a fit on what remains. The form is chosen on the validation split, so the
 held-out score of the chosen form is an extrapolation it was never selected on; when the
 rest cannot be split again (a validation fit needs three sizes), the held-out split
-chooses, and says so."""
+chooses, and says so. Without a held-out split (``holdout="none"``) nothing is
+extrapolated: the forms are ranked by AICc of the in-sample log-loss residuals."""
 
 from __future__ import annotations
 
@@ -20,6 +21,16 @@ from laws.forms import FORMS, get_form
 
 HOLDOUTS = ("largest-N", "largest-D", "none")
 CRITERIA = ("mre", "max_rel_err", "max_err")
+
+
+# What chose the form (``Selector.chosen_on``), in words for the fit's output and report.
+CHOSEN_ON = {
+    "validation": "the validation split (the held-out rows never chose the form)",
+    "heldout": "the held-out split (too few sizes for a validation split, so the held-out "
+    "score of the chosen form is optimistic)",
+    "aicc": "in-sample AICc: no held-out split (--holdout none), so the law is not checked "
+    "by extrapolation",
+}
 
 
 def holdout_split(table: Table, how: str) -> tuple[np.ndarray, np.ndarray]:
@@ -88,6 +99,18 @@ def _extrapolation(
     }
 
 
+def aicc(observed: np.ndarray, predicted: np.ndarray, n_params: int) -> float:
+    """Small-sample Akaike criterion of the log-loss residuals (lower is better):
+    n ln(RSS/n) + 2k + 2k(k+1)/(n-k-1). Unlike an in-sample error, which never gets worse
+    with more parameters, it charges for each; inf when n <= k + 1, too few points to judge.
+    (The fit minimises a Huber loss, not RSS: for residuals below delta they agree.)"""
+    n, k = len(observed), n_params
+    if n <= k + 1:
+        return float("inf")
+    rss = max(float(np.sum((np.log(predicted) - np.log(observed)) ** 2)), np.finfo(float).tiny)
+    return float(n * np.log(rss / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1))
+
+
 def per_domain_for(form: str, names: tuple[str, ...]) -> tuple[str, ...]:
     """The requested per-domain names this form has (forms differ in their parameters)."""
     have = get_form(form).param_names
@@ -125,7 +148,8 @@ class Selector:
         return replace(self.config.fit, per_domain=per_domain_for(form, self.config.fit.per_domain))
 
     def compare(self, table: Table) -> list[dict[str, Any]]:
-        """One row per form: in-sample fit on all data and held-out scores."""
+        """One row per form: in-sample fit on all data, and held-out scores (AICc without
+        a held-out split)."""
         rows = []
         # Comparisons need point fits: the bootstrap belongs to the final pick.
         for name in self.forms():
@@ -134,7 +158,10 @@ class Selector:
             try:
                 full = config.build(name).fit(table)
                 row.update({f"fit_{k}": v for k, v in full.in_sample.items()})
-                if self.config.holdout != "none":
+                if self.config.holdout == "none":
+                    predicted = full.law.predict_table(table)
+                    row["aicc"] = aicc(table.loss, predicted, len(full.law.params))
+                else:
                     row["heldout"] = heldout_scores(table, name, self.config.holdout, config)
                     validation = validation_scores(table, name, self.config.holdout, config)
                     if validation is not None:
@@ -146,25 +173,28 @@ class Selector:
 
     @staticmethod
     def chosen_on(rows: list[dict[str, Any]]) -> str:
-        """The split whose scores choose: validation when every fitted form has one."""
+        """What chooses: the validation split when every fitted form has one, else the
+        held-out split, else (no held-out split) the in-sample AICc."""
         fitted = [row for row in rows if "error" not in row]
         if fitted and all("validation" in row for row in fitted):
             return "validation"
-        return "heldout" if fitted and all("heldout" in row for row in fitted) else "fit"
+        return "heldout" if fitted and all("heldout" in row for row in fitted) else "aicc"
 
     def pick(self, rows: list[dict[str, Any]]) -> str:
-        """Lowest criterion on the validation split (else the held-out one, else in sample)."""
+        """Lowest criterion on the validation split (else the held-out one); lowest AICc
+        without a held-out split, as in-sample errors always favour the most parameters."""
         key, split = self.config.criterion, self.chosen_on(rows)
 
         def score(row: dict[str, Any]) -> float:
             if "error" in row:
                 return np.inf
-            value = row[split][key] if split != "fit" else row[f"fit_{key}"]
+            value = row["aicc"] if split == "aicc" else row[split][key]
             return value if np.isfinite(value) else np.inf
 
         best = min(rows, key=score)
         if not np.isfinite(score(best)):
             raise FitError(
-                "no form could be fitted: " + "; ".join(r.get("error", "") for r in rows)
+                "no form could be fitted: "
+                + "; ".join(r.get("error", f"{r['form']}: no finite {split} score") for r in rows)
             )
         return str(best["form"])

@@ -450,6 +450,9 @@ VALIDATION_SPLITS = {
 
 def _why_chosen(fit: dict[str, Any]) -> str:
     """Which split chose the form, and what that makes of its held-out score."""
+    if fit.get("chosen_on") == "aicc":
+        return (f"{fit['form']} won: the lowest AICc of the forms compared, in sample (no "
+                "held-out split: the law is not checked by extrapolation).")  # fmt: skip
     if fit.get("chosen_on") != "validation":
         return (f"{fit['form']} won: the lowest held-out mean relative error of the forms "
                 "compared (too few sizes for a validation split, which needs three to fit, one "

@@ -213,3 +213,112 @@ def test_module_entry_point_and_msplit_dispatch():
     from megatron_split.cli import main as msplit
 
     assert msplit(["laws", "forms"]) == 0
+
+
+@pytest.fixture
+def quick_fit(tmp_path, results_csv):
+    """A chinchilla_total fit of results_csv without held-out split or bootstrap."""
+    fit_json = tmp_path / "quick_fit.json"
+    argv = ["fit", str(results_csv), "--form", "chinchilla_total", "--holdout", "none",
+            "--n-starts", "2", "--json", str(fit_json)]  # fmt: skip
+    assert main(argv) == 0
+    return fit_json
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--n", "0"], "argument --n: '0' must be a finite number > 0"),
+        (["--n=-5"], "argument --n: '-5' must be a finite number > 0"),
+        (["--budget", "0"], "argument --budget: '0' must be a finite number > 0"),
+        (["--budget=-1e6"], "argument --budget: '-1e6' must be a finite number > 0"),
+        (["--budget", "inf"], "argument --budget: 'inf' must be a finite number > 0"),
+        (["--budget", "nan"], "argument --budget: 'nan' must be a finite number > 0"),
+        (["--k", "0"], "argument --k: '0' must be >= 1"),
+        (["--k", "2.5"], "argument --k: '2.5' is not an integer"),
+    ],
+)
+def test_plan_refuses_sizes_budgets_and_k_it_cannot_plan(option, message, capsys):
+    argv = ["plan", "--fit", "fit.json", "--n", "1e9", "--budget", "1e11", "--k", "4", *option]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_plan_refuses_a_domain_the_fit_lacks_and_files_that_are_not_fits(
+    tmp_path, quick_fit, capsys
+):
+    def plan(fit, *more: str) -> str:
+        argv = ["plan", "--fit", str(fit), "--n", "1e9", "--budget", "1e11", "--k", "4", *more]
+        assert main(argv) == 2
+        return capsys.readouterr().err
+
+    assert "domain 'cluster_9': the fit has no per-domain parameters" in plan(
+        quick_fit, "--domain", "cluster_9"
+    )
+    plan_json = tmp_path / "plan.json"
+    argv = ["plan", "--fit", str(quick_fit), "--n", "1e9", "--budget", "1e11", "--k", "4",
+            "--json", str(plan_json)]  # fmt: skip
+    assert main(argv) == 0 and "nats/token" in capsys.readouterr().out
+    assert f"{plan_json}: not a fit: a plan" in plan(plan_json)
+    mismatched = tmp_path / "mismatched.json"
+    mismatched.write_text(json.dumps({**json.loads(quick_fit.read_text()), "form": "liew_kato_n"}))
+    err = plan(mismatched)
+    assert f"{mismatched}: its parameters do not match form liew_kato_n" in err
+    assert "Traceback" not in err
+
+
+def test_report_refuses_a_table_the_law_was_not_fitted_on(tmp_path, results_csv, quick_fit, capsys):
+    other = tmp_path / "other.csv"
+    other.write_text("\n".join(results_csv.read_text().split()[:-1]))  # one row fewer
+    argv = ["report", "--fit", str(quick_fit), "--data", str(other), "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert f"{other} (44 points) is not the table {quick_fit} was fitted on" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_report_keeps_the_fits_caveats(tmp_path, results_csv, quick_fit):
+    record = json.loads(quick_fit.read_text())
+    record.update(at_bounds=["beta"], design_warnings=["results.csv: one model size"])
+    quick_fit.write_text(json.dumps(record))
+    out = tmp_path / "report"
+    argv = ["report", "--fit", str(quick_fit), "--data", str(results_csv), "--out", str(out),
+            "--n", "1e8", "--n", "1e11"]  # fmt: skip
+    assert main(argv) == 0
+    text = (out / "report.md").read_text()
+    caveats = text.split("## Caveats")[1].split("## Parameters")[0]
+    assert "- results.csv: one model size" in caveats
+    assert "- beta ended on a bound of the fit" in caveats
+    assert "no held-out split (`--holdout none`)" in caveats
+    assert "interval columns are empty: the fit ran no bootstrap" in text
+    assert "Losses are in nats/token" in text and "loss (split, nats/token)" in text
+    assert "| 100B (extrapolated) |" in text and "| 100M |" in text
+
+
+def test_one_model_size_fails_once_with_a_hint_and_auto_then_ranks_by_aicc(tmp_path, capsys):
+    path = tmp_path / "one_size.csv"
+    rows = [f"1e8,{d:g},{dp:g},{3.0 - 0.1 * i:.2f}"
+            for i, (d, dp) in enumerate([(1e9, 0), (2e9, 0), (4e9, 0), (1e9, 1e8), (2e9, 4e8),
+                                         (4e9, 1e9), (8e9, 0), (8e9, 2e9)])]  # fmt: skip
+    path.write_text("N,D,D_prime,loss\n" + "\n".join(rows) + "\n")
+    fit_json = tmp_path / "fit.json"
+    assert main(["fit", str(path), "--json", str(fit_json)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("holdout largest-N needs more than one model size") == 1
+    assert "pass --holdout none" in err and not fit_json.exists()
+    argv = ["fit", str(path), "--holdout", "none", "--forms", "chinchilla_total,liew_kato_n",
+            "--n-starts", "2", "--json", str(fit_json)]  # fmt: skip
+    assert main(argv) == 0
+    assert "chosen on: in-sample AICc: no held-out split" in capsys.readouterr().out
+    fit = json.loads(fit_json.read_text())
+    # liew_kato_n fits closer in sample, but 7 parameters on 8 points leave AICc undefined.
+    assert fit["chosen_on"] == "aicc" and fit["form"] == "chinchilla_total"
+    assert any("one model size" in w for w in fit["design_warnings"])
+
+
+def test_fit_help_shows_the_form_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    assert "(default auto)" in " ".join(capsys.readouterr().out.split())

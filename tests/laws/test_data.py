@@ -6,6 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from laws.data import DataError, DataWarning, Table, check_design, load_table
+from laws.fit import check_identified, inert_params
+from laws.forms import get_form
 
 ROWS = [
     {"N": 1e8, "D": 2e9, "D_prime": 0, "loss": 3.1, "domain": "web"},
@@ -83,10 +85,38 @@ def test_collinear_design_warns():
         assert len(check_design(table)) == 1
 
 
-def test_table_without_specialisation_runs_warns():
-    table = Table.from_arrays([1e8, 2e8], [1e9, 8e9], [3.0, 2.9])
-    with pytest.warns(DataWarning, match="no row has D_prime > 0"):
-        check_design(table)
+def test_specialisation_parameters_warn_only_for_a_form_that_has_them(recwarn):
+    table = Table.from_arrays([1e8, 2e8, 4e8], [1e9, 8e9, 2e10], [3.0, 2.9, 2.8])
+    assert check_design(table) == []  # no D' > 0 rows: nothing to say before the form
+    assert check_identified(get_form("chinchilla_total"), table) == []
+    assert not [w for w in recwarn if issubclass(w.category, DataWarning)]
+    assert inert_params(get_form("liew_kato_n"), table) == ["a2", "a3"]
+    with pytest.warns(DataWarning, match=r"effective_data's w, sigma, tau change no prediction "
+                      r"on these rows \(no row has D_prime > 0\)"):  # fmt: skip
+        check_identified(get_form("effective_data"), table)
+    with_split = Table.from_arrays([1e8, 2e8], [1e9, 8e9], [3.0, 2.9], Dp=[0, 1e8])
+    assert inert_params(get_form("effective_data"), with_split) == []
+
+
+def test_duplicated_rows_warn_with_their_count():
+    rows = dict(N=[1e8, 1e8, 1e8, 2e8, 2e8], D=[1e9, 1e9, 1e9, 4e9, 4e9],
+                loss=[3.0, 3.0, 3.0, 2.8, 2.8], Dp=[0, 0, 0, 1e8, 1e8],
+                run=["a", "a", "a", "b", "c"])  # fmt: skip
+    with pytest.warns(DataWarning, match=r"2 row\(s\) repeat an earlier row"):
+        assert len(check_design(Table.from_arrays(**rows))) == 1
+
+
+def test_excel_csv_with_a_byte_order_mark_loads(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("N,D,loss\n1e8,1e9,3.0\n".encode("utf-8-sig"))
+    assert load_table(path).N.tolist() == [1e8]
+
+
+def test_semicolon_separated_csv_is_named(tmp_path):
+    path = tmp_path / "semicolons.csv"
+    path.write_text("N;D;loss\n1e8;1e9;3,0\n")
+    with pytest.raises(DataError, match="looks semicolon-separated"):
+        load_table(path)
 
 
 def test_single_model_size_warns_and_good_design_is_silent(recwarn):

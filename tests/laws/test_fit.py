@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -168,3 +169,36 @@ def test_parameters_pushed_to_a_bound_are_reported():
         FORMS.pop("test_capped_beta")
     well_posed = FAST.build("chinchilla_total").fit(synthetic("chinchilla_total"))
     assert well_posed.at_bounds == []
+
+
+def test_a_domain_the_law_has_no_parameters_for_is_refused():
+    shared = FAST.build("chinchilla_total").fit(synthetic("chinchilla_total"))
+    with pytest.raises(FitError, match="no per-domain parameters"):
+        shared.law.predict(1e9, 2e10, 0.0, "web")
+    law = replace(shared.law, params={**CHINCHILLA, "E[web]": 1.6}, per_domain=("E",),
+                  domains=("web",))  # fmt: skip
+    assert law.predict(1e9, 2e10, 0.0, "web") > 0
+    with pytest.raises(FitError, match=r"unknown domain 'code'; the fit's domains: web"):
+        law.predict(1e9, 2e10, 0.0, "code")
+
+
+def test_a_record_that_is_not_a_fit_of_its_form_is_refused():
+    record = FAST.build("chinchilla_total").fit(synthetic("chinchilla_total")).to_json()
+    plan = {"N": 1e9, "budget": 1e11, "D_star": 1e11, "fraction": 1.0}
+    with pytest.raises(FitError, match=r"not a fit: a plan \(`laws plan --json` wrote it\)"):
+        result_from_json(plan)
+    with pytest.raises(FitError, match="not a fit: no 'form' and 'params'"):
+        result_from_json([1, 2])
+    with pytest.raises(FitError, match=r"do not match form effective_data \(missing sigma, "
+                       r"tau, w; expected E, A, alpha, B, beta, w, sigma, tau\)"):  # fmt: skip
+        result_from_json({**record, "form": "effective_data"})
+
+
+def test_fitted_on_recognises_the_fitted_table_in_any_order():
+    table = synthetic("chinchilla_total", noise=0.003)
+    record = json.dumps(FAST.build("chinchilla_total").fit(table).to_json())
+    result = result_from_json(json.loads(record))  # the scores as a fit file keeps them
+    assert result.fitted_on(table.subset(np.arange(len(table))[::-1]))
+    assert not result.fitted_on(table.subset(np.arange(len(table) - 1)))
+    other = synthetic("chinchilla_total", noise=0.003, seed=9)
+    assert len(other) == len(table) and not result.fitted_on(other)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from laws.fit import FitConfig, FitError
-from laws.select import SelectionConfig, Selector, holdout_split, validation_split
+from laws.select import SelectionConfig, Selector, aicc, holdout_split, validation_split
 
 from .conftest import synthetic
 
@@ -60,3 +60,25 @@ def test_per_domain_parameters_must_exist_in_some_candidate():
     selector = SelectionConfig(fit=FitConfig(per_domain=("gamma",))).build()
     with pytest.raises(ValueError, match="no candidate form has parameter"):
         selector.forms()
+
+
+def test_without_a_heldout_split_aicc_chooses_and_charges_for_parameters():
+    observed = np.array([3.0, 2.9, 2.8, 2.7, 2.6, 2.5, 2.4, 2.3])
+    close, closer = observed * 1.01, observed * 1.009
+    # 19% less squared error does not pay for two more parameters; k = n - 1 cannot be judged.
+    assert aicc(observed, close, 3) < aicc(observed, closer, 5)
+    assert aicc(observed, closer, 7) == np.inf
+    rows = [{"form": "a", "fit_mre": 0.01, "aicc": -40.0},
+            {"form": "b", "fit_mre": 0.009, "aicc": -30.0}]  # fmt: skip
+    selector = SelectionConfig(holdout="none").build()
+    assert Selector.chosen_on(rows) == "aicc" and selector.pick(rows) == "a"
+
+
+def test_selection_without_a_heldout_split_scores_every_form_by_aicc():
+    table = synthetic("chinchilla_total", noise=0.002, seed=1)
+    config = SelectionConfig(forms=("chinchilla_total", "liew_kato_n"), holdout="none",
+                             fit=FitConfig(n_starts=4))  # fmt: skip
+    selector = config.build()
+    rows = selector.compare(table)
+    assert all("heldout" not in row and np.isfinite(row["aicc"]) for row in rows)
+    assert Selector.chosen_on(rows) == "aicc" and selector.pick(rows) == "chinchilla_total"

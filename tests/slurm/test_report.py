@@ -34,3 +34,5 @@ def test_the_report_says_which_split_chose_the_form_and_what_the_test_set_would_
     assert "predicts the held-out rows best" not in _why_chosen(fit)
     fit["chosen_on"] = "heldout"
     assert "the held-out score chose the form, and so is optimistic" in _why_chosen(fit)
+    fit["chosen_on"] = "aicc"
+    assert "lowest AICc of the forms compared, in sample (no held-out split" in _why_chosen(fit)
