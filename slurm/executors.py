@@ -6,8 +6,8 @@ failed node upstream) or ``interrupted`` on the local executor, and the job id o
 
 - ``run_local``: nodes in dependency order, their tasks in turn, in this process (so a run
   of many small jobs pays the start-up of torch and megatron once). A failed node fails its
-  dependents and the others go on; SIGTERM or SIGUSR2 makes the running training save and
-  stops the whole run; rerunning runs only what is not complete, and an interrupted
+  dependents and the others go on; SIGTERM, SIGUSR2 or Ctrl-C makes the running training
+  save and stops the whole run; rerunning runs only what is not complete, and an interrupted
   training run resumes from its last checkpoint.
 - ``submit_slurm``: every unfinished node at once, as a job array chained to the nodes it
   needs by ``afterok`` (a job whose dependency failed is cancelled by Slurm); a job that an
@@ -105,9 +105,9 @@ def run_local(graph: Graph) -> dict[str, str]:
                     raise Failed(f"{task.module} {' '.join(task.argv)} exited with {code}")
                 if not task.done():  # a run that saved and stopped on SIGTERM or SIGUSR2
                     raise Interrupted(f"{task.marker} stopped before its end")
-        except Interrupted as stop:
+        except (Interrupted, KeyboardInterrupt) as stop:  # a signal, or Ctrl-C outside training
             states[node.name] = "interrupted"
-            record.set(node.name, state="interrupted", error=str(stop))
+            record.set(node.name, state="interrupted", error=str(stop) or "Ctrl-C")
             log.warning("%s: %s; stopping here, a rerun resumes it", node.name, stop)
             break
         except (Exception, SystemExit) as error:  # noqa: BLE001 - any failure fails the node

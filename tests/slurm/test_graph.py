@@ -1,6 +1,7 @@
 """The experiment graph's completion: a node is complete when its outputs are, and were
 written by the settings planned now, upstream included."""
 
+import json
 from pathlib import Path
 
 from slurm.executors import run_local
@@ -40,3 +41,9 @@ def test_other_settings_run_a_node_and_every_node_after_it_again(tmp_path):
 
 def test_status_of_an_experiment_that_never_ran(tmp_path):
     assert f"(nothing has run under {tmp_path} yet)" in status_table(graph(tmp_path, "a"))
+
+
+def test_ctrl_c_in_a_command_stops_the_run_and_marks_its_node_interrupted(tmp_path):
+    assert run_local(graph(tmp_path, "ctrl-c")) == {"first": "interrupted"}
+    nodes = json.loads((tmp_path / "experiment.json").read_text())["nodes"]
+    assert nodes["first"]["state"] == "interrupted" and "second" not in nodes
