@@ -31,7 +31,7 @@ import submitit
 
 from megatron_split.checkpoint.checkpointer import write_atomic
 from megatron_split.config import ConfigError
-from slurm.graph import Graph, Node
+from slurm.graph import Failed, Graph, Node
 from slurm.launch import SlurmConfig
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,6 @@ log = logging.getLogger(__name__)
 
 class Interrupted(Exception):
     """A task that stopped cleanly before its end (a preemption signal): the run stops."""
-
-
-class Failed(Exception):
-    """A task whose command exited with an error (it printed the reason itself)."""
 
 
 class StateFile:
@@ -100,9 +96,7 @@ def run_local(graph: Graph) -> dict[str, str]:
                 if task.done():
                     task.check()
                     continue
-                code = task()
-                if code:  # the command has said why
-                    raise Failed(f"{task.module} {' '.join(task.argv)} exited with {code}")
+                task()  # raises Failed when the command exits with an error (it says why)
                 if not task.done():  # a run that saved and stopped on SIGTERM or SIGUSR2
                     raise Interrupted(f"{task.marker} stopped before its end")
         except (Interrupted, KeyboardInterrupt) as stop:  # a signal, or Ctrl-C outside training
@@ -179,9 +173,11 @@ def submit_slurm(graph: Graph, wait: bool = False) -> dict[str, str]:
     if wait:
         for name, jobs in submitted.items():
             for job in jobs:
-                if code := job.result():
-                    raise RuntimeError(f"{name}: job {job.job_id} exited with {code}; "
-                                       f"see {job.paths.stderr}")  # fmt: skip
+                try:
+                    job.result()
+                except submitit.core.utils.FailedJobError:
+                    raise RuntimeError(f"{name}: job {job.job_id} failed; see "
+                                       f"{job.paths.stderr}") from None  # fmt: skip
     return {name: ids[name] for name in submitted}
 
 

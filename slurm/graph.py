@@ -36,6 +36,10 @@ from slurm.launch import SlurmConfig
 Arm = Literal["trunk", "specialist", "standard", "standard_per_model"]
 
 
+class Failed(Exception):
+    """A task whose command exited with an error (it printed the reason itself)."""
+
+
 @dataclass
 class Command:
     """``main(argv)`` of ``module``; complete once ``marker`` (written last) exists, stamped
@@ -47,10 +51,17 @@ class Command:
     version: str = ""
 
     def __call__(self) -> int:
+        """Run the command; one that exits with an error raises, so that its Slurm job fails
+        too (submitit counts a returned code as success) and afterok stops what follows."""
         code = self.run()
-        if code == 0 and self.marker.is_file():
+        if code:
+            raise Failed(f"{self.module} {' '.join(self.argv)} exited with {code}")
+        self.stamp_marker()
+        return 0
+
+    def stamp_marker(self) -> None:
+        if self.marker.is_file():
             write_atomic(self.stamp, json.dumps({"version": self.version}) + "\n")
-        return code
 
     def run(self) -> int:
         return int(importlib.import_module(self.module).main(list(self.argv)) or 0)
@@ -105,8 +116,8 @@ class Training(Command):
     checkpoints: int = 0
     checkpoint_bytes: int = 0
 
-    def __call__(self) -> int:  # complete by its checkpoints, which carry its config
-        return self.run()
+    def stamp_marker(self) -> None:
+        """Nothing: a run is complete by its checkpoints, which carry its config."""
 
     def done(self) -> bool:
         return finished_step(self.marker) >= self.steps

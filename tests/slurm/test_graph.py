@@ -4,8 +4,10 @@ written by the settings planned now, upstream included."""
 import json
 from pathlib import Path
 
+import pytest
+
 from slurm.executors import run_local
-from slurm.graph import Command, Graph, Node
+from slurm.graph import Command, Failed, Graph, Node
 from slurm.status import status_table
 
 
@@ -47,3 +49,10 @@ def test_ctrl_c_in_a_command_stops_the_run_and_marks_its_node_interrupted(tmp_pa
     assert run_local(graph(tmp_path, "ctrl-c")) == {"first": "interrupted"}
     nodes = json.loads((tmp_path / "experiment.json").read_text())["nodes"]
     assert nodes["first"]["state"] == "interrupted" and "second" not in nodes
+
+
+def test_a_command_exiting_with_an_error_raises_and_fails_its_dependents(tmp_path):
+    # raised, not returned: submitit counts a returned code as a successful job
+    with pytest.raises(Failed, match="exited with 1"):
+        echo(tmp_path / "x.txt", "fail")()
+    assert run_local(graph(tmp_path, "fail")) == {"first": "failed", "second": "dependency failed"}
