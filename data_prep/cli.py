@@ -94,6 +94,15 @@ def _add_tokenize(commands: argparse._SubParsersAction) -> None:
         default="english",
         help="punkt language for --split-sentences (default: english)",
     )
+    p.add_argument(
+        "--keep-newlines",
+        action="store_true",
+        help="with --split-sentences, cut sentences as Megatron-LM's --keep-newlines does: "
+        "each keeps the whitespace after it, newlines included, but at the document's end or "
+        "after a closing quote or bracket, where it is dropped (without the flag, each keeps "
+        "the whitespace before it and none is dropped); without --split-sentences it changes "
+        "nothing",
+    )
     p.add_argument("--workers", type=positive_int, default=1,
                    help="parallel workers, threads or processes as --executor picks "
                    "(default: 1)")  # fmt: skip
@@ -135,7 +144,18 @@ def _add_tokenize(commands: argparse._SubParsersAction) -> None:
         default=1,
         help="tasks in the job array (needs --partitions, the same in every task)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--keep-sequential-samples",
+        action="store_true",
+        help="changes nothing, accepted as Megatron-LM's flag: the shards always hold the "
+        "documents in input order, whatever --workers and --partitions",
+    )
+    p.add_argument("--log-interval", type=positive_int, metavar="N",
+                   help="a progress line on stderr (documents, MB read, MB/s, tokens/s, "
+                   "elapsed) each time another N documents are done, counted a batch of "
+                   "about 2 MB of text at a time; without it, a bar on a terminal, else a "
+                   "line about every 30 s")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     p.set_defaults(run=_run_tokenize)
 
 
@@ -172,6 +192,7 @@ def _run_tokenize(args: argparse.Namespace) -> int:
         append_eod=args.append_eod,
         split_sentences=args.split_sentences,
         language=args.language,
+        keep_newlines=args.keep_newlines,
         workers=args.workers,
         partitions=args.partitions,
         executor=args.executor,
@@ -181,6 +202,7 @@ def _run_tokenize(args: argparse.Namespace) -> int:
         task=args.task,
         tasks=args.tasks,
         progress=not args.no_progress,
+        log_interval=args.log_interval,
     )
     manifests = tokenize(config)
     if args.label_key is not None:
@@ -227,8 +249,9 @@ def _add_train_tokenizer(commands: argparse._SubParsersAction) -> None:
                    "(default: 32000)")  # fmt: skip
     p.add_argument("--min-frequency", type=non_negative_int, default=2,
                    help="pairs seen fewer times are never merged (default: 2)")  # fmt: skip
-    p.add_argument("--json-key", default="text", help="text field of JSONL/Parquet records "
-                   "(default: text)")  # fmt: skip
+    p.add_argument("--json-key", "--json-keys", dest="json_key", default="text", metavar="KEY",
+                   help="text field of JSONL/Parquet records; --json-keys, Megatron-LM's "
+                   "spelling, is the same option, for one key (default: text)")  # fmt: skip
     p.add_argument("--max-mb", type=positive_float, help="train on at most this much text")
     _add_on_error(p, "on stderr")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -17,7 +17,6 @@ n_tokens) plus ``origin_shard`` / ``origin_doc``: the way back to the input shar
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,7 @@ def write_cluster_shards(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Write one shard per cluster under `out`; returns their manifests, in cluster order."""
-    from tqdm import tqdm
+    from data_prep.progress import progress_bar
 
     grouped, bounds = group_by_cluster(labels, k, seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -60,12 +59,11 @@ def write_cluster_shards(
     for prefix in prefixes:  # a stale manifest would make a half-written shard look complete
         manifest_path(prefix).unlink(missing_ok=True)
     table = _source_table(documents)
-    bar = tqdm(
+    bar = progress_bar(
         total=len(labels),
         unit="doc",
         desc="cluster shards",
         disable=not progress,
-        file=sys.stderr,
         mininterval=0.5,
     )
     manifests = []

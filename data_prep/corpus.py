@@ -199,7 +199,7 @@ class CorpusBuilder:
 
     def run(self) -> dict[str, Any]:
         """Write the corpus files, manifest and README; returns the manifest."""
-        from tqdm import tqdm
+        from data_prep.progress import progress_bar
 
         config = self.config
         out = Path(config.output)
@@ -210,7 +210,7 @@ class CorpusBuilder:
         handles = [open(t, "w", encoding="utf-8") for t in temps]  # noqa: SIM115
         shard_docs = [0] * config.shards
         streams = [self._records(source) for source in self.sources]
-        bar = tqdm(desc="corpus", unit="doc", disable=not config.progress)
+        bar = progress_bar(desc="corpus", unit="doc", disable=not config.progress)
         try:
             index = 0
             for round_ in zip_longest(*streams):

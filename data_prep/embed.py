@@ -157,16 +157,15 @@ class EmbedRun:
         start: int,
         fingerprint: dict[str, str],
     ) -> None:
-        from tqdm import tqdm
+        from data_prep.progress import progress_bar
 
         n, chunk = len(documents), self.config.chunk_docs
-        bar = tqdm(
+        bar = progress_bar(
             total=n,
             initial=start,
             unit="doc",
             desc=f"embed ({embedder.name})",
             disable=not self.config.progress,
-            file=sys.stderr,
             mininterval=0.5,
         )
         with bar:

@@ -14,35 +14,72 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # nltk imports scipy: a second and more, paid only when splitting
-    from nltk.tokenize.punkt import PunktParameters
+    from nltk.tokenize.punkt import PunktLanguageVars, PunktParameters
+
+# Where punkt looks for sentence ends. nltk's own pattern ends the match at the end
+# character, leaving the whitespace after it between two sentences (nltk's sentences drop
+# it); this one, Megatron-LM's --keep-newlines pattern, matches that whitespace too, so it
+# stays at the end of the sentence before it.
+_KEEP_NEWLINES_CONTEXT = r"""
+    \S*                      # the word holding
+    %(SentEndChars)s         # a possible sentence end,
+    \s*                      # the whitespace after it,
+    (?=(?P<after_tok>        # then the next sentence's first
+        %(NonWord)s          # punctuation
+        |
+        (?P<next_tok>\S+)    # or word
+    ))"""
 
 
 @dataclass(frozen=True)
 class SentenceSplitterConfig:
     language: str = "english"
+    # Megatron-LM's --keep-newlines: sentences as its splitter cuts them (see split)
+    keep_newlines: bool = False
 
     def build(self) -> SentenceSplitter:
         return SentenceSplitter(self)
 
 
 class SentenceSplitter:
-    """Splits a document into sentences; their concatenation is the document."""
+    """Splits a document into sentences."""
 
     def __init__(self, config: SentenceSplitterConfig):
         from nltk.tokenize.punkt import PunktSentenceTokenizer
 
         self.config = config
-        self._punkt = PunktSentenceTokenizer(punkt_parameters(config.language))
+        params = punkt_parameters(config.language)
+        if config.keep_newlines:
+            self._punkt = PunktSentenceTokenizer(params, lang_vars=_keep_newlines_vars())
+        else:
+            self._punkt = PunktSentenceTokenizer(params)
 
     def split(self, text: str) -> list[str]:
-        """Sentences of `text`, each with the whitespace before it.
+        """Sentences of `text` (at least one), each with the whitespace before it.
 
         Cutting at sentence ends loses no character (spaces, newlines), and a leading space
         stays with the word after it, where byte-level BPE vocabularies expect it.
+
+        With ``keep_newlines``, the sentences of Megatron-LM's ``--keep-newlines`` instead:
+        each keeps the whitespace after it (newlines between sentences included), but the
+        text's trailing whitespace is dropped, and so is the whitespace after a closing
+        quote or bracket that punkt moves onto the sentence before it.
         """
+        if self.config.keep_newlines:
+            # whitespace alone: one piece, as without keep_newlines (nltk gives none)
+            return self._punkt.tokenize(text) or [text]
         ends = [end for _, end in self._punkt.span_tokenize(text)][:-1] + [len(text)]
         starts = [0, *ends[:-1]]
         return [text[a:b] for a, b in zip(starts, ends, strict=True)]
+
+
+def _keep_newlines_vars() -> PunktLanguageVars:
+    from nltk.tokenize.punkt import PunktLanguageVars
+
+    class KeepNewlines(PunktLanguageVars):
+        _period_context_fmt = _KEEP_NEWLINES_CONTEXT
+
+    return KeepNewlines()
 
 
 @lru_cache(maxsize=8)

@@ -76,6 +76,7 @@ class TokenizeConfig:
     append_eod: bool = False
     split_sentences: bool = False
     language: str = "english"
+    keep_newlines: bool = False  # with split_sentences: SentenceSplitterConfig.keep_newlines
     workers: int = 1
     partitions: int | None = None  # default: PARTITIONS_PER_WORKER per worker
     on_error: str = "stop"
@@ -88,6 +89,7 @@ class TokenizeConfig:
     task: int = 0
     tasks: int = 1
     progress: bool = True
+    log_interval: int | None = None  # a progress line each time this many more documents are done
 
     def __post_init__(self) -> None:
         self.json_keys = tuple(self.json_keys)
@@ -107,9 +109,14 @@ class TokenizeConfig:
             raise ValueError("tasks > 1 needs partitions: the same number in every task")
         if not self.json_keys or len(set(self.json_keys)) != len(self.json_keys):
             raise ValueError(f"json_keys must be distinct and non-empty: {self.json_keys}")
+        if self.log_interval is not None and self.log_interval < 1:
+            raise ValueError(f"log_interval must be >= 1, not {self.log_interval}")
 
     def build(self) -> ShardWriter:
         return ShardWriter(self)
+
+    def splitter_config(self) -> SentenceSplitterConfig:
+        return SentenceSplitterConfig(self.language, self.keep_newlines)
 
     def reader_config(self) -> ReaderConfig:
         return ReaderConfig(self.json_keys, self.id_key, self.label_key,
@@ -258,7 +265,7 @@ class ShardWriter:
         config = self.config
         tokenizer = _cached_tokenizer(parse_spec(config.tokenizer))  # workers reuse (or fork) it
         if config.split_sentences:  # nltk and the punkt parameters, loaded before workers fork
-            SentenceSplitterConfig(config.language).build()
+            config.splitter_config().build()
         plan = make_plan(
             expand_inputs(config.inputs),
             config.partitions or PARTITIONS_PER_WORKER * config.workers,
@@ -305,7 +312,7 @@ class ShardWriter:
                     finished(job.index)
         if len(todo) < len(jobs):
             _log(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} partitions already written")
-        progress = _Progress(plan.text_bytes, total, enabled=self.config.progress)
+        progress = _Progress(plan.text_bytes, total, self.config.progress, self.config.log_interval)
         try:
             if self.config.workers == 1 or len(todo) <= 1:
                 for job in todo:
@@ -355,6 +362,7 @@ class ShardWriter:
                 "append_eod": config.append_eod,
                 "split_sentences": config.split_sentences,
                 "language": config.language if config.split_sentences else None,
+                "keep_newlines": config.keep_newlines if config.split_sentences else None,
                 "documents": stats.documents,
                 "documents_read": stats.documents_read,
                 "tokens": stats.tokens[key_index],
@@ -466,7 +474,7 @@ def write_partition(job: PartitionJob, report: Callable[[int, int, int], None]) 
     config = job.config
     fingerprint = job.fingerprint  # of the input as it is before it is read
     tokenizer = _cached_tokenizer(job.tokenizer_spec)
-    splitter = SentenceSplitterConfig(config.language).build() if config.split_sentences else None
+    splitter = config.splitter_config().build() if config.split_sentences else None
     n_keys = len(config.json_keys)
     stats = PartitionStats(tokens=[0] * n_keys)
     skipped: Counter[str] = Counter()
@@ -704,14 +712,34 @@ def _run_pool(
     return total  # the pool's exit stops the idle workers at once (close and join poll)
 
 
-class _Progress:
-    """tqdm bar on stderr over input bytes, with documents and tokens alongside."""
+_LINE_SECONDS = 30.0  # between progress lines where stderr is not a terminal
 
-    def __init__(self, total_bytes: int | None, done: PartitionStats, enabled: bool):
-        self.documents, self.tokens = done.documents, sum(done.tokens)
+
+class _Progress:
+    """Progress on stderr: documents, input bytes and tokens.
+
+    On a terminal, a tqdm bar; elsewhere (a log file, a pipe), whose lines the bar's
+    carriage returns would garble, a line about every `_LINE_SECONDS`; with
+    ``log_interval``, a line each time another that many documents are done, instead of
+    either. Updates come a batch of documents at a time, so the parent's cost stays a few
+    operations per batch. Counts include partitions an earlier run wrote; rates are this
+    run's.
+    """
+
+    def __init__(
+        self,
+        total_bytes: int | None,
+        done: PartitionStats,
+        enabled: bool,
+        log_interval: int | None = None,
+    ):
+        self.documents, self.tokens, self.bytes = done.documents, sum(done.tokens), done.text_bytes
+        self.enabled, self.log_interval = enabled, log_interval
+        self.first_tokens, self.first_bytes = self.tokens, self.bytes
+        self.started = self.last_line = time.monotonic()
         self.bar = None
-        if enabled:  # tqdm is imported only to be shown (0.05 s)
-            from tqdm import tqdm
+        if enabled and log_interval is None and sys.stderr.isatty():
+            from tqdm import tqdm  # imported only to be shown (0.05 s)
 
             self.bar = tqdm(
                 total=total_bytes, initial=done.text_bytes, unit="B", unit_scale=True,
@@ -719,12 +747,31 @@ class _Progress:
             )  # fmt: skip
 
     def update(self, documents: int, tokens: int, n_bytes: int) -> None:
-        if self.bar is None:
+        if not self.enabled:
             return
+        before = self.documents
         self.documents += documents
         self.tokens += tokens
-        self.bar.set_postfix(docs=self.documents, tokens=self.tokens, refresh=False)
-        self.bar.update(n_bytes)
+        self.bytes += n_bytes
+        if self.bar is not None:
+            self.bar.set_postfix(docs=self.documents, tokens=self.tokens, refresh=False)
+            self.bar.update(n_bytes)
+        elif self.log_interval is not None:
+            if self.documents // self.log_interval > before // self.log_interval:
+                self._line()
+        elif time.monotonic() - self.last_line >= _LINE_SECONDS:
+            self._line()
+
+    def _line(self) -> None:
+        self.last_line = time.monotonic()
+        elapsed = self.last_line - self.started
+        per_second = 1 / elapsed if elapsed > 0 else 0.0
+        mb_per_s = (self.bytes - self.first_bytes) / 1e6 * per_second
+        tokens_per_s = (self.tokens - self.first_tokens) * per_second
+        _log(
+            f"tokenize: {self.documents:,} documents, {self.bytes / 1e6:,.1f} MB read, "
+            f"{mb_per_s:,.2f} MB/s, {tokens_per_s:,.0f} tokens/s, {elapsed:,.1f} s elapsed"
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -736,9 +783,13 @@ class _Progress:
 
 def _content_fingerprint(config: TokenizeConfig, tokenizer: Tokenizer) -> str:
     """Hash of the settings the shards' bytes depend on (not workers, paths or progress)."""
-    ignored = ("workers", "partitions", "executor", "progress", "output_prefix", "inputs",
-               "tokenizer", "batch_mb", "task", "tasks")  # fmt: skip
+    ignored = ("workers", "partitions", "executor", "progress", "log_interval", "output_prefix",
+               "inputs", "tokenizer", "batch_mb", "task", "tasks")  # fmt: skip
     settings = {k: v for k, v in asdict(config).items() if k not in ignored}
+    # Counted only where it changes the bytes: without sentence splitting it changes nothing,
+    # and shards written before the setting existed keep their fingerprints.
+    if not (config.split_sentences and config.keep_newlines):
+        del settings["keep_newlines"]
     return _digest([settings, tokenizer.spec, _tokenizer_hashes(tokenizer.spec)])
 
 

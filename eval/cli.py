@@ -119,7 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=8,
         help="sequences per forward pass (default: %(default)s)",
     )
-    parser.add_argument("--out", required=True, help="results directory")
+    parser.add_argument("--out", "--output", required=True, help="results directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.top_k > len(args.branches):

@@ -114,8 +114,7 @@ def check_family(
 
 
 def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
-    from tqdm.auto import tqdm
-
+    from data_prep.progress import progress_bar
     from eval.lm import CheckpointLM
     from eval.router import Router
     from megatron_split.checkpoint import complete_checkpoints, read_meta, resolve_checkpoint
@@ -163,7 +162,8 @@ def evaluate_family(config: FamilyEvalConfig) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     recalls: dict[str, dict[int, float]] = {name: {} for name, _ in models}
     main_rank = detect_launch_env().rank == 0
-    bar = tqdm(models, desc="eval", unit="model", disable=not (config.progress and main_rank))
+    shown = config.progress and main_rank
+    bar = progress_bar(models, desc="eval", unit="model", disable=not shown)
     for m, (name, path) in enumerate(bar):
         bar.set_postfix_str(name)
         lm = load(path)

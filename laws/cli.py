@@ -177,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
         "fit) is refused: the report's scores, held-out split and size range are the fit's, "
         "so refit on a new table to report it",
     )
-    report.add_argument("--out", required=True, help="output folder")
+    report.add_argument("--out", "--output", required=True, help="output folder")
     report.add_argument(
         "--k", type=positive_int, default=16, help="clusters for the split (default 16)"
     )

@@ -145,7 +145,8 @@ def run_and_report(
         epilog=doc.split("\n\n", 1)[1]
         + f"\nExtra dotted.key=value arguments override the experiment file, e.g. {example}.",
     )
-    parser.add_argument("--out", default=out, help="where every node writes (default: %(default)s)")
+    parser.add_argument("--out", "--output", default=out,
+                        help="where every node writes (default: %(default)s)")  # fmt: skip
     parser.add_argument("--experiment", default=str(experiment),
                         help="the experiment file (default: %(default)s)")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="dotted.key=value of the experiment")

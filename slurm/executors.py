@@ -92,10 +92,12 @@ def run_local(graph: Graph) -> dict[str, str]:
         record.set(node.name, state="running")
         start = time.monotonic()
         try:
-            for task in node.tasks:
+            for j, task in enumerate(node.tasks, 1):
                 if task.done():
                     task.check()
                     continue
+                if len(node.tasks) > 1:  # which of the array (a branch: its run directory)
+                    log.info("%s: task %d/%d, %s", node.name, j, len(node.tasks), task.marker)
                 task()  # raises Failed when the command exits with an error (it says why)
                 if not task.done():  # a run that saved and stopped on SIGTERM or SIGUSR2
                     raise Interrupted(f"{task.marker} stopped before its end")

@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     table = commands.add_parser("table", help="gather the evaluations into one table")
     table.add_argument("--root", required=True, help="the experiment's out directory")
-    table.add_argument("--out", required=True, help="where the tables go")
+    table.add_argument("--out", "--output", required=True, help="where the tables go")
     table.add_argument("--eval", action="append", required=True, help="an evaluation directory")
     write = commands.add_parser("write", help="write OUT/report.md from the table (and law)")
     write.add_argument("--root", required=True, help="the experiment's out directory")

@@ -142,6 +142,21 @@ class DataConfig:
         return train, valid
 
 
+def passes_over_data(train: Any, samples: int, seq_length: int) -> dict[str, float]:
+    """How many times a run of ``samples`` training samples reads each shard's training
+    split (megatron repeats data silently): ``{shard prefix: passes}``."""
+    parts = getattr(train, "datasets", None) or [train]  # a blend, or one GPTDataset
+    total = sum(len(part) for part in parts)
+    passes = {}
+    for part in parts:
+        # A blend without weights holds one epoch of each shard and is read round and
+        # round, each shard in proportion to its size; otherwise a part holds what is read.
+        read = part.num_samples if part.num_samples is not None else samples * len(part) / total
+        tokens = int(part.dataset.sequence_lengths[part.indices].sum())
+        passes[part.dataset_path] = read * seq_length / max(tokens, 1)
+    return passes
+
+
 def shard_prefix(path: str) -> str:
     """The prefix of a shard named by its prefix or by one of its files (PREFIX.bin, .idx)."""
     root, suffix = os.path.splitext(path)

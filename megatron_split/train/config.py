@@ -39,7 +39,7 @@ class LoopConfig:
     eval_at_start: bool = False  # also before the first step (e.g. a parent on a new domain)
     peak_flops_per_device: float | None = None  # for MFU; None: known GPUs only
     tensorboard: bool = True
-    progress: bool = True
+    progress: bool = True  # a bar, on a terminal (a piped log gets lines with the time left)
 
     # The least value of each integer field (stop_at_step is checked against steps).
     MINIMUMS: ClassVar[dict[str, int]] = {

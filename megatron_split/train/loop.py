@@ -26,7 +26,11 @@ from megatron_split.checkpoint import (
 )
 from megatron_split.config import ConfigError
 from megatron_split.data import step_microbatches
-from megatron_split.data.datasets import check_shards_tokenizer, dataset_tokenizer
+from megatron_split.data.datasets import (
+    check_shards_tokenizer,
+    dataset_tokenizer,
+    passes_over_data,
+)
 from megatron_split.runtime import Runtime, init_distributed, seed_everything
 from megatron_split.train.config import RunConfig
 from megatron_split.train.identity import config_diff, law_coordinates, run_identity
@@ -183,6 +187,21 @@ def _parent_record(parent: Path, meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _warn_on_repeated_data(train_data: Any, cfg: RunConfig, steps: int) -> None:
+    """Say so when the run reads a shard's training split more than once: megatron repeats
+    it silently, and a shard smaller than the run (often smaller than one global batch, in a
+    small test) would train for many epochs without a word."""
+    passes = passes_over_data(train_data, steps * cfg.train.global_batch, cfg.model.seq_length)
+    shard, most = max(passes.items(), key=lambda item: item[1])
+    if most > 1:
+        of = f" (the most repeated of {len(passes)} shards)" if len(passes) > 1 else ""
+        log.warning(
+            "data: %d steps of %d x %d tokens read the training split of %s %.1f times%s; "
+            "give more data or fewer steps unless repeating it is intended",
+            steps, cfg.train.global_batch, cfg.model.seq_length, shard, most, of,
+        )  # fmt: skip
+
+
 def _latest_checkpoint(root: Path) -> Path | None:
     try:
         return latest_checkpoint(root)
@@ -245,6 +264,8 @@ class Trainer:
             cache_dir=self.run_dir / "data_cache",
         )
 
+        if runtime.is_main:
+            _warn_on_repeated_data(train_data, cfg, loop.steps)
         if valid_data is not None and len(valid_data) < loop.eval_batches * loop.global_batch:
             log.warning(
                 "validation set has %d samples, fewer than train.eval_batches x global_batch = "
@@ -280,6 +301,7 @@ class Trainer:
             enabled=runtime.is_main,
             tensorboard=loop.tensorboard,
             progress=loop.progress,
+            end_step=loop.end_step,
         )
         forward_backward = get_forward_backward_func()
         forward_step = make_forward_step(runtime.device)

@@ -1,13 +1,17 @@
-"""Where training metrics go: console (with a progress bar), a JSONL file and TensorBoard.
+"""Where training metrics go: console, a JSONL file and TensorBoard.
 
-Only the main rank writes. On resume the JSONL keeps the records up to the resumed step and
-drops the ones a killed run wrote after its last checkpoint, so the file is one curve.
+Only the main rank writes. On a terminal a progress bar runs below the log lines; in a piped
+log (a Slurm job's) there is no bar, whose carriage returns would garble it, and every line
+says the step of how many and the time left. On resume the JSONL keeps the records up to the
+resumed step and drops the ones a killed run wrote after its last checkpoint, so the file is
+one curve.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,11 +32,17 @@ class MetricsSink:
         enabled: bool,
         tensorboard: bool = True,
         progress: bool = True,
+        end_step: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
+        """``total_steps`` is the run's length, ``end_step`` where this process stops (a
+        segment's end; the run's by default): the time left is estimated up to it."""
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self._tb = None
         self._bar = None
+        self._total = total_steps
+        self._eta = Eta(start_step, end_step or total_steps, clock)
         if not enabled:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -41,7 +51,7 @@ class MetricsSink:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
-        if progress:
+        if progress and sys.stderr.isatty():
             self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step")
 
     def _truncate_after(self, step: int) -> None:
@@ -55,10 +65,12 @@ class MetricsSink:
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def advance(self, postfix: dict[str, Any] | None = None) -> None:
+        """One step done; ``postfix`` (its loss, say) is shown with it on the bar."""
+        self._eta.advance()
         if self._bar is not None:
-            self._bar.update(1)
-            if postfix:
+            if postfix:  # before the update, which draws the bar: it shows this step's
                 self._bar.set_postfix(postfix, refresh=False)
+            self._bar.update(1)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -70,19 +82,55 @@ class MetricsSink:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
                     self._tb.add_scalar(key, value, step)
-        text = "  ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
-        )
-        if self._bar is not None:
-            self._bar.write(text)
+        if self._bar is not None:  # the bar shows the time left
+            self._bar.write(self.line(record))
         else:
-            log.info(text)
+            log.info("%s  %s", self.line(record), self._eta.left())
+
+    def line(self, record: dict[str, Any]) -> str:
+        """``step 40/200  loss=3.217  lr=0.0003 ...``: a record as a console line."""
+        fields = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                  for k, v in record.items() if k != "step")  # fmt: skip
+        return "  ".join((f"step {record['step']}/{self._total}", *fields))
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
         if self._bar is not None:
             self._bar.close()
+
+
+class Eta:
+    """Time left to ``end_step`` at the pace of the steps so far in this process (their
+    evaluations and saves included, as the wait for the end includes them)."""
+
+    def __init__(self, start_step: int, end_step: int, clock: Callable[[], float]):
+        self._clock = clock
+        self._start = clock()
+        self._steps = 0
+        self._left = end_step - start_step
+
+    def advance(self) -> None:
+        self._steps += 1
+        self._left -= 1
+
+    def left(self) -> str:
+        if self._left <= 0:
+            return "done"
+        if not self._steps:
+            return "eta ?"
+        seconds = (self._clock() - self._start) / self._steps * self._left
+        return f"eta {format_duration(seconds)}"
+
+
+def format_duration(seconds: float) -> str:
+    """``45s``, ``2m05s``, ``3h07m``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class Throughput:

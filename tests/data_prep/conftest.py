@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,20 @@ def make_records(n: int, seed: int = 0, label: str = "synthetic") -> list[dict]:
         {"text": make_text(rng, rng.randint(1, 120)), "id": f"doc-{i}", "label": label}
         for i in range(n)
     ]
+
+
+PROGRESS_LINE = re.compile(
+    r"tokenize: ([\d,]+) documents, ([\d,.]+) MB read, ([\d,.]+) MB/s, ([\d,]+) tokens/s, "
+    r"([\d,.]+) s elapsed"
+)
+
+
+def progress_lines(err: str) -> list[re.Match[str]]:
+    """The progress lines of a run's stderr, each checked against the format."""
+    lines = [line for line in err.splitlines() if line.startswith("tokenize: ")]
+    matches = [PROGRESS_LINE.fullmatch(line) for line in lines]
+    assert all(matches), lines
+    return [m for m in matches if m is not None]
 
 
 @pytest.fixture(scope="session")

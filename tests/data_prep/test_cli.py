@@ -7,11 +7,18 @@ from pathlib import Path
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
+from data_prep import writer as writer_module
 from data_prep.cli import build_parser, main
-from data_prep.shards import read_manifest
+from data_prep.shards import read_doc_table, read_manifest
 from data_prep.tokenizers import load_tokenizer
 from megatron_split.cli import main as msplit
-from tests.data_prep.conftest import asset
+from tests.data_prep.conftest import (
+    PROGRESS_LINE,
+    asset,
+    make_records,
+    progress_lines,
+    write_jsonl,
+)
 
 
 def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -178,3 +185,121 @@ def test_tokenizing_loads_neither_torch_nor_nltk(tmp_path: Path, jsonl: Path, gp
                           text=True, check=True)  # fmt: skip
     assert done.stdout.strip() == "[]"
     assert len(IndexedDataset(str(tmp_path / "s"))) == read_manifest(tmp_path / "s")["documents"]
+
+
+def test_split_sentences_with_keep_newlines_writes_the_kept_sentences(
+    tmp_path: Path, bpe_spec: str
+) -> None:
+    """Megatron-LM's --keep-newlines sentences, each encoded on its own (and the EOD)."""
+    texts = ["Mr. Smith met Dr. Jones.\nThe court held that the contract was void.\n\nIt was void.",
+             "One sentence only.\n", "A first one. A second one!\nA third one?"]  # fmt: skip
+    sentences = [["Mr. Smith met Dr. Jones.\n", "The court held that the contract was void.\n\n",
+                  "It was void."], ["One sentence only."],
+                 ["A first one. ", "A second one!\n", "A third one?"]]  # fmt: skip
+    path = write_jsonl(tmp_path / "n.jsonl", [{"text": t} for t in texts])
+    assert main(["tokenize", "--input", str(path), "--output-prefix", str(tmp_path / "s"),
+                 "--tokenizer", bpe_spec, "--split-sentences", "--keep-newlines", "--append-eod",
+                 "--workers", "2", "--partitions", "2", "--no-progress"]) == 0  # fmt: skip
+    tokenizer = load_tokenizer(bpe_spec)
+    expected = []
+    for doc in sentences:
+        expected += [tokenizer.encode(sentence) for sentence in doc]
+        expected[-1].append(tokenizer.eod_id)
+    dataset = IndexedDataset(str(tmp_path / "s"))
+    assert dataset.document_indices.tolist() == [0, 3, 4, 7]
+    assert [dataset[i].tolist() for i in range(len(dataset))] == expected
+    assert read_manifest(tmp_path / "s")["keep_newlines"] is True
+
+
+def test_keep_sequential_samples_is_accepted_and_the_order_is_the_inputs(
+    tmp_path: Path, bpe_spec: str, capsys
+) -> None:
+    records = [make_records(70, seed=i, label=f"file{i}") for i in range(2)]
+    for i, record in enumerate(records[0] + records[1]):
+        record["id"] = f"doc-{i}"
+    inputs = [str(write_jsonl(tmp_path / f"{i}.jsonl", rs)) for i, rs in enumerate(records)]
+    args = ["tokenize", "--input", *inputs, "--output-prefix", str(tmp_path / "s"),
+            "--tokenizer", bpe_spec, "--workers", "2", "--partitions", "5",
+            "--no-progress"]  # fmt: skip
+    assert main([*args, "--keep-sequential-samples"]) == 0
+    in_order = records[0] + records[1]
+    assert read_doc_table(tmp_path / "s").column("id").to_pylist() == [r["id"] for r in in_order]
+    tokenizer, dataset = load_tokenizer(bpe_spec), IndexedDataset(str(tmp_path / "s"))
+    assert [dataset[i].tolist() for i in range(len(dataset))] == [
+        tokenizer.encode(r["text"]) for r in in_order
+    ]
+    capsys.readouterr()
+    assert main(args) == 0  # the same shards: the flag changes nothing
+    assert "shards up to date" in capsys.readouterr().err
+
+
+def test_log_interval_lines_replace_the_bar(
+    tmp_path: Path, jsonl: Path, bpe_spec: str, capsys
+) -> None:
+    args = ["tokenize", "--input", str(jsonl), "--tokenizer", bpe_spec, "--workers", "2",
+            "--partitions", "4", "--log-interval", "60"]  # fmt: skip
+    assert main([*args, "--output-prefix", str(tmp_path / "s")]) == 0
+    err = capsys.readouterr().err
+    done = [int(m[1].replace(",", "")) for m in progress_lines(err)]
+    # a line at the batch that reaches each multiple of 60 (one batch a partition here)
+    assert done and [n // 60 for n in done] == sorted(set(n // 60 for n in done))
+    assert "\r" not in err and err.splitlines()[-2].startswith("shard ")  # the summary
+    assert main([*args, "--output-prefix", str(tmp_path / "q"), "--no-progress"]) == 0
+    assert not progress_lines(capsys.readouterr().err)
+
+
+def test_without_a_terminal_progress_is_a_line_now_and_then(
+    tmp_path: Path, jsonl: Path, bpe_spec: str, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a pipe or a log file, no bar (its carriage returns garble them): a line every
+    _LINE_SECONDS, then the summary."""
+    args = ["tokenize", "--input", str(jsonl), "--tokenizer", bpe_spec, "--workers", "2",
+            "--partitions", "4"]  # fmt: skip
+    assert main([*args, "--output-prefix", str(tmp_path / "s")]) == 0
+    err = capsys.readouterr().err
+    firsts = [line.split()[0] for line in err.splitlines()]
+    assert "\r" not in err and firsts == ["shard", str(tmp_path / "s")]  # the summary alone
+    monkeypatch.setattr(writer_module, "_LINE_SECONDS", 0.0)
+    assert main([*args, "--output-prefix", str(tmp_path / "t")]) == 0
+    lines = progress_lines(capsys.readouterr().err)
+    assert len(lines) == 4 and lines[-1][1] == "200"  # a line at each partition's batch
+
+
+def test_on_a_terminal_progress_is_a_bar(tmp_path: Path, jsonl: Path, bpe_spec: str) -> None:
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    leader, follower = pty.openpty()
+    # 24 rows of 120 columns: tqdm draws nothing in a terminal 0 columns wide
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    argv = [sys.executable, "-m", "data_prep.cli", "tokenize", "--input", str(jsonl),
+            "--output-prefix", str(tmp_path / "s"), "--tokenizer", bpe_spec]  # fmt: skip
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 1 << 16)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert child.wait() == 0
+    err = b"".join(chunks).decode()
+    assert "tokenize: 100%" in err and "docs=200" in err
+    assert PROGRESS_LINE.search(err) is None
+
+
+def test_train_tokenizer_takes_megatron_lms_json_keys_spelling(tmp_path: Path, capsys) -> None:
+    path = write_jsonl(tmp_path / "b.jsonl", [{"body": r["text"]} for r in make_records(60)])
+    argv = ["train-tokenizer", "--input", str(path), "--output", str(tmp_path / "tok"),
+            "--vocab-size", "300", "--no-progress", "--json-keys", "body"]  # fmt: skip
+    assert main(argv) == 0
+    assert load_tokenizer(capsys.readouterr().out.strip()).vocab_size <= 300

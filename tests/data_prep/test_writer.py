@@ -15,7 +15,7 @@ from data_prep import writer as writer_module
 from data_prep.shards import open_indexed_dataset, read_doc_table, read_manifest
 from data_prep.tokenizers import load_tokenizer
 from data_prep.writer import TokenizeConfig, tokenize, write_partition
-from tests.data_prep.conftest import make_records, write_jsonl
+from tests.data_prep.conftest import make_records, progress_lines, write_jsonl
 
 
 def run(inputs: list[Path], prefix: Path, spec: str, **options) -> list[dict]:
@@ -197,6 +197,25 @@ def test_split_sentences_keeps_sentence_lengths(tmp_path: Path, bpe_spec: str) -
     assert manifest["split_sentences"] and manifest["language"] == "english"
 
 
+def test_keep_newlines_makes_other_shards_only_when_splitting_sentences(
+    tmp_path: Path, bpe_spec: str
+) -> None:
+    texts = ["Mr. Smith met Dr. Jones.\nThe court held.\n\nIt was void.", "One. Two!\nThree."]
+    path = write_jsonl(tmp_path / "n.jsonl", [{"text": t} for t in texts])
+    prefix = tmp_path / "s"
+    (whole,) = run([path], prefix, bpe_spec)
+    assert whole["keep_newlines"] is None
+    # nothing to split, nothing changes: the shards are up to date
+    assert run([path], prefix, bpe_spec, keep_newlines=True) == [whole]
+    (split,) = run([path], prefix, bpe_spec, split_sentences=True, partitions=2)
+    shard = [(tmp_path / f"s{suffix}").read_bytes() for suffix in (".bin", ".idx")]
+    (kept,) = run([path], prefix, bpe_spec, split_sentences=True, keep_newlines=True, partitions=2)
+    assert (split["keep_newlines"], kept["keep_newlines"]) == (False, True)
+    assert kept["fingerprint"] != split["fingerprint"]
+    # rewritten: the whitespace between sentences ends the sentence before it
+    assert [(tmp_path / f"s{suffix}").read_bytes() for suffix in (".bin", ".idx")] != shard
+
+
 def test_rerun_is_a_no_op_and_input_change_rewrites(tmp_path: Path, bpe_spec: str) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", make_records(30))
     (first,) = run([path], tmp_path / "s", bpe_spec)
@@ -372,3 +391,16 @@ def test_sentencepiece_shards_with_worker_processes(
         tokenizer.encode(t) + [tokenizer.eod_id] for t in texts
     ]
     assert manifest["tokenizer"]["kind"] == "sentencepiece" and manifest["eod_id"] == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_log_interval_prints_a_line_each_time_that_many_more_documents_are_done(
+    tmp_path: Path, jsonl: Path, bpe_spec: str, capsys: pytest.CaptureFixture[str], workers: int
+) -> None:
+    config = TokenizeConfig([str(jsonl)], str(tmp_path / "s"), bpe_spec, workers=workers,
+                            partitions=4, batch_mb=1e-9, log_interval=50)  # fmt: skip
+    (manifest,) = tokenize(config)  # batches of one document: a line at every 50th
+    lines = progress_lines(capsys.readouterr().err)
+    assert [int(m[1].replace(",", "")) for m in lines] == [50, 100, 150, 200]
+    assert lines[-1][2] == f"{manifest['text_bytes'] / 1e6:,.1f}"
+    assert float(lines[-1][3]) > 0 and int(lines[-1][4].replace(",", "")) > 0

@@ -28,6 +28,11 @@ def test_out_of_range_options_are_refused_by_argparse(capsys, option, value, mes
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", ["--out", "--output"])  # as the data commands spell it
+def test_the_results_directory_takes_either_spelling(option):
+    assert parse_args(["--clusters", "c", *BRANCHES, option, "o"]).out == "o"
+
+
 def test_help_shows_every_option_and_its_default(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--help"])

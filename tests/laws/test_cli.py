@@ -284,7 +284,8 @@ def test_report_keeps_the_fits_caveats(tmp_path, results_csv, quick_fit):
     record.update(at_bounds=["beta"], design_warnings=["results.csv: one model size"])
     quick_fit.write_text(json.dumps(record))
     out = tmp_path / "report"
-    argv = ["report", "--fit", str(quick_fit), "--data", str(results_csv), "--out", str(out),
+    # --output: the data commands' spelling of --out
+    argv = ["report", "--fit", str(quick_fit), "--data", str(results_csv), "--output", str(out),
             "--n", "1e8", "--n", "1e11"]  # fmt: skip
     assert main(argv) == 0
     text = (out / "report.md").read_text()

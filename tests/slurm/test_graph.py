@@ -2,6 +2,7 @@
 written by the settings planned now, upstream included."""
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,13 @@ def test_a_command_exiting_with_an_error_raises_and_fails_its_dependents(tmp_pat
     with pytest.raises(Failed, match="exited with 1"):
         echo(tmp_path / "x.txt", "fail")()
     assert run_local(graph(tmp_path, "fail")) == {"first": "failed", "second": "dependency failed"}
+
+
+def test_each_task_of_an_array_is_named_as_it_starts(tmp_path, caplog):
+    branches = [echo(tmp_path / f"cluster_{i}.txt", str(i)) for i in range(2)]
+    with caplog.at_level(logging.INFO, logger="slurm.executors"):
+        assert run_local(Graph([Node("branches", branches)], tmp_path)) == {"branches": "succeeded"}
+    assert [m for m in caplog.messages if "task" in m and "running" not in m] == [
+        f"branches: task 1/2, {tmp_path / 'cluster_0.txt'}",
+        f"branches: task 2/2, {tmp_path / 'cluster_1.txt'}",
+    ]
