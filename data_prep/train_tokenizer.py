@@ -82,7 +82,8 @@ class BPETrainer:
             min_frequency=config.min_frequency,
             special_tokens=[EOD_TOKEN],
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=config.progress,
+            # its bar only on a terminal: piped, it leaves blank lines on stdout
+            show_progress=config.progress and sys.stdout.isatty() and sys.stderr.isatty(),
         )
         tokenizer.train_from_iterator(self.texts(), trainer=trainer)
         check_some_documents(config.inputs, self.documents, self.skipped)

@@ -297,6 +297,14 @@ def test_on_a_terminal_progress_is_a_bar(tmp_path: Path, jsonl: Path, bpe_spec: 
     assert PROGRESS_LINE.search(err) is None
 
 
+def test_train_tokenizer_prints_only_its_spec_when_piped(tmp_path: Path, jsonl: Path, capfd):
+    # progress on (the default), stdout and stderr files: the spec alone, for `spec=$(...)`
+    assert main(["train-tokenizer", "--input", str(jsonl), "--output", str(tmp_path / "tok"),
+                 "--vocab-size", "300"]) == 0  # fmt: skip
+    out, err = capfd.readouterr()
+    assert out == f"hf:{tmp_path / 'tok' / 'tokenizer.json'}\n" and err == ""
+
+
 def test_train_tokenizer_takes_megatron_lms_json_keys_spelling(tmp_path: Path, capsys) -> None:
     path = write_jsonl(tmp_path / "b.jsonl", [{"body": r["text"]} for r in make_records(60)])
     argv = ["train-tokenizer", "--input", str(path), "--output", str(tmp_path / "tok"),
