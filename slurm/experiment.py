@@ -129,13 +129,14 @@ class DataStage:
         return out / "phonebook" / "facts.json" if self.phonebook is not None else None
 
     def _tokenize_nodes(
-        self, inputs: list[str], tokenizer: Path, shards: Path, at: str, tokenizer_node: str
+        self, inputs: list[str], tokenizer: Path, shards: Path, at: str, after: list[str]
     ) -> list[Node]:
-        """The shards node, after a job array that writes their partitions when asked."""
+        """The shards node (after the nodes that write its inputs and tokenizer), after a
+        job array that writes their partitions when asked."""
         argv = ["tokenize", "--input", *inputs, "--output-prefix", str(shards), "--tokenizer",
                 f"hf:{tokenizer}", "--append-eod", "--label-key", self.label_key, "--workers",
                 str(self.workers)]  # fmt: skip
-        manifest, after = manifest_path(shards), [tokenizer_node]
+        manifest = manifest_path(shards)
         if self.tokenize_tasks == 1:
             return [Node(at + "shards", [Command("data_prep.cli", argv, manifest)], after,
                          self.slurm)]  # fmt: skip
@@ -187,10 +188,13 @@ class DataStage:
             built.append(node("tokenizer", ["train-tokenizer", "--input", *inputs, "--output",
                                             str(tokenizer), "--vocab-size", str(self.vocab_size)],
                               tokenizer, [n.name for n in built]))  # fmt: skip
+        # An imported model's tokenizer is not trained on the corpus: the shards wait for
+        # the corpus themselves (on Slurm, nothing else would order them after it).
+        tokenizer_node = at + ("model" if model else "tokenizer")
         return [
             *built,
             *self._tokenize_nodes(inputs, model or tokenizer, shards, at,
-                                  at + ("model" if model else "tokenizer")),  # fmt: skip
+                                  [*(n.name for n in built), tokenizer_node]),  # fmt: skip
             node("embeddings", ["embed", "--shards", str(shards), "--output", str(embeddings),
                                 "--embedder", self.embedder, *self._max_tokens(),
                                 "--no-progress"],
@@ -246,6 +250,17 @@ class EvalStage:
     # Every kept checkpoint of each branch too (set branches' checkpoint.every and keep_last)
     branch_history: bool = False
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+    def validate(self) -> None:
+        """Each task's file read now (its first item), not after the training it follows."""
+        from eval.tasks import TaskError, load_task, parse_task_arg
+
+        for i, task in enumerate(self.tasks):
+            try:
+                name, kind, path = parse_task_arg(task)
+                load_task(kind, path, limit=1, name=name)
+            except TaskError as error:
+                raise ConfigError(f"eval.tasks[{i}]: {error}") from None
 
 
 @dataclass
@@ -352,6 +367,19 @@ class ExperimentConfig:
             raise ConfigError("report.kind=phonebook: the data must be data.phonebook")
         if len(self.ladder) > 1 and self.laws.fit:
             self.laws.validate()
+        self.eval.validate()
+        for where, slurm in self.slurm_configs().items():
+            slurm.validate(where)
+
+    def slurm_configs(self) -> dict[str, SlurmConfig]:
+        """Every stage's job settings, by the field that holds them."""
+        stages = ("trunk", "branches", "standard", "eval", "laws", "report")
+        found = {f"{name}.slurm": getattr(self, name).slurm for name in stages}
+        if self.data is not None:
+            found["data.slurm"] = self.data.slurm
+            if self.data.embed_slurm is not None:
+                found["data.embed_slurm"] = self.data.embed_slurm
+        return found
 
     def _validate_released(self) -> None:
         """A released trunk is one split point of unknown D: nothing to train or sweep."""
@@ -422,6 +450,11 @@ def checkpoint_bytes(model: ModelConfig) -> int:
     return model.parameter_counts()["total"] * per_param
 
 
+# The stage whose slurm: a run of each arm is submitted with
+STAGE_OF_ARM = {"trunk": "trunk", "specialist": "branches", "standard": "standard",
+                "standard_per_model": "standard"}  # fmt: skip
+
+
 @dataclass
 class _Context:
     """What every family of one experiment (of a sweep) shares."""
@@ -440,13 +473,22 @@ class _Context:
     def training(self, overrides: list[str], arm: Arm, run_dir: Path, start: int = 0) -> Training:
         """A planned training run, or its segment from step ``start`` to
         ``train.stop_at_step``; its config is checked now, all but its inputs on disk."""
+        stage = STAGE_OF_ARM[arm]
+        slurm = getattr(self.cfg, stage).slurm
         try:
-            run = load_config(RunConfig, self.config, overrides, inputs=False)
+            # checked at the layout its job gives it: nodes x tasks_per_node processes
+            run = load_config(RunConfig, self.config, overrides, inputs=False,
+                              world_size=slurm.tasks)  # fmt: skip
+            _check_devices(run, slurm, stage)
         except ConfigError as error:
             planned = " (the experiment sets train.steps from its tokens)" * (
                 "train.steps" in str(error)
             )
-            raise ConfigError(f"the {arm} run {run_dir}: {error}{planned}") from None
+            layout = any(word in str(error) for word in ("world size", "data-parallel"))
+            processes = f" (the {slurm.tasks} processes of {stage}.slurm: nodes x tasks_per_node)"
+            raise ConfigError(
+                f"the {arm} run {run_dir}: {error}{planned}{processes * layout}"
+            ) from None
         model = (
             run.model if run.model.vocab_size else replace(run.model, vocab_size=self.vocab_size)
         )
@@ -460,6 +502,14 @@ class _Context:
             tokens=tokens, flops=tokens * model.flops_per_token(run.parallel.tensor),
             checkpoints=len(kept), checkpoint_bytes=checkpoint_bytes(model),
         )  # fmt: skip
+
+
+def _check_devices(run: RunConfig, slurm: SlurmConfig, stage: str) -> None:
+    """What a run needs of its job's devices: FP8 needs GPUs (Transformer Engine's)."""
+    if slurm.gpus_per_node or slurm.cluster == "local":
+        return
+    if run.model.fp8 is not None:
+        raise ConfigError(f"model.fp8 needs GPUs: set {stage}.slurm.gpus_per_node")
 
 
 def build_graph(cfg: ExperimentConfig) -> Graph:
@@ -528,6 +578,9 @@ def _context(
     else:
         facts = None
         clusters = Path(cfg.clusters).resolve()
+        if not clusters.is_dir():
+            raise ConfigError(f"clusters={cfg.clusters}: no such directory (`msplit data "
+                              "cluster` writes one; or give data: to make it)")  # fmt: skip
         manifest = ClusterDataConfig(str(clusters)).build().manifest
         k, vocab = int(manifest["k"]), int(manifest["vocab_size"])
     if released is not None:

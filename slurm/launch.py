@@ -6,14 +6,15 @@ environment, so a run launched here is the same code path as one under torchrun.
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import submitit
+
+from megatron_split.config import ConfigError
 
 # Exported in every job before its tasks start; a stage's `env` adds to or overrides them.
 JOB_ENV = {
@@ -47,8 +48,48 @@ class SlurmConfig:
     # Seconds before the time limit at which Slurm sends SIGUSR2: the run saves and exits.
     signal_delay_s: int = 120
     max_requeues: int = 3  # after a time-out or preemption; then the job fails
-    extra: dict[str, str] = field(default_factory=dict)  # more sbatch options
-    env: dict[str, str] = field(default_factory=dict)  # exported in the job, over JOB_ENV
+    # More sbatch options: a value, or true for an option that takes none (requeue: true)
+    extra: dict[str, str | int | bool] = field(default_factory=dict)
+    # Exported in the job, over JOB_ENV; the job's shell expands them ("/opt/x/bin:$PATH")
+    env: dict[str, str] = field(default_factory=dict)
+    # Shell lines the job runs before its tasks: module loads, an environment to activate
+    setup: list[str] = field(default_factory=list)
+    python: str | None = None  # the job's interpreter (default: the one that submits)
+    srun_args: list[str] = field(default_factory=list)  # e.g. ["--container-image=IMG"]
+
+    # The least value of each integer field
+    MINIMUMS: ClassVar[dict[str, int]] = {
+        "nodes": 1, "tasks_per_node": 1, "cpus_per_task": 1, "gpus_per_node": 0,
+        "timeout_min": 1, "signal_delay_s": 0, "max_requeues": 0,
+    }  # fmt: skip
+
+    def validate(self, where: str = "slurm") -> None:
+        """Refuse, by field, what sbatch would reject or a job could not use, before
+        anything is submitted."""
+        for name, least in self.MINIMUMS.items():
+            if getattr(self, name) < least:
+                raise ConfigError(f"{where}.{name} must be >= {least}, got {getattr(self, name)}")
+        if self.mem_gb is not None and self.mem_gb < 1:
+            raise ConfigError(f"{where}.mem_gb must be >= 1 (or null: the partition's default)")
+        if self.signal_delay_s >= self.timeout_min * 60:
+            raise ConfigError(
+                f"{where}.signal_delay_s={self.signal_delay_s} is not within the job's "
+                f"{where}.timeout_min={self.timeout_min} minutes: the run would be told to "
+                "save before it starts"
+            )
+        if self.gpus_per_node and self.tasks_per_node > self.gpus_per_node:
+            raise ConfigError(
+                f"{where}.tasks_per_node={self.tasks_per_node} with gpus_per_node="
+                f"{self.gpus_per_node}: one task drives one GPU, so give at most one per GPU"
+            )
+        for key, value in self.extra.items():
+            if value is False:
+                raise ConfigError(f"{where}.extra.{key}: false sets no option; leave it out")
+
+    @property
+    def tasks(self) -> int:
+        """Processes of one job: the world size of a run it holds."""
+        return self.nodes * self.tasks_per_node
 
     def resolved_cluster(self) -> str:
         if self.cluster != "auto":
@@ -65,6 +106,7 @@ class SlurmConfig:
             folder=self.folder,
             cluster=cluster or self.resolved_cluster(),
             slurm_max_num_timeout=self.max_requeues,
+            **({"slurm_python": self.python} if self.python else {}),
         )
         params = dict(
             name=name,
@@ -87,13 +129,21 @@ class SlurmConfig:
             site = {"reservation": self.reservation} if self.reservation else {}
             extra = site | dict(self.extra) | ({"dependency": dependency} if dependency else {})
             if extra:
-                params["slurm_additional_parameters"] = extra
-            env = JOB_ENV | dict(self.env)
-            params["slurm_setup"] = [f"export {k}={shlex.quote(str(v))}" for k, v in env.items()]
+                params["slurm_additional_parameters"] = extra  # true: a bare --flag
+            exports = [f"export {k}={_expandable(v)}" for k, v in (JOB_ENV | self.env).items()]
+            params["slurm_setup"] = [*self.setup, *exports]  # env over what the setup loads
+            if self.srun_args:
+                params["slurm_srun_args"] = list(self.srun_args)
         elif dependency:
             raise ValueError("job dependencies need Slurm; the local executor runs jobs now")
         executor.update_parameters(**params)
         return executor
+
+
+def _expandable(value: object) -> str:
+    """``value`` in double quotes: one word, in which the shell still expands ``$VAR``."""
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`")
+    return f'"{escaped}"'
 
 
 def slurm_available() -> bool:

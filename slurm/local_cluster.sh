@@ -168,13 +168,35 @@ start() {
 
 stop() {
     [[ -f "$conf" ]] || return 0
-    scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
+    local user pids=() alive=()
+    user="$(id -un)"
+    scancel --full --quiet --user="$user" 2>/dev/null || true
+    # Cancelled steps end while their slurmd is up to clean them up (up to 15 s).
+    for _ in $(seq 30); do
+        [[ -z "$(squeue --noheader --user="$user" 2>/dev/null)" ]] && break
+        sleep 0.5
+    done
     for pidfile in "${nodes[@]/#/slurmd.}" slurmctld slurmdbd mariadbd munged; do
         if [[ -f "$root/run/$pidfile.pid" ]]; then
-            kill "$(cat "$root/run/$pidfile.pid")" 2>/dev/null || true
+            pids+=("$(cat "$root/run/$pidfile.pid")")
         fi
     done
-    sleep 1
+    ((${#pids[@]})) && kill "${pids[@]}" 2>/dev/null || true
+    for _ in $(seq 20); do  # each daemon's own shutdown, up to 10 s
+        alive=()
+        for pid in "${pids[@]}"; do
+            if kill -0 "$pid" 2>/dev/null; then alive+=("$pid"); fi
+        done
+        ((${#alive[@]})) || break
+        sleep 0.5
+    done
+    if ((${#alive[@]})); then
+        log "killing daemons still running after 10 s: ${alive[*]}"
+        kill -9 "${alive[@]}" 2>/dev/null || true
+    fi
+    # A step stuck in its cleanup outlives its slurmd (every slurmstepd here is this
+    # cluster's: it runs the host's only slurmds).
+    if pkill -KILL -x slurmstepd 2>/dev/null; then log "killed leftover job steps"; fi
     log "stopped"
 }
 

@@ -75,8 +75,9 @@ def detect_launch_env(environ: dict[str, str] | None = None) -> LaunchEnv:
             local_rank=int(env.get("SLURM_LOCALID", 0)),
             master_addr=env.get("MASTER_ADDR")
             or first_host(env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "")),
-            # Every task of a job derives the same port from the job id.
-            master_port=int(env.get("MASTER_PORT", 20000 + job_id % 20000)),
+            # Every task of a job derives the same port from the job id, in 10000-29999:
+            # below Linux's ephemeral ports (32768 up), which a client socket may hold.
+            master_port=int(env.get("MASTER_PORT", 10000 + job_id % 20000)),
             launcher="slurm",
         )
     return LaunchEnv(0, 1, 0, "127.0.0.1", _free_port(), "single")

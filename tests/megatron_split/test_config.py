@@ -105,6 +105,29 @@ def test_a_key_written_twice_is_refused(tmp_path):
         load_config(RunConfig, write(tmp_path, text))
 
 
+@dataclass
+class _Job:
+    nodes: int = 1
+    partition: str | None = None
+
+
+@dataclass
+class _Stages:
+    trunk: _Job
+    branches: _Job
+
+
+def test_a_block_named_once_merges_into_others_and_a_key_beside_it_wins(tmp_path):
+    # YAML's merge key: a site's settings written once (&site), merged where asked
+    text = "trunk: &site {partition: gpu, nodes: 4}\nbranches: {<<: *site, nodes: 1}\n"
+    cfg = load_config(_Stages, write(tmp_path, text))
+    assert cfg.trunk == _Job(nodes=4, partition="gpu")
+    assert cfg.branches == _Job(nodes=1, partition="gpu")
+    twice = text.replace("nodes: 1", "nodes: 1, nodes: 2")
+    with pytest.raises(ConfigError, match="line 2: key 'nodes' is already set on line 2"):
+        load_config(_Stages, write(tmp_path, twice))
+
+
 def test_an_error_names_the_override_that_made_it(tmp_path, shards):
     path = write(tmp_path, f"data:\n  paths: [{shards[0]}]\n")
     with pytest.raises(ConfigError, match=r"^override train.steps=0: train.steps must be"):

@@ -30,7 +30,7 @@ def test_slurm_tasks_agree_on_a_port_from_the_job_id():
         for r in range(2)
     ]
     assert [t.rank for t in tasks] == [0, 1]
-    assert {t.master_port for t in tasks} == {20000 + 4242}
+    assert {t.master_port for t in tasks} == {10000 + 4242}
     assert {t.launcher for t in tasks} == {"slurm"}
 
 
@@ -57,7 +57,7 @@ def test_two_nodes_of_eight_gpus_map_to_sixteen_ranks_meeting_on_the_first_node(
     assert [t.rank for t in tasks] == list(range(16))
     assert [t.local_rank for t in tasks] == [*range(8), *range(8)]  # each its node's GPU
     assert {(t.world_size, t.master_addr, t.master_port, t.launcher) for t in tasks} == {
-        (16, "gpu07", 20000 + 123456 % 20000, "slurm")
+        (16, "gpu07", 10000 + 123456 % 20000, "slurm")
     }
 
 

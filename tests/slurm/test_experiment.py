@@ -4,6 +4,7 @@ on this machine (interrupted and resumed) and on a real Slurm."""
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -525,17 +526,22 @@ def test_a_dry_run_writes_every_sbatch_script_and_submits_nothing(demo_family, t
 SITE = {"partition": "gpu", "account": "proj42", "qos": "high", "reservation": "maint",
         "constraint": "h100", "exclusive": True, "nodes": 2, "tasks_per_node": 8,
         "cpus_per_task": 12, "gpus_per_node": 8, "mem_gb": 512, "timeout_min": 90,
-        "signal_delay_s": 300, "max_requeues": 5, "extra": {"mail-type": "END"},
-        "env": {"NCCL_DEBUG": "INFO", "NCCL_IB_HCA": "mlx5"}}  # fmt: skip
+        "signal_delay_s": 300, "max_requeues": 5,
+        "extra": {"mail-type": "END", "requeue": True},
+        "env": {"NCCL_DEBUG": "INFO", "NCCL_IB_HCA": "mlx5", "PATH": "/opt/cuda/bin:$PATH"},
+        "setup": ["module load cuda/12.4", "source /opt/venv/bin/activate"],
+        "python": "/opt/venv/bin/python", "srun_args": ["--mpi=pmix"]}  # fmt: skip
 SITE_LINES = ["--partition=gpu", "--account=proj42", "--qos=high", "--reservation=maint",
               "--constraint=h100", "--exclusive", "--nodes=2", "--ntasks-per-node=8",
               "--cpus-per-task=12", "--gpus-per-node=8", "--mem=512GB", "--time=90",
-              "--signal=USR2@300", "--mail-type=END"]  # fmt: skip
+              "--signal=USR2@300", "--mail-type=END", "--requeue"]  # fmt: skip
 
 
 @pytest.mark.slurm
 def test_a_stages_slurm_fields_are_in_its_script_and_no_other(demo_family, tmp_path):
-    dry = dry_run(demo_family, tmp_path, f"trunk.slurm={json.dumps(SITE)}")
+    # 16 processes: a micro-batch of 1 makes the global batch of 16 divide among them
+    site = [f"trunk.slurm={json.dumps(SITE)}", "trunk.overrides=[train.micro_batch=1]"]
+    dry = dry_run(demo_family, tmp_path, *site)
     trunk, branches = (
         (dry / "trunk.step_100.sbatch").read_text(),
         (dry / "split_100.branches.sbatch").read_text(),
@@ -545,15 +551,72 @@ def test_a_stages_slurm_fields_are_in_its_script_and_no_other(demo_family, tmp_p
         assert f"#SBATCH {line}\n" not in branches, line
     # the job environment: the defaults every job gets, and the stage's own over them
     for script, debug in ((trunk, "INFO"), (branches, "WARN")):
-        assert "export CUDA_DEVICE_MAX_CONNECTIONS=1\n" in script
-        assert "export TORCH_NCCL_ASYNC_ERROR_HANDLING=3\n" in script
-        assert f"export NCCL_DEBUG={debug}\n" in script
-    assert "export NCCL_IB_HCA=mlx5\n" in trunk and "NCCL_IB_HCA" not in branches
-    cfg = load_config(ExperimentConfig, "configs/experiment_tiny.yaml",
-                      [f"out={tmp_path}", f"clusters={demo_family / 'clusters'}",
-                       f"trunk.slurm={json.dumps(SITE)}"])  # fmt: skip
+        assert 'export CUDA_DEVICE_MAX_CONNECTIONS="1"\n' in script
+        assert 'export TORCH_NCCL_ASYNC_ERROR_HANDLING="3"\n' in script
+        assert f'export NCCL_DEBUG="{debug}"\n' in script
+    assert 'export NCCL_IB_HCA="mlx5"\n' in trunk and "NCCL_IB_HCA" not in branches
+    # the site's setup first, then the environment, expanded by the job's shell
+    setup = "module load cuda/12.4\nsource /opt/venv/bin/activate\nexport CUDA_DEVICE"
+    assert setup in trunk and 'export PATH="/opt/cuda/bin:$PATH"\n' in trunk
+    assert "--mpi=pmix /opt/venv/bin/python -u -m submitit" in trunk
+    assert "module load" not in branches and "/opt/venv/bin/python" not in branches
+    base = [f"out={tmp_path}", f"clusters={demo_family / 'clusters'}"]
+    cfg = load_config(ExperimentConfig, "configs/experiment_tiny.yaml", [*base, *site])
     executor = cfg.trunk.slurm.executor(cluster="slurm")
     assert executor._executor.max_num_timeout == 5  # requeues after time-out or preemption
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trunk.slurm.timeout_min=0"], "trunk.slurm.timeout_min must be >= 1, got 0"),
+        (["eval.slurm.nodes=0"], "eval.slurm.nodes must be >= 1, got 0"),
+        (["laws.slurm.mem_gb=0"], "laws.slurm.mem_gb must be >= 1"),
+        (
+            ["branches.slurm.signal_delay_s=1800"],
+            "branches.slurm.signal_delay_s=1800 is not within the job's branches.slurm."
+            "timeout_min=30 minutes",
+        ),
+        (
+            ["trunk.slurm.tasks_per_node=8", "trunk.slurm.gpus_per_node=4"],
+            "trunk.slurm.tasks_per_node=8 with gpus_per_node=4: one task drives one GPU",
+        ),
+        (["trunk.slurm.extra.requeue=false"], "trunk.slurm.extra.requeue: false sets no option"),
+        # the global batch of 16 (micro-batch 4) does not divide among 32 processes
+        (
+            ["trunk.slurm.nodes=4", "trunk.slurm.tasks_per_node=8", "trunk.slurm.gpus_per_node=8"],
+            "micro_batch=4 x data-parallel size 32 (the 32 processes of trunk.slurm: nodes x "
+            "tasks_per_node)",
+        ),
+        (["standard.slurm.tasks_per_node=3"], "data-parallel size 3"),
+        (["model.fp8={}", "model.attention=te"], "model.fp8 needs GPUs: set trunk.slurm."),
+        # read at planning, not after the training it follows
+        (
+            ['eval.tasks=["arc_easy:arc=/nonexistent.jsonl"]'],
+            "eval.tasks[0]: /nonexistent.jsonl: no such file or directory (task arc)",
+        ),
+        (['eval.tasks=["arc_easy=x.jsonl"]'], "eval.tasks[0]: unknown task 'arc_easy'"),
+    ],
+)
+def test_a_job_that_could_not_run_is_refused_before_anything_is_submitted(
+    demo_family, tmp_path, overrides, message
+):
+    def plan() -> None:
+        base = [f"out={tmp_path}", f"clusters={demo_family / 'clusters'}"]
+        if overrides[0].startswith("model."):  # of every run
+            base.append(f"overrides={json.dumps(overrides)}")
+            overrides.clear()
+        build_graph(load_config(ExperimentConfig, "configs/experiment_tiny.yaml",
+                                [*base, *overrides]))  # fmt: skip
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        plan()
+
+
+def test_a_missing_cluster_directory_is_named_with_how_to_make_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"clusters=nowhere: no such directory \(`msplit data"):
+        build_graph(load_config(ExperimentConfig, "configs/experiment_tiny.yaml",
+                                [f"out={tmp_path}", "clusters=nowhere"]))  # fmt: skip
 
 
 def released(source: Path, out: Path, *overrides: str) -> ExperimentConfig:
@@ -573,7 +636,9 @@ def test_a_released_model_is_the_trunk_of_one_family(tokenizer_dir, tmp_path):
         "model", "corpus", "shards", "embeddings", "clusters", "released/branches",
         "released/standard", "released/eval", "results", "report",
     ]  # fmt: skip
-    assert graph["shards"].after == ["model"]  # tokenized with the model's tokenizer
+    # tokenized with the model's tokenizer, once the corpus is written (on Slurm nothing
+    # but this dependency orders the two)
+    assert graph["shards"].after == ["corpus", "model"]
     assert f"hf:{tmp_path / 'out' / 'model'}" in graph["shards"].tasks[0].argv
     branch = graph["released/branches"].trainings[0]
     run = resolved(branch)
