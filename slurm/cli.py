@@ -1,17 +1,17 @@
 """`msplit experiment`: a split experiment as one graph, from the corpus to the law.
 
-    msplit experiment plan EXPERIMENT.yaml [dotted.key=value ...] [--tokens-per-s X]
+    msplit experiment plan EXPERIMENT.yaml [dotted.key=value ...] [--flops-per-gpu F]
     msplit experiment run EXPERIMENT.yaml [dotted.key=value ...]      # on this machine
     msplit experiment submit EXPERIMENT.yaml [dotted.key=value ...] [--wait]   # on Slurm
     msplit experiment submit EXPERIMENT.yaml --dry-run DIR    # the sbatch scripts only
     msplit experiment status EXPERIMENT.yaml [dotted.key=value ...]
     msplit experiment cancel EXPERIMENT.yaml [--node NAME ...]   # and the nodes after them
 
-`plan` prints every node with its tokens, FLOPs and the checkpoints it keeps, and the
-totals per arm (with --tokens-per-s, the wall time). `run` executes the graph here in
-dependency order; `submit` sends it to Slurm as job arrays chained by afterok. Both skip
-what is complete, so the same command resumes after a failure or an interruption. See
-slurm/experiment.py and configs/demo.yaml for the file's fields.
+`plan` prints every node with its job, tokens, FLOPs and the checkpoints it keeps, and the
+totals per arm (with --flops-per-gpu or --tokens-per-s, times and GPU-hours). `run`
+executes the graph here in dependency order; `submit` sends it to Slurm as job arrays
+chained by afterok. Both skip what is complete, so the same command resumes after a failure
+or an interruption. See slurm/experiment.py and configs/demo.yaml for the file's fields.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from data_prep.arguments import positive_float
 from megatron_split.config import ConfigError, load_config
 from megatron_split.train_cli import setup_logging
+from slurm.graph import Graph, Training
+from slurm.launch import SlurmConfig
 
 ACTIONS = {
     "plan": "print every node with its tokens, FLOPs and kept checkpoints, and the totals",
@@ -57,8 +60,14 @@ def _action_parser(action: str) -> argparse.ArgumentParser:
     parser.add_argument("experiment", help="experiment YAML (see configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides of the file")
     if action == "plan":
-        parser.add_argument("--tokens-per-s", type=float,
-                            help="training throughput: adds each node's wall time")  # fmt: skip
+        speed = parser.add_mutually_exclusive_group()
+        speed.add_argument("--flops-per-gpu", type=positive_float, metavar="F",
+                           help="achieved FLOP/s of one GPU (of one process, in a job without "
+                           "GPUs), e.g. 4e14 for an H100 at 40%% MFU: adds each node's time "
+                           "from its runs' FLOPs and its job's devices, and GPU-hours")  # fmt: skip
+        speed.add_argument("--tokens-per-s", type=positive_float, metavar="X",
+                           help="one training throughput for every job: adds each node's "
+                           "time from its tokens")  # fmt: skip
     elif action == "submit":
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--wait", action="store_true", help="then wait for every job")
@@ -86,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         graph = build_graph(load_config(ExperimentConfig, args.experiment, args.overrides))
         if args.action == "plan":
-            print(plan_table(graph, args.tokens_per_s))
+            print(plan_table(graph, args.tokens_per_s, args.flops_per_gpu))
         elif args.action == "run":
             states = run_local(graph)
             print(status_table(graph))
@@ -158,44 +167,86 @@ def run_and_report(
     return code
 
 
-def plan_table(graph, tokens_per_s: float | None = None) -> str:
-    """Every node with its tokens, FLOPs and kept checkpoints, and the totals per arm."""
+def plan_table(
+    graph: Graph, tokens_per_s: float | None = None, flops_per_device: float | None = None
+) -> str:
+    """Every node with its job, its tokens, FLOPs and kept checkpoints, and the totals per
+    arm; with a speed (one throughput for every job, or FLOP/s per device, which scales with
+    each run's size and its job's devices), each node's time, GPU-hours, the longest chain
+    of jobs, and a warning for a job whose time limit and requeues cannot hold its run."""
     from laws.plots import human
+    from slurm.experiment import STAGE_OF_ARM
 
+    def seconds(run: Training, slurm: SlurmConfig) -> float:
+        if flops_per_device:
+            return run.flops / (flops_per_device * slurm.nodes * _devices_per_node(slurm))
+        return run.tokens / tokens_per_s if tokens_per_s else 0.0
+
+    timed = bool(tokens_per_s or flops_per_device)
     width = graph.name_width
-    header = f"{'node':<{width}} {'tasks':>5} {'tokens':>9} {'FLOPs':>9} {'ckpts':>5} {'disk':>9}"
-    lines = [header + (f" {'time':>8}" if tokens_per_s else ""), "-" * len(header)]
-    per_arm: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    header = (f"{'node':<{width}} {'tasks':>5} {'job':>9} {'limit':>10} {'tokens':>9} "
+              f"{'FLOPs':>9} {'ckpts':>5} {'disk':>9}")  # fmt: skip
+    header += f" {'time':>8} {'GPU h':>8}" if timed else ""
+    lines = [header, "-" * len(header)]
+    per_arm: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
     checkpoints = disk = 0
+    finish: dict[str, float] = {}  # when each node ends, its jobs started as soon as allowed
+    warnings = []
     for node in graph:
-        runs = node.trainings
-        tokens = sum(t.tokens for t in runs)
-        flops = sum(t.flops for t in runs)
-        kept = sum(t.checkpoints for t in runs)
-        size = sum(t.checkpoints * t.checkpoint_bytes for t in runs)
-        for t in runs:
+        runs, slurm = node.trainings, node.slurm
+        took = [seconds(t, slurm) for t in runs]
+        gpu_hours = sum(took) * slurm.nodes * slurm.gpus_per_node / 3600
+        for t, run_seconds in zip(runs, took, strict=True):
             per_arm[t.arm][0] += t.tokens
             per_arm[t.arm][1] += t.flops
+            per_arm[t.arm][2] += run_seconds * slurm.nodes * slurm.gpus_per_node / 3600
+            allowed = slurm.timeout_min * 60 * (slurm.max_requeues + 1)
+            if run_seconds > allowed:
+                warnings.append(
+                    f"warning: {node.name}: about {_duration(run_seconds)} of training, more "
+                    f"than {STAGE_OF_ARM[t.arm]}.slurm allows ({slurm.timeout_min} min x "
+                    f"{slurm.max_requeues + 1} tries): raise timeout_min or max_requeues"
+                )
+        # array tasks run side by side: a node takes as long as its longest task
+        finish[node.name] = max((finish[a] for a in node.after), default=0.0) + max(took, default=0)
+        kept = sum(t.checkpoints for t in runs)
+        size = sum(t.checkpoints * t.checkpoint_bytes for t in runs)
         checkpoints, disk = checkpoints + kept, disk + size
+        tokens, flops = sum(t.tokens for t in runs), sum(t.flops for t in runs)
         cells = [f"{human(tokens):>9}", f"{flops:>9.3g}", f"{kept:>5}", f"{_bytes(size):>9}"]
         if not runs:
             cells = [f"{'-':>9}"] * 2 + [f"{'-':>5}", f"{'-':>9}"]
-        line = f"{node.name:<{width}} {len(node.tasks):>5} " + " ".join(cells)
-        if tokens_per_s and runs:
-            line += f" {_duration(tokens / tokens_per_s):>8}"
+        tries = f" x{slurm.max_requeues + 1}" if runs and slurm.max_requeues else ""
+        line = (f"{node.name:<{width}} {len(node.tasks):>5} {_job(slurm):>9} "
+                f"{_duration(slurm.timeout_min * 60) + tries:>10} " + " ".join(cells))  # fmt: skip
+        if timed and runs:
+            line += f" {_duration(max(took)):>8} {gpu_hours:>8.1f}"
         lines.append(line)
     lines += ["", "per arm:"]
-    for arm, (tokens, flops) in per_arm.items():
+    for arm, (tokens, flops, hours) in [*per_arm.items(), ("total", _sums(per_arm))]:
         line = f"  {arm:<20} {human(tokens):>9} tokens {flops:>10.3g} FLOPs"
-        lines.append(line + (f"  {_duration(tokens / tokens_per_s)}" if tokens_per_s else ""))
-    total_tokens = sum(v[0] for v in per_arm.values())
-    total_flops = sum(v[1] for v in per_arm.values())
-    lines.append(
-        f"  {'total':<20} {human(total_tokens):>9} tokens {total_flops:>10.3g} FLOPs"
-        + (f"  {_duration(total_tokens / tokens_per_s)}" if tokens_per_s else "")
-    )
+        lines.append(line + (f"  {hours:,.1f} GPU h" if timed else ""))
     lines.append(f"checkpoints kept: {checkpoints}, about {_bytes(disk)}")
-    return "\n".join(lines)
+    if timed:
+        longest = _duration(max(finish.values()))
+        lines.append(f"training time on the longest chain of jobs: {longest} (array tasks "
+                     "side by side; `run` here takes them in turn)")  # fmt: skip
+    return "\n".join(lines + warnings)
+
+
+def _devices_per_node(slurm: SlurmConfig) -> int:
+    """What FLOP/s per device counts: GPUs, or the processes of a job without them."""
+    return slurm.gpus_per_node or slurm.tasks_per_node
+
+
+def _job(slurm: SlurmConfig) -> str:
+    """``2x8 GPU``: nodes x GPUs per node (or x processes, without GPUs)."""
+    kind = "GPU" if slurm.gpus_per_node else "CPU"
+    return f"{slurm.nodes}x{_devices_per_node(slurm)} {kind}"
+
+
+def _sums(per_arm: dict[str, list[float]]) -> list[float]:
+    return [sum(values[i] for values in per_arm.values()) for i in range(3)]
 
 
 def _bytes(size: float) -> str:

@@ -163,6 +163,30 @@ def test_each_action_takes_its_own_options_among_the_overrides(tmp_path, capsys)
     assert not (tmp_path / "scripts").exists()
 
 
+def test_the_plan_times_each_job_from_its_flops_and_devices_and_warns_of_short_limits(
+    demo_family, tmp_path
+):
+    job = {
+        "gpus_per_node": 2,
+        "tasks_per_node": 2,
+        "timeout_min": 1,
+        "max_requeues": 0,
+        "signal_delay_s": 30,
+    }
+    graph = build_graph(experiment(demo_family, tmp_path, f"trunk.slurm={json.dumps(job)}"))
+    segment = graph["trunk/step_6"].trainings[0]
+    per_gpu = segment.flops / (2 * 120)  # the segment's 2 GPUs take 2 minutes
+    table = plan_table(graph, flops_per_device=per_gpu)
+    row = next(line for line in table.splitlines() if line.startswith("trunk/step_6 "))
+    assert row.split()[2:5] == ["1x2", "GPU", "1m00s"]  # the job and its limit
+    assert row.split()[-2:] == ["2m00s", "0.1"]  # 2 GPUs x 2 minutes
+    assert ("warning: trunk/step_6: about 2m00s of training, more than trunk.slurm allows "
+            "(1 min x 1 tries): raise timeout_min or max_requeues") in table  # fmt: skip
+    assert "training time on the longest chain of jobs: " in table
+    # one throughput for every job instead: the same time for the same tokens
+    assert plan_table(graph, tokens_per_s=segment.tokens / 60).count(" 1m00s ") >= 2
+
+
 def test_every_run_has_its_own_seed_and_seeds_repeat_the_experiment(demo_family, tmp_path):
     graph = build_graph(experiment(demo_family, tmp_path, "seeds=[7,8]"))
     names = [node.name for node in graph]
