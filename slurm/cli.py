@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -94,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(rank=0)
     try:
         graph = build_graph(load_config(ExperimentConfig, args.experiment, args.overrides))
+        typed = shlex.join([args.experiment, *args.overrides])  # how status's hints name it
         if args.action == "plan":
             print(plan_table(graph, args.tokens_per_s, args.flops_per_gpu))
         elif args.action == "run":
             states = run_local(graph)
-            print(status_table(graph))
+            print(status_table(graph, typed))
             left = {
                 "failed (see the log above)": [n for n, s in states.items() if s == "failed"],
                 "interrupted (rerun to resume)": [
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             if not cancelled:
                 print("nothing to cancel: no job of these nodes is queued or running")
         else:
-            print(status_table(graph))
+            print(status_table(graph, typed))
     except (ConfigError, FileNotFoundError, RuntimeError) as error:
         print(f"msplit experiment: {error}", file=sys.stderr)
         return 2

@@ -376,6 +376,18 @@ def test_a_complete_run_planned_with_another_config_is_refused(demo_family, tmp_
 
 
 @pytest.mark.slurm
+def test_a_job_slurm_refuses_stops_the_submission_before_anything_is_queued(
+    demo_family, tmp_path
+):
+    need_slurm()
+    graph = build_graph(experiment(demo_family, tmp_path, "report.slurm.partition=nope"))
+    refused = r"nothing was submitted:\n  results: .*partition.*\n  report: .*partition"
+    with pytest.raises(ConfigError, match=refused):
+        submit_slurm(graph)
+    assert not (tmp_path / "experiment.json").exists()  # no job of any node was queued
+
+
+@pytest.mark.slurm
 def test_the_graph_submitted_to_slurm_runs_in_order_and_is_never_submitted_twice(
     demo_family, tmp_path
 ):
