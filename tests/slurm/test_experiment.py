@@ -376,9 +376,7 @@ def test_a_complete_run_planned_with_another_config_is_refused(demo_family, tmp_
 
 
 @pytest.mark.slurm
-def test_a_job_slurm_refuses_stops_the_submission_before_anything_is_queued(
-    demo_family, tmp_path
-):
+def test_a_job_slurm_refuses_stops_the_submission_before_anything_is_queued(demo_family, tmp_path):
     need_slurm()
     graph = build_graph(experiment(demo_family, tmp_path, "report.slurm.partition=nope"))
     refused = r"nothing was submitted:\n  results: .*partition.*\n  report: .*partition"
