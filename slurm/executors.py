@@ -277,14 +277,16 @@ def submit_slurm(graph: Graph, wait: bool = False) -> dict[str, str]:
     """Submit every unfinished node; returns {node: Slurm job id} of those submitted. Every
     job is checked with Slurm first; nothing is queued unless all of them pass."""
     record = StateFile(graph)
+    earlier = {node.name: record.nodes.get(node.name, {}).get("job_id") for node in graph}
+    queued = slurm_states(sorted({job for job in earlier.values() if job}))  # one squeue call
     ids: dict[str, str] = {}  # this submission's jobs and the earlier ones still queued
     todo = []
     for node in graph:
         if node.done:
             _check_complete(node)
             continue
-        previous = record.nodes.get(node.name, {}).get("job_id")
-        if previous and slurm_state(previous):
+        previous = earlier[node.name]
+        if previous and queued.get(previous):
             ids[node.name] = previous
             log.info("%s: still queued as %s, not submitted again", node.name, previous)
             continue
@@ -329,11 +331,13 @@ def cancel_slurm(graph: Graph, names: list[str] | None = None) -> dict[str, str]
         if chosen & set(node.after):
             chosen.add(node.name)
     record = StateFile(graph)
+    jobs = {name: record.nodes.get(name, {}).get("job_id") for name in chosen}
+    queued = slurm_states(sorted({job for job in jobs.values() if job}))  # one squeue call
     cancelled = {}
     # Dependents first: a node cancelled before them would have Slurm kill them unrecorded.
     for node in reversed(graph.nodes):
-        job = record.nodes.get(node.name, {}).get("job_id")
-        if node.name in chosen and job and slurm_state(job):
+        job = jobs.get(node.name)
+        if job and queued.get(job):
             subprocess.run(["scancel", job], check=True, capture_output=True, timeout=30)
             record.set(node.name, state="cancelled", job_id=job)
             cancelled[node.name] = job
