@@ -25,6 +25,7 @@ from pathlib import Path
 
 from data_prep.arguments import positive_float
 from megatron_split.config import ConfigError, load_config
+from megatron_split.train.metrics import format_duration
 from megatron_split.train_cli import setup_logging
 from slurm.graph import Graph, Training
 from slurm.launch import SlurmConfig
@@ -205,7 +206,7 @@ def plan_table(
             allowed = slurm.timeout_min * 60 * (slurm.max_requeues + 1)
             if run_seconds > allowed:
                 warnings.append(
-                    f"warning: {node.name}: about {_duration(run_seconds)} of training, more "
+                    f"warning: {node.name}: about {format_duration(run_seconds)} of training, more "
                     f"than {STAGE_OF_ARM[t.arm]}.slurm allows ({slurm.timeout_min} min x "
                     f"{slurm.max_requeues + 1} tries): raise timeout_min or max_requeues"
                 )
@@ -219,10 +220,11 @@ def plan_table(
         if not runs:
             cells = [f"{'-':>9}"] * 2 + [f"{'-':>5}", f"{'-':>9}"]
         tries = f" x{slurm.max_requeues + 1}" if runs and slurm.max_requeues else ""
-        line = (f"{node.name:<{width}} {len(node.tasks):>5} {_job(slurm):>9} "
-                f"{_duration(slurm.timeout_min * 60) + tries:>10} " + " ".join(cells))  # fmt: skip
+        limit = format_duration(slurm.timeout_min * 60) + tries
+        line = (f"{node.name:<{width}} {len(node.tasks):>5} {_job(slurm):>9} {limit:>10} "
+                + " ".join(cells))  # fmt: skip
         if timed and runs:
-            line += f" {_duration(max(took)):>8} {gpu_hours:>8.1f}"
+            line += f" {format_duration(max(took)):>8} {gpu_hours:>8.1f}"
         lines.append(line)
     lines += ["", "per arm:"]
     for arm, (tokens, flops, hours) in [*per_arm.items(), ("total", _sums(per_arm))]:
@@ -230,7 +232,7 @@ def plan_table(
         lines.append(line + (f"  {hours:,.1f} GPU h" if timed else ""))
     lines.append(f"checkpoints kept: {checkpoints}, about {_bytes(disk)}")
     if timed:
-        longest = _duration(max(finish.values()))
+        longest = format_duration(max(finish.values()))
         lines.append(f"training time on the longest chain of jobs: {longest} (array tasks "
                      "side by side; `run` here takes them in turn)")  # fmt: skip
     return "\n".join(lines + warnings)
@@ -256,11 +258,6 @@ def _bytes(size: float) -> str:
         if size >= scale:
             return f"{size / scale:.1f} {unit}"
     return f"{size:.0f} B"
-
-
-def _duration(seconds: float) -> str:
-    hours, rest = divmod(int(round(seconds)), 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 if __name__ == "__main__":
